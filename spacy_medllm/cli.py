@@ -1,0 +1,124 @@
+"""The `medllm` command line."""
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import srsly
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="spacy_medllm: clinical and biomedical NLP for spaCy.")
+
+
+def _pairs(values: List[str], what: str) -> List[tuple]:
+    out = []
+    for v in values:
+        if "=" not in v:
+            raise typer.BadParameter(f"{what} {v!r}: expected NAME=PATH")
+        name, path = v.split("=", 1)
+        out.append((name, path))
+    return out
+
+
+@app.command()
+def convert(
+    corpus: str = typer.Argument(..., help="bc5cdr, ncbi_disease, ade or chia"),
+    src: Path = typer.Argument(..., help="folder with the corpus files as published upstream"),
+    out_dir: Path = typer.Argument(..., help="folder for train/dev/test .spacy files and stats.json"),
+    skip_errors: bool = typer.Option(False, "--skip-errors", help="skip and count malformed records instead of stopping"),
+) -> None:
+    """Convert a raw corpus to .spacy files (one per split) and print its counts."""
+    from .corpus.base import CorpusError
+    from .corpus.convert import convert_corpus
+
+    def progress(split: str, n: int) -> None:
+        typer.echo(f"\r{corpus} {split}: {n} documents", nl=False, err=True)
+
+    try:
+        stats = convert_corpus(corpus, src, out_dir, on_error="skip" if skip_errors else "raise", progress=progress)
+    except (CorpusError, FileNotFoundError, ValueError) as err:
+        typer.echo(f"\nerror: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo("", err=True)
+    for split, s in stats.items():
+        skipped = sum(s["skipped"].values())
+        typer.echo(
+            f"{corpus} {split}: {s['documents']} documents, {s['mentions']} mentions, {s['relations']} relations"
+            + (f", {skipped} skipped" if skipped else "")
+        )
+    typer.echo(f"wrote {out_dir}/{{{','.join(stats)}}}.spacy and stats.json")
+
+
+@app.command()
+def evaluate(
+    model: List[str] = typer.Option(..., "--model", "-m", help="NAME=PATH of a pipeline (repeatable)"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
+    only: List[str] = typer.Option([], "--only", help="DATA=LABEL[,LABEL]: score only these labels on a data set"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for <model>.json and ner.md"),
+) -> None:
+    """Score and time NER pipelines on the same texts; write metrics/*.json and a markdown table."""
+    from .evaluate import markdown_table, run_isolated
+
+    datasets = _pairs(data, "--data")
+    labels = {k: v.split(",") for k, v in _pairs(only, "--only")}
+    for name, path in datasets:
+        if not Path(path).exists():
+            typer.echo(f"error: --data {name}: {path} not found", err=True)
+            raise typer.Exit(1)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, path in _pairs(model, "--model"):
+        typer.echo(f"evaluating {name} ({path}) on {', '.join(n for n, _ in datasets)} ...", err=True)
+        res = run_isolated(path, datasets, labels=labels)
+        srsly.write_json(output / f"{name}.json", res)
+        results[name] = res
+        for ds, d in res["datasets"].items():
+            typer.echo(f"  {ds}: F {d['overall']['f']:.2f}  P {d['overall']['p']:.2f}  R {d['overall']['r']:.2f}  {d['words_per_second']:,} words/s", err=True)
+    table = markdown_table(results)
+    (output / "ner.md").write_text(table, encoding="utf8")
+    typer.echo(table)
+
+
+@app.command()
+def annotate(
+    model: str = typer.Argument(..., help="pipeline package name or path"),
+    input_path: Path = typer.Argument(..., help="text file (one document per line) or JSONL with a 'text' field"),
+    output: Path = typer.Argument(..., help="JSONL output: text, entities (start, end, label, kb_id), relations"),
+    batch_size: int = typer.Option(32, help="documents per batch"),
+) -> None:
+    """Run a pipeline over texts and write its entities, ids and relations as JSONL."""
+    import spacy
+    from tqdm import tqdm
+
+    from .corpus.base import get_relations, read_text
+
+    if input_path.suffix == ".jsonl":
+        records = list(srsly.read_jsonl(input_path))
+        for i, r in enumerate(records, start=1):
+            if not isinstance(r, dict) or not isinstance(r.get("text"), str):
+                typer.echo(f"error: {input_path}, line {i}: expected an object with a 'text' string", err=True)
+                raise typer.Exit(1)
+        texts = [r["text"] for r in records]
+    else:
+        texts = [t for t in read_text(input_path).split("\n") if t.strip()]
+    nlp = spacy.load(model)
+    out = []
+    for doc in tqdm(nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc="annotate", file=sys.stderr):
+        out.append(
+            {
+                "text": doc.text,
+                "entities": [{"start": e.start_char, "end": e.end_char, "text": e.text, "label": e.label_, "kb_id": e.kb_id_ or None} for e in doc.ents],
+                "relations": get_relations(doc),
+            }
+        )
+    srsly.write_jsonl(output, out)
+    typer.echo(f"wrote {len(out)} documents to {output}", err=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

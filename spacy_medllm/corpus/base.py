@@ -1,0 +1,249 @@
+"""Shared pieces of the corpus readers: error policy, counts, and Doc building.
+
+Annotation offsets in biomedical corpora often fall inside what a general
+tokenizer treats as one token ("[3H]-naloxone", "5-FU-induced"). The readers cut
+such tokens at every annotated boundary, so every gold mention is a token span and
+no annotation is lost; at prediction time the tokenizer of the pipeline decides.
+"""
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+from spacy.vocab import Vocab
+
+from ..errors import Errors, Warnings
+
+logger = logging.getLogger("spacy_medllm")
+
+MENTIONS_KEY = "mentions"
+NIL = "NIL"
+
+
+class CorpusError(ValueError):
+    """Malformed corpus input; the message names the file, the line and the reason."""
+
+    def __init__(self, path: Union[str, Path], line: Optional[int], reason: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(Errors.E001.format(path=path, line=line if line is not None else "-", reason=reason))
+
+
+@dataclass
+class Mention:
+    """One annotated mention, by character offsets into the document text."""
+
+    start: int
+    end: int
+    label: str
+    kb_id: str = ""
+    text: str = ""
+    key: Optional[str] = None  # the source's own id (brat "T12"), used by relations
+
+
+@dataclass
+class ReadStats:
+    """Counts a reader reports: documents, mentions, relations, skipped records."""
+
+    documents: int = 0
+    mentions: int = 0
+    relations: int = 0
+    labels: Counter = field(default_factory=Counter)
+    relation_labels: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+
+    def add_doc(self, doc: Doc) -> None:
+        self.documents += 1
+        mentions = doc.spans[MENTIONS_KEY] if MENTIONS_KEY in doc.spans else doc.ents
+        self.mentions += len(mentions)
+        self.labels.update(span.label_ for span in mentions)
+        rels = get_relations(doc)
+        self.relations += len(rels)
+        self.relation_labels.update(r["label"] for r in rels)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "documents": self.documents,
+            "mentions": self.mentions,
+            "relations": self.relations,
+            "labels": dict(sorted(self.labels.items())),
+            "relation_labels": dict(sorted(self.relation_labels.items())),
+            "skipped": dict(self.skipped),
+            "notes": dict(self.notes),
+        }
+
+
+class ErrorPolicy:
+    """Raise on malformed input (the default), or skip the record and count it."""
+
+    def __init__(self, path: Union[str, Path], on_error: str, stats: ReadStats):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(Errors.E004.format(value=on_error))
+        self.path = str(path)
+        self.on_error = on_error
+        self.stats = stats
+        self.first: Optional[Tuple[int, str]] = None
+
+    def __call__(self, line: Optional[int], reason: str, kind: str) -> None:
+        if self.on_error == "raise":
+            raise CorpusError(self.path, line, reason)
+        self.stats.skipped[kind] += 1
+        if self.first is None:
+            self.first = (line if line is not None else -1, reason)
+
+    def report(self) -> None:
+        if self.first is not None:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.stats.skipped.items())
+            warnings.warn(
+                Warnings.W001.format(
+                    path=self.path, n=sum(self.stats.skipped.values()), reasons=reasons,
+                    line=self.first[0], reason=self.first[1],
+                )
+            )
+
+
+def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
+    """Read a whole file, with a clear error for a missing file or a wrong encoding."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(Errors.E003.format(path=path))
+    return decode(path.read_bytes(), path, encoding)
+
+
+def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8") -> str:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CorpusError(
+            path, line, f"not valid {encoding} at byte {err.start} ({err.reason}); re-encode the file as UTF-8"
+        ) from None
+
+
+def install_extensions() -> None:
+    """Register the Doc extensions the readers and components write (idempotent)."""
+    if not Doc.has_extension("medllm_rels"):
+        Doc.set_extension("medllm_rels", default=None)
+    if not Doc.has_extension("medllm_doc_id"):
+        Doc.set_extension("medllm_doc_id", default=None)
+    if not Doc.has_extension("medllm_meta"):
+        Doc.set_extension("medllm_meta", default=None)
+
+
+def get_relations(doc: Doc) -> List[Dict[str, object]]:
+    install_extensions()
+    return doc._.medllm_rels or []
+
+
+def build_doc(
+    vocab: Vocab,
+    tokenize: Callable[[str], Doc],
+    text: str,
+    boundaries: Iterable[int] = (),
+) -> Doc:
+    """Tokenize `text` and cut tokens at every offset in `boundaries`."""
+    doc = tokenize(text)
+    cuts = sorted(set(b for b in boundaries if 0 < b < len(text)))
+    if not cuts:
+        return doc
+    words: List[str] = []
+    spaces: List[bool] = []
+    i = 0
+    for token in doc:
+        start, end = token.idx, token.idx + len(token.text)
+        while i < len(cuts) and cuts[i] <= start:
+            i += 1
+        pos = start
+        j = i
+        while j < len(cuts) and cuts[j] < end:
+            words.append(text[pos : cuts[j]])
+            spaces.append(False)
+            pos = cuts[j]
+            j += 1
+        words.append(text[pos:end])
+        spaces.append(bool(token.whitespace_))
+    if len(words) == len(doc):
+        return doc
+    return Doc(vocab, words=words, spaces=spaces)
+
+
+def span_for(doc: Doc, m: Mention) -> Optional[Span]:
+    """The token span of a mention; None when its offsets cannot be aligned."""
+    span = doc.char_span(m.start, m.end, label=m.label, kb_id=m.kb_id, alignment_mode="strict")
+    if span is None:
+        # a mention with leading/trailing whitespace inside its offsets (Chia)
+        span = doc.char_span(m.start, m.end, label=m.label, kb_id=m.kb_id, alignment_mode="contract")
+    return span
+
+
+def annotate(doc: Doc, mentions: Sequence[Mention], ent_label_map: Optional[Dict[str, str]] = None) -> Dict[Optional[str], Span]:
+    """Write all mentions to `doc.spans["mentions"]` and a non-overlapping subset to `doc.ents`.
+
+    Overlap policy: `doc.spans["mentions"]` keeps every mention (nested and
+    overlapping ones too). `doc.ents` keeps, among overlapping mentions, the longest
+    (then the earliest), as spaCy's `filter_spans` does. Returns the spans by key.
+    """
+    spans: List[Span] = []
+    by_key: Dict[Optional[str], Span] = {}
+    for m in mentions:
+        span = span_for(doc, m)
+        if span is None or len(span) == 0:
+            continue
+        spans.append(span)
+        if m.key is not None:
+            by_key[m.key] = span
+    doc.spans[MENTIONS_KEY] = spans
+    ents = []
+    for span in filter_spans(spans):
+        label = ent_label_map.get(span.label_, span.label_) if ent_label_map else span.label_
+        ents.append(Span(doc, span.start, span.end, label=label, kb_id=span.kb_id_))
+    doc.ents = ents
+    return by_key
+
+
+def boundaries_of(mentions: Iterable[Mention]) -> List[int]:
+    out: List[int] = []
+    for m in mentions:
+        out.extend((m.start, m.end))
+    return out
+
+
+def relation(
+    label: str,
+    head: Optional[Span] = None,
+    tail: Optional[Span] = None,
+    head_id: Optional[str] = None,
+    tail_id: Optional[str] = None,
+    score: float = 1.0,
+) -> Dict[str, object]:
+    """A relation record: plain data (token offsets, ids, label, score), no Span objects."""
+    return {
+        "head": [head.start, head.end] if head is not None else None,
+        "tail": [tail.start, tail.end] if tail is not None else None,
+        "head_id": head_id if head_id is not None else (head.kb_id_ or None if head is not None else None),
+        "tail_id": tail_id if tail_id is not None else (tail.kb_id_ or None if tail is not None else None),
+        "label": label,
+        "score": float(score),
+    }
+
+
+def split_kb_id(kb_id: str) -> List[str]:
+    """The concept ids a corpus id string stands for.
+
+    `D1|D2` (alternatives, or BC5CDR's composite mentions) and `D1+D2` (NCBI composite
+    mentions) give both ids; `NIL` and the empty string give none.
+    """
+    if not kb_id or kb_id == NIL:
+        return []
+    out: List[str] = []
+    for part in kb_id.replace("+", "|").split("|"):
+        part = part.strip()
+        if part and part not in out and part != NIL:
+            out.append(part)
+    return out

@@ -1,0 +1,32 @@
+"""Coded error and warning messages.
+
+Every message names what went wrong and is formatted with the offending value,
+file and line, so a user can find the problem in their own data.
+"""
+
+
+class ErrorsWithCodes(type):
+    def __getattribute__(self, code: str) -> str:
+        msg = super().__getattribute__(code)
+        if code.startswith("__"):
+            return msg
+        return f"[{code}] {msg}"
+
+
+class Warnings(metaclass=ErrorsWithCodes):
+    W001 = "{path}: skipped {n} malformed record(s) ({reasons}); first: line {line}: {reason}"
+    W002 = ("{path}, line {line}: mention text {given!r} differs from the text at its "
+            "offsets {found!r}; the offsets are kept")
+    W003 = "{path}: document {doc_id} occurs more than once; the later copy (line {line}) is dropped"
+
+
+class Errors(metaclass=ErrorsWithCodes):
+    E001 = "{path}, line {line}: {reason}"
+    E002 = "{path}: not valid {encoding} (byte {pos}): {reason}. Re-encode the file as UTF-8."
+    E003 = "{path}: file not found"
+    E004 = "Unknown value for on_error: {value!r}. Use 'raise' or 'skip'."
+    E005 = "{path}: the zip archive holds no brat .ann/.txt pairs"
+    E006 = "{path}: column {column!r} is missing (columns: {columns})"
+    E007 = "Unknown corpus format {fmt!r}. Known: {known}."
+    E008 = ("Split fractions must be positive and sum below 1 (dev={dev}, test={test})")
+    E009 = "{path}: not a directory of corpus files, or none of the expected files is in it: {expected}"

