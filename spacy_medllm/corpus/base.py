@@ -137,8 +137,20 @@ def install_extensions() -> None:
 
 
 def get_relations(doc: Doc) -> List[Dict[str, object]]:
+    """The relation records of a Doc, as lists and dicts.
+
+    msgpack (DocBin, multiprocessing) hands sequences back as tuples; this gives the
+    same plain structure whether the Doc was just annotated or deserialized.
+    """
     install_extensions()
-    return doc._.medllm_rels or []
+    out = []
+    for r in doc._.medllm_rels or ():
+        r = dict(r)
+        for key in ("head", "tail"):
+            if r.get(key) is not None:
+                r[key] = [int(i) for i in r[key]]
+        out.append(r)
+    return out
 
 
 def build_doc(

