@@ -41,7 +41,7 @@ def evaluate_ner(
     t0 = time.perf_counter()
     nlp = spacy.load(model)
     load_s = time.perf_counter() - t0
-    out: Dict[str, object] = {"model": str(model), "pipeline": nlp.pipe_names, "load_s": round(load_s, 2), "datasets": {}}
+    out: Dict[str, object] = {"model": str(model), "pipeline": list(nlp.pipe_names), "load_s": round(load_s, 2), "datasets": {}}
     for name, path in datasets:
         refs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
         texts = [d.text for d in refs]

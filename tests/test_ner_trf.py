@@ -97,3 +97,38 @@ def test_long_document_beyond_512_wordpieces(trained):
     # the last sentence, far past the first 512 word pieces, is still tagged
     last = text.rindex("Lithium")
     assert (last, last + 7, "Chemical") in ents(doc)
+
+
+def test_cli_evaluate_and_annotate(trained, tmp_path):
+    import srsly
+    from spacy.tokens import DocBin
+    from typer.testing import CliRunner
+
+    from spacy_medllm.cli import app
+
+    trained.to_disk(tmp_path / "model")
+    gold = []
+    for text, spans in TRAIN:
+        doc = trained.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label=l) for s, e, l in spans]
+        gold.append(doc)
+    DocBin(docs=gold).to_disk(tmp_path / "gold.spacy")
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "evaluate", "--model", f"tiny={tmp_path / 'model'}", "--data", f"gold={tmp_path / 'gold.spacy'}",
+        "--data", f"gold-disease={tmp_path / 'gold.spacy'}", "--only", "gold-disease=Disease", "--output", str(tmp_path / "metrics"),
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = srsly.read_json(tmp_path / "metrics" / "tiny.json")
+    assert metrics["datasets"]["gold"]["overall"] == {"p": 100.0, "r": 100.0, "f": 100.0}
+    assert set(metrics["datasets"]["gold"]["per_type"]) == {"Chemical", "Disease"}
+    assert set(metrics["datasets"]["gold-disease"]["per_type"]) == {"Disease"}
+    assert metrics["datasets"]["gold"]["words_per_second"] > 0 and metrics["peak_rss_mb"] > 50
+    assert "| tiny | gold | Chemical | 100.00 | 100.00 | 100.00 |" in (tmp_path / "metrics" / "ner.md").read_text()
+
+    (tmp_path / "in.txt").write_text("Cisplatin induced acute renal failure in rats.\n\nLithium toxicity caused seizures and fever.\n")
+    result = runner.invoke(app, ["annotate", str(tmp_path / "model"), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    out = list(srsly.read_jsonl(tmp_path / "out.jsonl"))
+    assert [(e["start"], e["end"], e["label"]) for e in out[0]["entities"]] == TRAIN[1][1]
+    assert len(out) == 2
