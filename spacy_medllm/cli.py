@@ -31,15 +31,24 @@ def convert(
     from .corpus.base import CorpusError
     from .corpus.convert import convert_corpus
 
+    from tqdm import tqdm
+
+    bars = {}
+
     def progress(split: str, n: int) -> None:
-        typer.echo(f"\r{corpus} {split}: {n} documents", nl=False, err=True)
+        bar = bars.get(split)
+        if bar is None:
+            bar = bars[split] = tqdm(desc=f"{corpus} {split}", unit=" docs", file=sys.stderr, leave=False)
+        bar.update(n - bar.n)
 
     try:
         stats = convert_corpus(corpus, src, out_dir, on_error="skip" if skip_errors else "raise", progress=progress)
     except (CorpusError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"\nerror: {err}", err=True)
+        typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
-    typer.echo("", err=True)
+    finally:
+        for bar in bars.values():
+            bar.close()
     for split, s in stats.items():
         skipped = sum(s["skipped"].values())
         typer.echo(
