@@ -1,0 +1,29 @@
+"""project.yml and every config are valid."""
+from pathlib import Path
+
+import pytest
+from spacy import util
+from weasel.util import load_project_config
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_project_yml_is_valid():
+    project = load_project_config(ROOT, overrides={"vars.corpus_dir": "../shared/corpus"})
+    commands = {c["name"] for c in project["commands"]}
+    assert {"convert", "train", "train-cnn", "evaluate", "package", "verify-corpus"} <= commands
+    assert project["workflows"]["all"] == ["convert", "train", "train-cnn", "evaluate", "package"]
+    assert project["workflows"]["baseline"] == ["convert", "train-cnn", "evaluate-cnn"]
+    for asset in project["assets"]:
+        assert asset["url"].startswith("https://") and len(asset["checksum"]) == 32
+        assert "sha256 " in asset["description"]
+
+
+@pytest.mark.parametrize("name", ["ner_trf.cfg", "ner_trf_gpu.cfg", "ner_cnn.cfg"])
+def test_configs_build(name, tiny_bert):
+    config = util.load_config(ROOT / "configs" / name)
+    if "transformer" in config["components"]:
+        config["components"]["transformer"]["model"]["name"] = str(tiny_bert)
+    nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names[-1] == "ner"
+    assert [t.text for t in nlp.make_doc("Na+/K+")] == ["Na", "+", "/", "K", "+"]
