@@ -2,7 +2,7 @@
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import srsly
 import typer
@@ -122,6 +122,37 @@ def annotate(
         )
     srsly.write_jsonl(output, out)
     typer.echo(f"wrote {len(out)} documents to {output}", err=True)
+
+
+@app.command("build-kb")
+def build_kb_cmd(
+    out_dir: Path = typer.Argument(..., help="folder for the knowledge base (kb.msgpack) and its candidate index (index/)"),
+    mesh: Optional[Path] = typer.Option(None, help="MeSH folder with terms.tsv and tree-numbers.tsv"),
+    medic: Optional[Path] = typer.Option(None, help="CTD MEDIC CTD_diseases.tsv(.gz)"),
+    mentions: List[Path] = typer.Option([], help="training-split .spacy file whose linked mentions add aliases (repeatable)"),
+    umls: Optional[Path] = typer.Option(None, help="UMLS META folder with MRCONSO.RRF (+ MRSTY.RRF, MRDEF.RRF)"),
+    scispacy_kb: List[Path] = typer.Option([], help="scispaCy KB file (.json list or .jsonl) (repeatable)"),
+) -> None:
+    """Build a knowledge base from vocabularies and training mentions, with its candidate index."""
+    import time
+
+    from .corpus.base import CorpusError
+    from .kb import CandidateGenerator, build_kb
+
+    t0 = time.perf_counter()
+    try:
+        kb = build_kb(mesh_dir=mesh, medic=medic, mention_files=mentions, umls_meta=umls, scispacy_kbs=scispacy_kb)
+    except (CorpusError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if not len(kb):
+        typer.echo("error: no source given (--mesh, --medic, --mentions, --umls, --scispacy-kb)", err=True)
+        raise typer.Exit(1)
+    kb.to_disk(out_dir)
+    typer.echo(f"{len(kb):,} concepts, {sum(len(c.names) for c in kb):,} names ({time.perf_counter() - t0:.1f} s)", err=True)
+    t0 = time.perf_counter()
+    CandidateGenerator(kb).to_disk(out_dir / "index")
+    typer.echo(f"candidate index: {out_dir / 'index'} ({time.perf_counter() - t0:.1f} s)", err=True)
 
 
 def main() -> None:

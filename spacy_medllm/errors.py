@@ -30,3 +30,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E007 = "Unknown corpus format {fmt!r}. Known: {known}."
     E008 = ("Split fractions must be positive and sum below 1 (dev={dev}, test={test})")
     E009 = "{path}: not a directory of corpus files, or none of the expected files is in it: {expected}"
+    E010 = "{path}: not a knowledge base file: {reason}"
+    E011 = ("{path}: knowledge base format version {version} is newer than this spacy_medllm "
+            "supports ({supported}); upgrade spacy_medllm or rebuild the knowledge base")
+    E012 = "{path}, line {line}: {reason}"

@@ -11,7 +11,6 @@ import multiprocessing as mp
 import resource
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import spacy

@@ -4,7 +4,6 @@ from pathlib import Path
 import pytest
 import spacy
 from spacy import util
-from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 

@@ -2,7 +2,6 @@
 import random
 from importlib.metadata import entry_points
 
-import pytest
 import spacy
 import srsly
 from spacy.tokens import DocBin

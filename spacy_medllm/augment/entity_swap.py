@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterator, List, Tuple, Union
 
 import srsly
 from spacy.language import Language
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import registry
 
