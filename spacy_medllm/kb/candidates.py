@@ -54,14 +54,19 @@ class CandidateGenerator:
         self.matrix = self.vectorizer.fit_transform(names).tocsr().astype(np.float32)
         self.owners = np.asarray(owners, dtype=np.int32)
 
-    def __call__(self, mentions: Sequence[str], k: int = 30) -> List[List[Candidate]]:
+    def __call__(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[Candidate]]:
         """The k best (concept_id, score) for each mention, best first.
 
         Exact name matches score 1.0; other concepts score the cosine similarity of
         their closest name. Ties break by concept id, so results are reproducible.
         """
-        if not mentions:
-            return []
+        out: List[List[Candidate]] = []
+        # in chunks: the similarity matrix of many mentions against ~100k names is large
+        for i in range(0, len(mentions), chunk_size):
+            out.extend(self._search(mentions[i : i + chunk_size], k))
+        return out
+
+    def _search(self, mentions: Sequence[str], k: int) -> List[List[Candidate]]:
         queries = self.vectorizer.transform([normalize_alias(m) for m in mentions]).astype(np.float32)
         sims = (queries @ self.matrix.T).tocsr()
         out: List[List[Candidate]] = []
@@ -70,8 +75,8 @@ class CandidateGenerator:
             cols, vals = sims.indices[start:end], sims.data[start:end]
             best: Dict[int, float] = {}
             if len(vals):
-                # names beyond the top k*8 cannot make the top k concepts unless concepts have >8 names there
-                top = np.argpartition(-vals, min(len(vals) - 1, k * 8))[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
+                # keep the k*8 best names: enough for k concepts unless concepts repeat >8 times there
+                top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
                 for j in top:
                     owner = int(self.owners[cols[j]])
                     score = float(vals[j])
