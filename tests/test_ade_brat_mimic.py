@@ -182,3 +182,10 @@ def test_mimic_csv_errors(tmp_path, nlp):
     path.write_text('ROW_ID,TEXT\n1,"fine"\n2,"x",extra\n')
     with pytest.raises(CorpusError, match=r"bad.csv, line 3: expected 2 columns, found 3"):
         list(read_mimic_notes(path, nlp))
+
+
+def test_mimic_csv_wrong_encoding(tmp_path, nlp):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("ROW_ID,TEXT\n1,\"Patient caf\u00e9\"\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin1.csv, line \d: not valid utf-8"):
+        list(read_mimic_notes(path, nlp))

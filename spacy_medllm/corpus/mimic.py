@@ -8,7 +8,6 @@ no model ever sees (or learns to split) its pieces. Rows with `ISERROR` set are 
 unless `include_errors` is true.
 """
 import csv
-import io
 import re
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
@@ -17,7 +16,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import Errors
-from .base import CorpusError, ErrorPolicy, ReadStats, build_doc, install_extensions, read_text
+from .base import CorpusError, ErrorPolicy, ReadStats, build_doc, install_extensions
 
 PLACEHOLDER = re.compile(r"\[\*\*.*?\*\*\]", re.DOTALL)
 
@@ -54,12 +53,23 @@ def read_mimic_notes(
     install_extensions()
     stats = stats if stats is not None else ReadStats()
     policy = ErrorPolicy(path, on_error, stats)
-    text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(Errors.E003.format(path=path))
+    # streamed: a full NOTEEVENTS.csv is ~4 GB
+    with path.open("r", encoding="utf-8", newline="") as file:
+        yield from _read_rows(file, path, nlp, policy, stats, categories, include_errors, limit)
+    policy.report()
+
+
+def _read_rows(file, path, nlp, policy, stats, categories, include_errors, limit) -> Iterator[Doc]:
+    reader = csv.reader(file)
     try:
         header = next(reader)
     except StopIteration:
         raise CorpusError(path, 1, "the file is empty; expected a header row with a TEXT column") from None
+    except UnicodeDecodeError as err:
+        raise CorpusError(path, 1, f"not valid utf-8 ({err.reason}); re-encode the file as UTF-8") from None
     header = [h.strip().upper() for h in header]
     if "TEXT" not in header:
         raise ValueError(Errors.E006.format(path=path, column="TEXT", columns=", ".join(header)))
@@ -74,6 +84,8 @@ def read_mimic_notes(
             break
         except csv.Error as err:
             raise CorpusError(path, start_line, f"unreadable CSV record: {err}") from None
+        except UnicodeDecodeError as err:
+            raise CorpusError(path, start_line, f"not valid utf-8 in or shortly after this record ({err.reason}); re-encode the file as UTF-8") from None
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
@@ -95,4 +107,3 @@ def read_mimic_notes(
         n += 1
         if limit and n >= limit:
             break
-    policy.report()
