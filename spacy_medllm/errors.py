@@ -34,3 +34,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E011 = ("{path}: knowledge base format version {version} is newer than this spacy_medllm "
             "supports ({supported}); upgrade spacy_medllm or rebuild the knowledge base")
     E012 = "{path}, line {line}: {reason}"
+    E013 = ("{name}: no knowledge base. Initialize the component with a kb_path "
+            "([initialize.components.{name}] kb_path = \"corpus/kb\") or call set_kb() first.")
+    E014 = "{path}: the linker model could not be loaded from this file"

@@ -1,0 +1,119 @@
+"""`spacy_medllm.LinkerModel.v1`: tok2vec -> mention pooling -> candidate scorer."""
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
+
+import numpy
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.types import Floats2d, Floats3d, Ints2d
+
+from .torch_scorer import CandidateScorer
+
+
+@dataclass
+class LinkerBatch:
+    """The mentions of a batch of Docs and their candidates, as arrays.
+
+    spans: (doc index, start token, end token) per mention.
+    feats: (mentions, slots, features); slot 0 is NIL.
+    rows: (mentions, slots) hashed concept rows; mask: which slots are real.
+    """
+
+    spans: List[Tuple[int, int, int]]
+    feats: Floats3d
+    rows: Ints2d
+    mask: numpy.ndarray
+
+
+@registry.architectures("spacy_medllm.LinkerModel.v1")
+def build_linker_model(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    n_features: int = 12,
+    hidden_width: int = 64,
+    n_concept_rows: int = 65536,
+) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
+    """Score the KB candidates of each mention.
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): token vectors, usually a listener of
+        the shared transformer.
+    n_features (int): width of the per-candidate feature vector (set by the component).
+    hidden_width (int): width of the feature MLP and of the mention/concept space.
+    n_concept_rows (int): rows of the hashed concept-id table.
+    """
+    scorer = PyTorchWrapper_v2(
+        CandidateScorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows),
+        convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs,
+    )
+    return Model(
+        "medllm_linker_model",
+        forward,
+        init=init,
+        layers=[tok2vec, scorer],
+        refs={"tok2vec": tok2vec, "scorer": scorer},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
+    )
+
+
+def init(model: Model, X=None, Y=None) -> None:
+    tok2vec = model.get_ref("tok2vec")
+    if X is not None:
+        tok2vec.initialize(X=X[0])
+    else:
+        tok2vec.initialize()
+    width = tok2vec.get_dim("nO")
+    shim = model.get_ref("scorer").shims[0]
+    if shim._model.project.in_features != width:
+        # the listener's width is known only now: rebuild the torch module with it
+        import torch
+
+        attrs = model.attrs
+        shim._model = CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"])
+        if model.ops.device_type != "cpu":
+            shim._model.to(torch.device("cuda"))
+
+
+def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
+    docs, batch = inputs
+    ops = model.ops
+    tokvecs, bp_tokvecs = model.get_ref("tok2vec")(docs, is_train)
+    width = tokvecs[0].shape[1] if tokvecs else 1
+    pooled = ops.alloc2f(len(batch.spans), width)
+    for i, (d, start, end) in enumerate(batch.spans):
+        pooled[i] = tokvecs[d][start:end].mean(axis=0)
+    logits, bp_scorer = model.get_ref("scorer")((pooled, batch), is_train)
+
+    def backprop(d_logits: Floats2d) -> List[Doc]:
+        d_pooled = bp_scorer(d_logits)
+        d_tokvecs = [ops.alloc2f(*t.shape) for t in tokvecs]
+        for i, (d, start, end) in enumerate(batch.spans):
+            d_tokvecs[d][start:end] += d_pooled[i] / (end - start)
+        return bp_tokvecs(d_tokvecs)
+
+    return logits, backprop
+
+
+def _convert_inputs(model: Model, X, is_train: bool):
+    pooled, batch = X
+    device = model.shims[0].device
+    args = (
+        xp2torch(pooled, requires_grad=is_train, device=device),
+        xp2torch(model.ops.asarray(batch.feats, dtype="float32"), device=device),
+        xp2torch(model.ops.asarray(batch.rows, dtype="int64"), device=device),
+        xp2torch(model.ops.asarray(batch.mask, dtype="bool"), device=device),
+    )
+
+    def reverse(d_inputs: ArgsKwargs):
+        return torch2xp(d_inputs.args[0])
+
+    return ArgsKwargs(args=args, kwargs={}), reverse
+
+
+def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
+    _, logits = inputs_outputs
+
+    def reverse(d_logits):
+        return ArgsKwargs(args=(logits,), kwargs={"grad_tensors": (xp2torch(d_logits, device=model.shims[0].device),)})
+
+    return torch2xp(logits), reverse

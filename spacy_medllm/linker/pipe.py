@@ -1,0 +1,374 @@
+"""The `medllm_linker` component: link entities to knowledge base concepts.
+
+For every entity the component generates candidates (exact alias lookup plus
+character n-gram TF-IDF over all KB names, `spacy_medllm.kb.CandidateGenerator`),
+describes each with string, type and training-prior features, and reranks them with
+`spacy_medllm.LinkerModel.v1`, which adds the mention in context from the shared
+encoder. A NIL slot and an optional probability threshold leave unlinkable mentions
+without an id. With scispaCy's `abbreviation_detector` earlier in the pipeline, a
+short form is linked through its long form.
+
+Writes `ent.kb_id_` (the concept id, or `NIL`), `Span._.kb_candidates` (list of
+`(concept_id, probability)`, best first) and `Span._.kb_concept` (the chosen concept's
+id, name, types and definition). The knowledge base, the index, the priors and the
+model are saved with `nlp.to_disk`.
+"""
+import math
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+import srsly
+from spacy import util
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer
+
+from ..corpus.base import NIL, split_kb_id
+from ..errors import Errors
+from ..kb import CandidateGenerator, KnowledgeBase
+from ..kb.builders import CHEMICAL, DISEASE
+from ..kb.knowledge_base import normalize_alias
+from .model import LinkerBatch
+
+N_FEATURES = 12
+
+DEFAULT_LINKER_MODEL = """
+[model]
+@architectures = "spacy_medllm.LinkerModel.v1"
+n_features = 12
+hidden_width = 64
+n_concept_rows = 65536
+
+[model.tok2vec]
+@architectures = "spacy.HashEmbedCNN.v2"
+pretrained_vectors = null
+width = 96
+depth = 2
+embed_size = 2000
+window_size = 1
+maxout_pieces = 3
+subword_features = true
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
+
+
+def install_span_extensions() -> None:
+    if not Span.has_extension("kb_candidates"):
+        Span.set_extension("kb_candidates", default=None)
+    if not Span.has_extension("kb_concept"):
+        Span.set_extension("kb_concept", default=None)
+
+
+@Language.factory(
+    "medllm_linker",
+    requires=["doc.ents"],
+    assigns=["token.ent_kb_id", "span._.kb_candidates", "span._.kb_concept"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "top_k": 30,
+        "threshold": None,
+        "use_abbreviations": True,
+        "labels_discard": [],
+        "scorer": {"@scorers": "spacy_medllm.linker_scorer.v1"},
+    },
+    default_score_weights={"medllm_link_acc": 1.0},
+)
+def make_linker(
+    nlp: Language,
+    name: str,
+    model: Model,
+    top_k: int,
+    threshold: Optional[float],
+    use_abbreviations: bool,
+    labels_discard: Sequence[str],
+    scorer: Optional[Callable],
+) -> "MedLinker":
+    """Create a `medllm_linker`.
+
+    model (Model): scores candidates, `spacy_medllm.LinkerModel.v1`.
+    top_k (int): candidates per mention.
+    threshold (float): a best probability below it gives NIL (None: only the NIL slot decides).
+    use_abbreviations (bool): link short forms through their long form (scispaCy's detector).
+    labels_discard (Sequence[str]): entity labels not to link.
+    """
+    return MedLinker(
+        nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
+        labels_discard=labels_discard, scorer=scorer,
+    )
+
+
+def concept_row(concept_id: str, n_rows: int) -> int:
+    """A stable row of the hashed concept table; row 0 is NIL."""
+    return 1 + zlib.crc32(concept_id.encode("utf8")) % (n_rows - 1)
+
+
+class MedLinker(TrainablePipe):
+    """Rerank knowledge base candidates of each entity; see the module docstring."""
+
+    def __init__(
+        self, vocab: Vocab, model: Model, name: str = "medllm_linker", *, top_k: int = 30,
+        threshold: Optional[float] = None, use_abbreviations: bool = True,
+        labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
+    ):
+        install_span_extensions()
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg = {
+            "top_k": top_k, "threshold": threshold, "use_abbreviations": use_abbreviations,
+            "labels_discard": list(labels_discard),
+        }
+        self.kb: Optional[KnowledgeBase] = None
+        self.generator: Optional[CandidateGenerator] = None
+        self.priors: Dict[str, Dict[str, int]] = {}
+        self.concept_counts: Dict[str, int] = {}
+
+    # ---- knowledge base ----------------------------------------------------------------
+    def set_kb(self, kb: KnowledgeBase, generator: Optional[CandidateGenerator] = None) -> None:
+        self.kb = kb
+        self.generator = generator if generator is not None else CandidateGenerator(kb)
+
+    def _require_kb(self) -> None:
+        if self.kb is None or self.generator is None:
+            raise ValueError(Errors.E013.format(name=self.name))
+
+    # ---- mentions and candidates ---------------------------------------------------------
+    def _mentions(self, doc: Doc, spans: Optional[Sequence[Span]] = None) -> List[Tuple[Span, str, bool]]:
+        """(entity, text to link, expanded from an abbreviation) for the entities to link.
+
+        spans: the entities (default `doc.ents`); entities with a discarded label are skipped.
+        """
+        long_forms: Dict[str, str] = {}
+        if self.cfg["use_abbreviations"] and Doc.has_extension("abbreviations"):
+            for short in doc._.abbreviations or []:
+                long = getattr(short._, "long_form", None)
+                if long is not None:
+                    long_forms[short.text] = long.text
+        discard = set(self.cfg["labels_discard"])
+        out = []
+        for ent in doc.ents if spans is None else spans:
+            if ent.label_ in discard:
+                continue
+            long = long_forms.get(ent.text)
+            out.append((ent, long if long is not None else ent.text, long is not None))
+        return out
+
+    def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]]):
+        """Candidates of all mentions and the arrays the model reads."""
+        self._require_kb()
+        flat = [(i, m) for i, ms in enumerate(mentions) for m in ms]
+        k = self.cfg["top_k"]
+        cands = self.generator([m[1] for _, m in flat], k=k) if flat else []
+        n_rows = self.model.attrs["n_concept_rows"]
+        feats = numpy.zeros((len(flat), k + 1, N_FEATURES), dtype="float32")
+        rows = numpy.zeros((len(flat), k + 1), dtype="int64")
+        mask = numpy.zeros((len(flat), k + 1), dtype="bool")
+        spans = []
+        for j, ((i, (ent, text, expanded)), cs) in enumerate(zip(flat, cands)):
+            spans.append((i, ent.start, ent.end))
+            mask[j, 0] = True
+            feats[j, 0, 10] = 1.0
+            key = normalize_alias(text)
+            prior = self.priors.get(key, {})
+            total = sum(prior.values())
+            best = cs[0][1] if cs else 0.0
+            for slot, (cid, score) in enumerate(cs, start=1):
+                concept = self.kb[cid]
+                types = set(concept.types)
+                f = feats[j, slot]
+                f[0] = score
+                f[1] = score >= 1.0
+                f[2] = 1.0 - (slot - 1) / k
+                f[3] = ent.label_ in types
+                f[4] = bool(types & {CHEMICAL, DISEASE}) and ent.label_ in (CHEMICAL, DISEASE) and ent.label_ not in types
+                f[5] = prior.get(cid, 0) / total if total else 0.0
+                f[6] = math.log1p(total) / 5
+                f[7] = math.log1p(self.concept_counts.get(cid, 0)) / 5
+                f[8] = expanded
+                f[9] = score - best
+                f[11] = normalize_alias(concept.canonical_name) == key
+                rows[j, slot] = concept_row(cid, n_rows)
+                mask[j, slot] = True
+        return LinkerBatch(spans, feats, rows, mask), cands
+
+    # ---- prediction ----------------------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]):
+        docs = list(docs)
+        mentions = [self._mentions(doc) for doc in docs]
+        batch, cands = self._batch(docs, mentions)
+        if not batch.spans:
+            return mentions, cands, numpy.zeros((0, self.cfg["top_k"] + 1), dtype="float32")
+        logits = self.model.predict((docs, batch))
+        return mentions, cands, self.model.ops.to_numpy(logits)
+
+    def set_annotations(self, docs: Iterable[Doc], predictions) -> None:
+        mentions, cands, logits = predictions
+        j = 0
+        threshold = self.cfg["threshold"]
+        for doc_mentions in mentions:
+            for ent, _, _ in doc_mentions:
+                row = logits[j]
+                probs = _softmax(row)
+                cs = cands[j]
+                ranked = sorted(((cid, float(probs[slot])) for slot, (cid, _) in enumerate(cs, start=1)), key=lambda x: -x[1])
+                best_slot = int(row.argmax())
+                kb_id = NIL
+                if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
+                    kb_id = cs[best_slot - 1][0]
+                for token in ent:
+                    token.ent_kb_id_ = kb_id
+                ent._.kb_candidates = [(cid, round(p, 4)) for cid, p in ranked]
+                if kb_id != NIL and self.kb is not None:
+                    c = self.kb[kb_id]
+                    ent._.kb_concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
+                else:
+                    ent._.kb_concept = None
+                j += 1
+
+    # ---- training ------------------------------------------------------------------------
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """Learn from the gold entities (aligned to the predicted tokens) and their gold ids."""
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "MedLinker.update")
+        docs = [eg.predicted for eg in examples]
+        discard = set(self.cfg["labels_discard"])
+        mentions, gold_ids = [], []
+        for eg in examples:
+            spans = []
+            for ent in eg.reference.ents:
+                aligned = eg.get_aligned_spans_y2x([ent]) if ent.label_ not in discard else []
+                if aligned:
+                    spans.append(Span(eg.predicted, aligned[0].start, aligned[0].end, label=ent.label_))
+                    gold_ids.append(ent.kb_id_)
+            mentions.append(self._mentions(eg.predicted, spans))
+        batch, cands = self._batch(docs, mentions)
+        keep, targets = [], []
+        for j, kb_id in enumerate(gold_ids):
+            if kb_id == NIL:
+                slot: Optional[int] = 0
+            else:
+                ids = set(split_kb_id(kb_id))
+                # a gold id the candidates miss teaches nothing about ranking them
+                slot = next((s for s, (cid, _) in enumerate(cands[j], start=1) if cid in ids), None)
+            if slot is not None:
+                keep.append(j)
+                targets.append(slot)
+        if not keep:
+            return losses
+        logits, backprop = self.model.begin_update((docs, batch))
+        loss, d_logits = self._loss(self.model.ops.to_numpy(logits), keep, targets)
+        backprop(self.model.ops.asarray(d_logits))
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def _loss(self, logits: numpy.ndarray, keep: List[int], targets: List[int]) -> Tuple[float, numpy.ndarray]:
+        """Softmax cross-entropy over the slots of the mentions whose answer is among them."""
+        d = numpy.zeros_like(logits)
+        loss = 0.0
+        for j, t in zip(keep, targets):
+            p = _softmax(logits[j])
+            loss -= math.log(max(float(p[t]), 1e-12))
+            p[t] -= 1.0
+            d[j] = p / len(keep)
+        return loss / len(keep), d
+
+    def get_loss(self, examples, scores):
+        raise NotImplementedError("MedLinker computes its loss in update()")
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, kb_path: Optional[Path] = None) -> None:
+        """Load the KB from `kb_path` (output of `medllm build-kb`), count priors on the training examples, initialize the model.
+
+        kb_path (Path): folder with kb.msgpack and index/; optional when `set_kb` was called.
+        """
+        if kb_path is not None:
+            kb = KnowledgeBase.from_disk(kb_path)
+            index = Path(kb_path) / "index"
+            self.set_kb(kb, CandidateGenerator.from_disk(index, kb) if index.exists() else None)
+        self._require_kb()
+        priors: Dict[str, Counter] = defaultdict(Counter)
+        concepts: Counter = Counter()
+        sample = []
+        for eg in get_examples():
+            for ent in eg.reference.ents:
+                ids = split_kb_id(ent.kb_id_)
+                if len(ids) == 1:
+                    priors[normalize_alias(ent.text)][ids[0]] += 1
+                    concepts[ids[0]] += 1
+            if len(sample) < 10:
+                sample.append(eg.predicted)
+        self.priors = {k: dict(v) for k, v in priors.items()}
+        self.concept_counts = dict(concepts)
+        self.model.initialize(X=(sample, None) if sample else None)
+
+    # ---- serialization -------------------------------------------------------------------
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        self._require_kb()
+        serialize = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "model": lambda p: self.model.to_disk(p),
+            "kb": lambda p: self.kb.to_disk(p),
+            "index": lambda p: self.generator.to_disk(p),
+            "priors": lambda p: srsly.write_msgpack(p, {"priors": self.priors, "concepts": self.concept_counts}),
+        }
+        util.to_disk(path, serialize, exclude)
+
+    def from_disk(self, path, *, exclude=tuple()) -> "MedLinker":
+        def load_model(p):
+            try:
+                with open(p, "rb") as file:
+                    self.model.from_bytes(file.read())
+            except AttributeError:
+                raise ValueError(Errors.E014.format(path=p)) from None
+
+        def load_kb(p):
+            self.kb = KnowledgeBase.from_disk(p)
+
+        def load_priors(p):
+            data = srsly.read_msgpack(p)
+            self.priors = {k: dict(v) for k, v in data["priors"].items()}
+            self.concept_counts = dict(data["concepts"])
+
+        deserialize = {
+            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "kb": load_kb,
+            "index": lambda p: setattr(self, "generator", CandidateGenerator.from_disk(p, self.kb)),
+            "priors": load_priors,
+            "model": load_model,
+        }
+        util.from_disk(path, deserialize, exclude)
+        return self
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        """All parts (KB, index, priors, model, cfg) as one msgpack message of their files."""
+        with util.make_tempdir() as tmp:
+            self.to_disk(tmp, exclude=exclude)
+            files = {str(p.relative_to(tmp)): p.read_bytes() for p in sorted(tmp.rglob("*")) if p.is_file()}
+        return srsly.msgpack_dumps(files)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "MedLinker":
+        files = srsly.msgpack_loads(bytes_data)
+        with util.make_tempdir() as tmp:
+            for rel, data in files.items():
+                target = (tmp / rel).resolve()
+                if tmp.resolve() not in target.parents:
+                    raise ValueError(Errors.E014.format(path=rel))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            self.from_disk(tmp, exclude=exclude)
+        return self
+
+
+def _softmax(row: numpy.ndarray) -> numpy.ndarray:
+    e = numpy.exp(row - row.max())
+    return e / e.sum()

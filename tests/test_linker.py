@@ -1,0 +1,156 @@
+"""medllm_linker: exact links after overfitting, NIL, abbreviations, serialization, empty docs."""
+import pytest
+import spacy
+from spacy.tokens import DocBin, Span
+from spacy.training import Example
+from thinc.api import fix_random_seed
+
+from spacy_medllm.corpus.base import NIL
+from spacy_medllm.kb import Concept, KnowledgeBase
+from spacy_medllm.linker.scorer import score_links
+
+CONCEPTS = [
+    Concept("D007022", "Hypotension", ["Low Blood Pressure", "hypotensive"], ["Disease"], "Abnormally low blood pressure."),
+    Concept("D006973", "Hypertension", ["High Blood Pressure", "hypertensive"], ["Disease"]),
+    Concept("D003000", "Clonidine", [], ["Chemical"]),
+    Concept("D009270", "Naloxone", [], ["Chemical"]),
+    # two concepts share the name "cold": context has to decide
+    Concept("D003139", "Common Cold", ["cold"], ["Disease"]),
+    Concept("D003080", "Cold Temperature", ["cold"], ["Chemical"]),
+]
+
+TRAIN = [
+    ("Naloxone reversed the hypotensive effect of clonidine .", [(0, 8, "Chemical", "D009270"), (22, 33, "Disease", "D007022"), (44, 53, "Chemical", "D003000")]),
+    ("The patient caught a cold after the rain .", [(21, 25, "Disease", "D003139")]),
+    ("Exposure to cold increased hypertension in rats .", [(12, 16, "Chemical", "D003080"), (27, 39, "Disease", "D006973")]),
+    ("Nalozone was given .", [(0, 8, "Chemical", NIL)]),
+    ("Low blood pressure followed clonidine .", [(0, 18, "Disease", "D007022"), (28, 37, "Chemical", "D003000")]),
+]
+
+
+def gold_doc(nlp, text, ents):
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(s, e, label=l, kb_id=k) for s, e, l, k in ents]
+    return doc
+
+
+def make_nlp():
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker")
+    linker.set_kb(KnowledgeBase(CONCEPTS))
+    return nlp, linker
+
+
+@pytest.fixture(scope="module")
+def trained():
+    nlp, linker = make_nlp()
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(60):
+        nlp.update(examples, sgd=optimizer, losses={})
+    return nlp
+
+
+def predict(nlp, text, ents):
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(s, e, label=l) for s, e, l, _ in ents]
+    return nlp.get_pipe("medllm_linker")(doc)
+
+
+def test_overfit_exact_links(trained):
+    for text, ents in TRAIN:
+        doc = predict(trained, text, ents)
+        assert [e.kb_id_ for e in doc.ents] == [k for *_, k in ents]
+    doc = predict(trained, *TRAIN[0])
+    hypo = doc.ents[1]
+    assert hypo._.kb_candidates[0][0] == "D007022" and hypo._.kb_candidates[0][1] > 0.5
+    assert hypo._.kb_concept == {"id": "D007022", "name": "Hypotension", "types": ["Disease"], "definition": "Abnormally low blood pressure."}
+
+
+def test_no_ngram_overlap_is_nil(trained):
+    doc = predict(trained, "Xyzzy was given .", [(0, 5, "Chemical", None)])
+    assert doc.ents[0].kb_id_ == NIL and doc.ents[0]._.kb_candidates == [] and doc.ents[0]._.kb_concept is None
+
+
+def test_threshold_gives_nil(trained):
+    linker = trained.get_pipe("medllm_linker")
+    linker.cfg["threshold"] = 1.01
+    try:
+        doc = predict(trained, *TRAIN[0])
+        assert {e.kb_id_ for e in doc.ents} == {NIL}
+    finally:
+        linker.cfg["threshold"] = None
+
+
+def test_abbreviation_long_form(trained):
+    if not Span.has_extension("long_form"):
+        Span.set_extension("long_form", default=None)
+    from spacy.tokens import Doc
+
+    if not Doc.has_extension("abbreviations"):
+        Doc.set_extension("abbreviations", default=[])
+    doc = trained.make_doc("Low blood pressure ( LBP ) followed clonidine ; LBP resolved .")
+    long = doc[0:3]
+    short = doc[9:10]
+    short._.long_form = long
+    doc._.abbreviations = [short]
+    doc.ents = [Span(doc, 9, 10, label="Disease")]
+    linker = trained.get_pipe("medllm_linker")
+    doc = linker(doc)
+    assert doc.ents[0].kb_id_ == "D007022"
+    # without the long form, "LBP" shares no 3-gram with any name: no candidate at all
+    linker.cfg["use_abbreviations"] = False
+    try:
+        assert linker(doc).ents[0]._.kb_candidates == []
+    finally:
+        linker.cfg["use_abbreviations"] = True
+
+
+def test_empty_and_no_entities(trained):
+    assert trained("").ents == ()
+    docs = list(trained.pipe(["", "No entities here ."]))
+    assert [d.ents for d in docs] == [(), ()]
+
+
+def test_round_trips(trained, tmp_path):
+    trained.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    for text, ents in TRAIN:
+        assert [e.kb_id_ for e in predict(loaded, text, ents).ents] == [k for *_, k in ents]
+    nlp2, linker2 = make_nlp()
+    linker2.from_bytes(trained.get_pipe("medllm_linker").to_bytes())
+    assert [e.kb_id_ for e in linker2(predict(trained, *TRAIN[2]) ).ents] == ["D003080", "D006973"]
+    # annotations are plain data: they survive a DocBin
+    doc = predict(trained, *TRAIN[0])
+    back = list(DocBin(store_user_data=True, docs=[doc]).get_docs(trained.vocab))[0]
+    assert [e.kb_id_ for e in back.ents] == ["D009270", "D007022", "D003000"]
+    assert [tuple(c) for c in back.ents[1]._.kb_candidates] == [tuple(c) for c in doc.ents[1]._.kb_candidates]
+
+
+def test_pipe_equals_call(trained):
+    docs = []
+    for text, ents in TRAIN:
+        doc = trained.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label=l) for s, e, l, _ in ents]
+        docs.append(doc)
+    linker = trained.get_pipe("medllm_linker")
+    piped = [[e.kb_id_ for e in d.ents] for d in linker.pipe([d.copy() for d in docs], batch_size=2)]
+    single = [[e.kb_id_ for e in linker(d.copy()).ents] for d in docs]
+    assert piped == single
+
+
+def test_uninitialized_linker_fails_clearly():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_linker")
+    doc = nlp.make_doc("Naloxone .")
+    doc.ents = [Span(doc, 0, 1, label="Chemical")]
+    with pytest.raises(ValueError, match="E013"):
+        nlp.get_pipe("medllm_linker")(doc)
+
+
+def test_scorer_counts_alternatives():
+    nlp = spacy.blank("en")
+    ref = gold_doc(nlp, "Ocular toxicity .", [(0, 15, "Disease", "D014786|D006311")])
+    pred = gold_doc(nlp, "Ocular toxicity .", [(0, 15, "Disease", "D006311")])
+    assert score_links([Example(pred, ref)])["medllm_link_acc"] == 1.0
