@@ -160,8 +160,14 @@ class MedLinker(TrainablePipe):
             out.append((ent, long if long is not None else ent.text, long is not None))
         return out
 
-    def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]]):
-        """Candidates of all mentions and the arrays the model reads."""
+    def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
+        """Candidates of all mentions and the arrays the model reads.
+
+        gold: the gold id string of each mention, in training. The training mentions
+        themselves were counted into the priors; leaving each one's own count out
+        (leave-one-out) keeps the model from trusting priors more than they deserve on
+        unseen text.
+        """
         self._require_kb()
         flat = [(i, m) for i, ms in enumerate(mentions) for m in ms]
         k = self.cfg["top_k"]
@@ -177,6 +183,10 @@ class MedLinker(TrainablePipe):
             feats[j, 0, 10] = 1.0
             key = normalize_alias(text)
             prior = self.priors.get(key, {})
+            own = split_kb_id(gold[j]) if gold is not None else []
+            if len(own) == 1 and prior.get(own[0], 0) > 0:
+                prior = dict(prior)
+                prior[own[0]] -= 1
             total = sum(prior.values())
             best = cs[0][1] if cs else 0.0
             for slot, (cid, score) in enumerate(cs, start=1):
@@ -190,7 +200,7 @@ class MedLinker(TrainablePipe):
                 f[4] = bool(types & {CHEMICAL, DISEASE}) and ent.label_ in (CHEMICAL, DISEASE) and ent.label_ not in types
                 f[5] = prior.get(cid, 0) / total if total else 0.0
                 f[6] = math.log1p(total) / 5
-                f[7] = math.log1p(self.concept_counts.get(cid, 0)) / 5
+                f[7] = math.log1p(max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0)) / 5
                 f[8] = expanded
                 f[9] = score - best
                 f[11] = normalize_alias(concept.canonical_name) == key
@@ -250,7 +260,7 @@ class MedLinker(TrainablePipe):
                     spans.append(Span(eg.predicted, aligned[0].start, aligned[0].end, label=ent.label_))
                     gold_ids.append(ent.kb_id_)
             mentions.append(self._mentions(eg.predicted, spans))
-        batch, cands = self._batch(docs, mentions)
+        batch, cands = self._batch(docs, mentions, gold_ids)
         keep, targets = [], []
         for j, kb_id in enumerate(gold_ids):
             if kb_id == NIL:
