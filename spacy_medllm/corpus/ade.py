@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, install_extensions, read_text, relation
+from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, install_extensions, iter_lines, relation
 from .splits import split_of
 
 REL_FILES = (("DRUG-AE.rel", "Effect", "ADE"), ("DRUG-DOSE.rel", "Dose", "DOSE"))
@@ -56,10 +56,7 @@ def read_ade(
         file = path / name
         policy = ErrorPolicy(file, on_error, stats)
         policies.append(policy)
-        for line_no, line in enumerate(read_text(file).split("\n"), start=1):
-            line = line.rstrip("\r")
-            if not line.strip():
-                continue
+        for line_no, line in iter_lines(file):
             cols = line.split("|")
             if len(cols) != 8:
                 policy(line_no, f"expected 8 '|'-separated columns, found {len(cols)} (truncated line?)", "line")
@@ -83,10 +80,7 @@ def read_ade(
         file = path / "ADE-NEG.txt"
         policy = ErrorPolicy(file, on_error, stats)
         policies.append(policy)
-        for line_no, line in enumerate(read_text(file).split("\n"), start=1):
-            line = line.rstrip("\r")
-            if not line.strip():
-                continue
+        for line_no, line in iter_lines(file):
             parts = line.split(" ", 2)
             if len(parts) != 3 or parts[1] != "NEG" or not parts[0].isdigit():
                 policy(line_no, "expected 'PMID NEG sentence'", "line")

@@ -116,6 +116,14 @@ def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
     return decode(path.read_bytes(), path, encoding)
 
 
+def iter_lines(path: Union[str, Path]) -> Iterable[Tuple[int, str]]:
+    """(line number, line without its line break) for the non-blank lines of a UTF-8 file."""
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            yield line_no, line
+
+
 def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8") -> str:
     try:
         return data.decode(encoding)

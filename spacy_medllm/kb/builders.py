@@ -5,18 +5,15 @@ and `OMIM:` prefixed OMIM ids; CTD's `MESH:` prefix is dropped. Types are MeSH
 tree numbers, UMLS semantic types (`T047`), and a coarse category (`Chemical`,
 `Disease`) that the linker compares with the NER label.
 """
-import csv
 import gzip
-import io
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import srsly
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpus.base import CorpusError, decode, read_text, split_kb_id
-from ..errors import Errors
+from ..corpus.base import CorpusError, decode, iter_lines, read_text, split_kb_id
 from .knowledge_base import Concept, KnowledgeBase
 
 CHEMICAL, DISEASE = "Chemical", "Disease"
@@ -89,13 +86,7 @@ def read_umls_rrf(meta_dir: Union[str, Path], languages: Iterable[str] = ("ENG",
     langs = set(languages)
     names: Dict[str, List[str]] = {}
     preferred: Dict[str, str] = {}
-    path = meta / "MRCONSO.RRF"
-    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        cols = line.split("|")
-        if len(cols) < 15:
-            raise CorpusError(path, line_no, f"expected at least 15 '|'-separated columns, found {len(cols)}")
+    for line_no, cols in _rrf_rows(meta / "MRCONSO.RRF", 15, "CUI|LAT|TS|LUI|STT|SUI|ISPREF|AUI|SAUI|SCUI|SDUI|SAB|TTY|CODE|STR|..."):
         cui, lat, ts, stt, ispref, text = cols[0], cols[1], cols[2], cols[4], cols[6], cols[14]
         if lat not in langs:
             continue
@@ -105,26 +96,24 @@ def read_umls_rrf(meta_dir: Union[str, Path], languages: Iterable[str] = ("ENG",
         if ts == "P" and stt == "PF" and ispref == "Y" and cui not in preferred:
             preferred[cui] = text
     types: Dict[str, List[str]] = {}
-    path = meta / "MRSTY.RRF"
-    if path.exists():
-        for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-            if line.strip():
-                cols = line.split("|")
-                if len(cols) < 2:
-                    raise CorpusError(path, line_no, "expected 'CUI|TUI|...'")
-                types.setdefault(cols[0], []).append(cols[1])
+    if (meta / "MRSTY.RRF").exists():
+        for _, cols in _rrf_rows(meta / "MRSTY.RRF", 2, "CUI|TUI|..."):
+            types.setdefault(cols[0], []).append(cols[1])
     definitions: Dict[str, str] = {}
-    path = meta / "MRDEF.RRF"
-    if path.exists():
-        for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-            if line.strip():
-                cols = line.split("|")
-                if len(cols) < 6:
-                    raise CorpusError(path, line_no, "expected 'CUI|AUI|ATUI|SATUI|SAB|DEF|...'")
-                definitions.setdefault(cols[0], cols[5])
+    if (meta / "MRDEF.RRF").exists():
+        for _, cols in _rrf_rows(meta / "MRDEF.RRF", 6, "CUI|AUI|ATUI|SATUI|SAB|DEF|..."):
+            definitions.setdefault(cols[0], cols[5])
     for cui, strings in names.items():
         canonical = preferred.get(cui, strings[0])
         yield Concept(cui, canonical, [s for s in strings if s != canonical], types.get(cui, []), definitions.get(cui))
+
+
+def _rrf_rows(path: Path, n_cols: int, layout: str) -> Iterator[Tuple[int, List[str]]]:
+    for line_no, line in iter_lines(path):
+        cols = line.split("|")
+        if len(cols) < n_cols:
+            raise CorpusError(path, line_no, f"expected at least {n_cols} '|'-separated columns ({layout}), found {len(cols)}")
+        yield line_no, cols
 
 
 def read_scispacy_kb(path: Union[str, Path]) -> Iterator[Concept]:
