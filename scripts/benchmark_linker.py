@@ -19,7 +19,7 @@ from pathlib import Path
 
 import spacy
 import srsly
-from spacy.tokens import DocBin, Span
+from spacy.tokens import DocBin
 
 from spacy_medllm.corpus.base import NIL, split_kb_id
 
