@@ -10,7 +10,7 @@ from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.corpus.mimic import read_mimic_notes
 from spacy_medllm.corpus.splits import split_of
 
-S1 = "Intravenous azithromycin-induced ototoxicity."
+S1 = "Intravenous vancomycin-induced nephropathy."
 S2 = "Ototoxicity after azithromycin, then more azithromycin caused ototoxicity again."
 
 
@@ -21,7 +21,7 @@ def nlp():
 
 def ade_dir(tmp_path, ae=None, dose=None, neg=None):
     ae = ae if ae is not None else (
-        f"10030778|{S1}|ototoxicity|43|54|azithromycin|22|34\n"
+        f"10030778|{S1}|nephropathy|41|52|vancomycin|22|32\n"
         # S2 starts at document offset 100: the second "azithromycin" and "ototoxicity" are meant
         f"10030778|{S2}|ototoxicity|162|173|azithromycin|142|154\n"
     )
@@ -38,7 +38,7 @@ def test_ade_sample(tmp_path, nlp):
     docs = list(read_ade(ade_dir(tmp_path), nlp, stats=stats))
     assert (stats.documents, stats.mentions, stats.relations) == (5, 6, 3)
     d1, d2, d3, n1, n2 = docs
-    assert [(e.text, e.label_) for e in d1.ents] == [("azithromycin", "Drug"), ("ototoxicity", "Effect")]
+    assert [(e.text, e.label_) for e in d1.ents] == [("vancomycin", "Drug"), ("nephropathy", "Effect")]
     # the occurrence whose offset agrees with the document-level offsets is chosen
     assert [(e.start_char, e.text) for e in d2.ents] == [(42, "azithromycin"), (62, "ototoxicity")]
     assert get_relations(d2) == [{"head": [d2.ents[0].start, d2.ents[0].end], "tail": [d2.ents[1].start, d2.ents[1].end],
@@ -69,7 +69,7 @@ def test_ade_split_is_fixed_and_by_document(tmp_path, nlp):
     ],
 )
 def test_ade_malformed(tmp_path, nlp, row, reason):
-    path = ade_dir(tmp_path, ae=f"10030778|{S1}|ototoxicity|43|54|azithromycin|22|34\n{row}\n")
+    path = ade_dir(tmp_path, ae=f"10030778|{S1}|nephropathy|41|52|vancomycin|22|32\n{row}\n")
     with pytest.raises(CorpusError) as err:
         list(read_ade(path, nlp))
     assert "DRUG-AE.rel, line 2" in str(err.value) and reason in str(err.value)
@@ -96,8 +96,8 @@ def test_ade_real_counts(shared_corpus, nlp):
 
 
 ANN = (
-    "T1\tCondition 0 4\tT1DM\n"
-    "T2\tTemporal 5 27\tfor at least 12 months\n"
+    "T1\tCondition 0 6\tAsthma\n"
+    "T2\tTemporal 7 27\tfor at least 2 years\n"
     "R1\tHas_temporal Arg1:T1 Arg2:T2\t\n"
     "T3\tCondition 28 34;47 54\tsevere lesions\n"
     "T4\tDrug 58 65\tinsulin\n"
@@ -105,7 +105,7 @@ ANN = (
     "*\tOR T3 T4\n"
     "A1\tOptional T4\n"
 )
-TXT = "T1DM for at least 12 months\nsevere skin or eye lesions on insulin\n"
+TXT = "Asthma for at least 2 years\nsevere skin or eye lesions on insulin\n"
 
 
 def test_brat_folder(tmp_path, nlp):
@@ -115,7 +115,7 @@ def test_brat_folder(tmp_path, nlp):
     (doc,) = list(read_brat_dir(tmp_path, nlp, labels=["Condition", "Temporal", "Drug"], stats=stats))
     # discontinuous "severe ... lesions": one span per fragment, same label
     assert [(e.text, e.label_) for e in doc.ents] == [
-        ("T1DM", "Condition"), ("for at least 12 months", "Temporal"), ("severe", "Condition"),
+        ("Asthma", "Condition"), ("for at least 2 years", "Temporal"), ("severe", "Condition"),
         ("lesions", "Condition"), ("insulin", "Drug"),
     ]
     assert "Scope" in {s.label_ for s in doc.spans["mentions"]}

@@ -20,7 +20,7 @@ CONCEPTS = [
 ]
 
 TRAIN = [
-    ("Naloxone reversed the hypotensive effect of clonidine .", [(0, 8, "Chemical", "D009270"), (22, 33, "Disease", "D007022"), (44, 53, "Chemical", "D003000")]),
+    ("Naloxone worsened the hypotensive state after clonidine .", [(0, 8, "Chemical", "D009270"), (22, 33, "Disease", "D007022"), (46, 55, "Chemical", "D003000")]),
     ("The patient caught a cold after the rain .", [(21, 25, "Disease", "D003139")]),
     ("Exposure to cold increased hypertension in rats .", [(12, 16, "Chemical", "D003080"), (27, 39, "Disease", "D006973")]),
     ("Nalozone was given .", [(0, 8, "Chemical", NIL)]),

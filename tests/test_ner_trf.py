@@ -12,7 +12,7 @@ from spacy_medllm import resolve_encoder
 CONFIG = Path(__file__).parent.parent / "configs" / "ner_trf.cfg"
 
 TRAIN = [
-    ("Naloxone reverses the antihypertensive effect of clonidine.", [(0, 8, "Chemical"), (49, 58, "Chemical")]),
+    ("Propofol blunted the pressor responses seen with lidocaine.", [(0, 8, "Chemical"), (49, 58, "Chemical")]),
     ("Cisplatin induced acute renal failure in rats.", [(0, 9, "Chemical"), (18, 37, "Disease")]),
     ("Lithium toxicity caused seizures and fever.", [(0, 7, "Chemical"), (24, 32, "Disease"), (37, 42, "Disease")]),
 ]

@@ -9,21 +9,21 @@ from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.corpus.pubtator import NCBI_LABELS, read_pubtator
 
 GOOD = (
-    "227508|t|Naloxone reverses the antihypertensive effect of clonidine.\n"
-    "227508|a|In rats clonidine caused hypotension; nalozone did not.\n"
-    "227508\t0\t8\tNaloxone\tChemical\tD009270\n"
-    "227508\t49\t58\tclonidine\tChemical\tD003000\n"
-    "227508\t68\t77\tclonidine\tChemical\tD003000\n"
-    "227508\t85\t96\thypotension\tDisease\tD007022\n"
-    "227508\t98\t106\tnalozone\tChemical\t-1\n"
-    "227508\tCID\tD003000\tD007022\n"
+    "9000001|t|Propofol blunted the pressor responses seen with lidocaine.\n"
+    "9000001|a|In rats clonidine caused hypotension; nalozone did not.\n"
+    "9000001\t0\t8\tPropofol\tChemical\tD009270\n"
+    "9000001\t49\t58\tlidocaine\tChemical\tD003000\n"
+    "9000001\t68\t77\tclonidine\tChemical\tD003000\n"
+    "9000001\t85\t96\thypotension\tDisease\tD007022\n"
+    "9000001\t98\t106\tnalozone\tChemical\t-1\n"
+    "9000001\tCID\tD003000\tD007022\n"
     "\n"
-    "2234245|t|Ocular and auditory toxicity after [3H]-naloxone.\n"
-    "2234245|a|Breast or ovarian cancer.\n"
-    "2234245\t0\t28\tOcular and auditory toxicity\tDisease\tD014786|D006311\tOcular toxicity|auditory toxicity\n"
-    "2234245\t11\t28\tauditory toxicity\tDisease\tD006311\n"
-    "2234245\t40\t48\tnaloxone\tChemical\tD009270\n"
-    "2234245\t50\t74\tBreast or ovarian cancer\tSpecificDisease\tD001943+OMIM:167000\n"
+    "9000002|t|Cardiac and hepatic toxicity after [3H]-naloxone.\n"
+    "9000002|a|Breast or ovarian cancer.\n"
+    "9000002\t0\t28\tCardiac and hepatic toxicity\tDisease\tD014786|D006311\tCardiac toxicity|hepatic toxicity\n"
+    "9000002\t12\t28\thepatic toxicity\tDisease\tD006311\n"
+    "9000002\t40\t48\tnaloxone\tChemical\tD009270\n"
+    "9000002\t50\t74\tBreast or ovarian cancer\tSpecificDisease\tD001943+OMIM:167000\n"
     "\n"
 )
 
@@ -44,10 +44,10 @@ def test_good_sample(tmp_path, nlp):
     docs = list(read_pubtator(write(tmp_path, GOOD), nlp, stats=stats))
     assert (stats.documents, stats.mentions, stats.relations) == (2, 9, 1)
     d1, d2 = docs
-    assert d1._.medllm_doc_id == "227508"
-    assert d1.text.startswith("Naloxone reverses") and " In rats" in d1.text
+    assert d1._.medllm_doc_id == "9000001"
+    assert d1.text.startswith("Propofol blunted") and " In rats" in d1.text
     assert [(e.text, e.label_, e.kb_id_) for e in d1.ents] == [
-        ("Naloxone", "Chemical", "D009270"), ("clonidine", "Chemical", "D003000"),
+        ("Propofol", "Chemical", "D009270"), ("lidocaine", "Chemical", "D003000"),
         ("clonidine", "Chemical", "D003000"), ("hypotension", "Disease", "D007022"),
         ("nalozone", "Chemical", NIL),
     ]
@@ -56,9 +56,9 @@ def test_good_sample(tmp_path, nlp):
     ]
     # overlapping mentions: all kept in spans["mentions"], the longest in doc.ents
     assert [s.text for s in d2.spans["mentions"]] == [
-        "Ocular and auditory toxicity", "auditory toxicity", "naloxone", "Breast or ovarian cancer"
+        "Cardiac and hepatic toxicity", "hepatic toxicity", "naloxone", "Breast or ovarian cancer"
     ]
-    assert [e.text for e in d2.ents] == ["Ocular and auditory toxicity", "naloxone", "Breast or ovarian cancer"]
+    assert [e.text for e in d2.ents] == ["Cardiac and hepatic toxicity", "naloxone", "Breast or ovarian cancer"]
     # "[3H]-naloxone": the mention inside a token is still a token span
     assert d2.ents[1].kb_id_ == "D009270"
     assert split_kb_id(d2.ents[0].kb_id_) == ["D014786", "D006311"]

@@ -40,7 +40,7 @@ def test_registered_reader_in_config(tmp_path):
     nlp = blank_biomedical()
     examples = list(reader(nlp))
     assert len(examples) == 1
-    assert [e.text for e in examples[0].reference.ents] == ["Naloxone", "clonidine", "clonidine", "hypotension", "nalozone"]
+    assert [e.text for e in examples[0].reference.ents] == ["Propofol", "lidocaine", "clonidine", "hypotension", "nalozone"]
     assert examples[0].predicted.text == examples[0].reference.text and not examples[0].predicted.ents
 
 
@@ -92,7 +92,7 @@ def test_cli_convert_and_errors(tmp_path):
     docs = list(DocBin().from_disk(tmp_path / "out" / "dev.spacy").get_docs(blank_biomedical().vocab))
     assert len(docs) == 2 and docs[0].ents[0].kb_id_ == "D009270"
     # a malformed test file: nothing is written, the error names file and line
-    (src / "CDR_TestSet.PubTator.txt").write_text(GOOD.replace("227508\t85\t96", "227508\t85\t960"))
+    (src / "CDR_TestSet.PubTator.txt").write_text(GOOD.replace("9000001\t85\t96", "9000001\t85\t960"))
     result = runner.invoke(app, ["convert", "bc5cdr", str(src), str(tmp_path / "out2")])
     assert result.exit_code == 1
     assert "CDR_TestSet.PubTator.txt, line 6: offsets 85-960 lie outside" in result.output
