@@ -154,3 +154,32 @@ def test_scorer_counts_alternatives():
     ref = gold_doc(nlp, "Ocular toxicity .", [(0, 15, "Disease", "D014786|D006311")])
     pred = gold_doc(nlp, "Ocular toxicity .", [(0, 15, "Disease", "D006311")])
     assert score_links([Example(pred, ref)])["medllm_link_acc"] == 1.0
+
+
+def test_listener_linker_round_trip(tiny_bert, tmp_path):
+    """With the shared transformer as tok2vec, the scorer's input width is known only after
+    initialize; the saved pipeline must load with it."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {"@architectures": "spacy_medllm.TransformerModel.v1", "name": str(tiny_bert),
+                                                  "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12}}})
+    linker = nlp.add_pipe("medllm_linker", config={"model": {"@architectures": "spacy_medllm.LinkerModel.v1", "tok2vec": {
+        "@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0, "pooling": {"@layers": "reduce_mean.v1"}, "upstream": "*"}}})
+    linker.set_kb(KnowledgeBase(CONCEPTS))
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(5):
+        nlp.update(examples, sgd=optimizer, losses={})
+    assert linker.cfg["width"] == 32
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+
+    def run(pipeline, text, ents):
+        doc = pipeline.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label=l) for s, e, l, _ in ents]
+        for _, proc in pipeline.pipeline:
+            doc = proc(doc)
+        return [(e.kb_id_, e._.kb_candidates) for e in doc.ents]
+
+    for text, ents in TRAIN:
+        assert run(loaded, text, ents) == run(nlp, text, ents)

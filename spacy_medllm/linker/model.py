@@ -62,10 +62,18 @@ def init(model: Model, X=None, Y=None) -> None:
         tok2vec.initialize(X=X[0])
     else:
         tok2vec.initialize()
-    width = tok2vec.get_dim("nO")
+    set_input_width(model, tok2vec.get_dim("nO"))
+
+
+def set_input_width(model: Model, width: int) -> None:
+    """Rebuild the torch scorer for token vectors of `width`.
+
+    A listener's width is known only once the pipeline is initialized; the component
+    stores it in its cfg and calls this before loading weights, so that the saved
+    state fits the module.
+    """
     shim = model.get_ref("scorer").shims[0]
     if shim._model.project.in_features != width:
-        # the listener's width is known only now: rebuild the torch module with it
         import torch
 
         attrs = model.attrs

@@ -34,7 +34,7 @@ from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.builders import CHEMICAL, DISEASE
 from ..kb.knowledge_base import normalize_alias
-from .model import LinkerBatch
+from .model import LinkerBatch, set_input_width
 
 N_FEATURES = 12
 
@@ -320,6 +320,7 @@ class MedLinker(TrainablePipe):
         self.priors = {k: dict(v) for k, v in priors.items()}
         self.concept_counts = dict(concepts)
         self.model.initialize(X=(sample, None) if sample else None)
+        self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
 
     # ---- serialization -------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
@@ -335,6 +336,8 @@ class MedLinker(TrainablePipe):
 
     def from_disk(self, path, *, exclude=tuple()) -> "MedLinker":
         def load_model(p):
+            if self.cfg.get("width"):
+                set_input_width(self.model, self.cfg["width"])
             try:
                 with open(p, "rb") as file:
                     self.model.from_bytes(file.read())
