@@ -22,7 +22,6 @@ class Warnings(metaclass=ErrorsWithCodes):
 
 class Errors(metaclass=ErrorsWithCodes):
     E001 = "{path}, line {line}: {reason}"
-    E002 = "{path}: not valid {encoding} (byte {pos}): {reason}. Re-encode the file as UTF-8."
     E003 = "{path}: file not found"
     E004 = "Unknown value for on_error: {value!r}. Use 'raise' or 'skip'."
     E005 = "{path}: the zip archive holds no brat .ann/.txt pairs"
@@ -33,7 +32,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E010 = "{path}: not a knowledge base file: {reason}"
     E011 = ("{path}: knowledge base format version {version} is newer than this spacy_medllm "
             "supports ({supported}); upgrade spacy_medllm or rebuild the knowledge base")
-    E012 = "{path}, line {line}: {reason}"
     E013 = ("{name}: no knowledge base. Initialize the component with a kb_path "
             "([initialize.components.{name}] kb_path = \"corpus/kb\") or call set_kb() first.")
     E014 = "{path}: the linker model could not be loaded from this file"
