@@ -35,3 +35,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E013 = ("{name}: no knowledge base. Initialize the component with a kb_path "
             "([initialize.components.{name}] kb_path = \"corpus/kb\") or call set_kb() first.")
     E014 = "{path}: the linker model could not be loaded from this file"
+    E030 = ("{name}: the relation extractor is not initialized (no relation labels or input width); "
+            "train it, call nlp.initialize(), or load a trained pipeline")
+    E031 = "Unknown candidate level {level!r}; use one of: {levels}"
+    E032 = "{name}: the relation model could not be loaded from {path}: {reason}"
+    E033 = "Candidate pairs must be [head label, tail label] pairs of strings (\"*\" for any label); got {value!r}"
+    E034 = "max_pairs ({max_pairs}) must be at least 1 and max_distance ({max_distance}) null or non-negative"
+    E035 = ("{name}: no relation labels: the training examples hold no relation records in "
+            "doc._.medllm_rels (were the .spacy files saved with user data?) and no labels were given")

@@ -1,0 +1,250 @@
+"""`spacy_medllm.RelationModel.v1` and its swappable pieces.
+
+    tok2vec (shared encoder, usually a transformer listener)
+      -> pair representation (`spacy_medllm.PairRepresentation.v1`: mention pooling,
+         logsumexp entity pooling, localized context pooling, distance)
+      -> classifier (`spacy_medllm.RelationClassifier.v1`: one logit per relation label)
+
+The candidate pairs themselves come from the component's `@misc` instance generator
+(`spacy_medllm.type_pairs.v1`), as a `RelBatch`.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, List, Sequence, Tuple
+
+import numpy
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper_v2, Relu, chain, torch2xp, xp2torch
+from thinc.types import Floats2d
+
+from .instances import (
+    N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, Instances, count_bucket, distance_id,
+    position_bucket,
+)
+from .torch_model import PairEncoder
+
+
+@dataclass
+class RelBatch:
+    """The candidate pairs of a batch of Docs, as arrays, for the Docs that have any.
+
+    docs: indices (in the batch) of the Docs with at least one pair; per such Doc:
+    bounds (M, 2) mention token offsets, members (E, K) mention indices of each entity
+    (-1 padded), feats (E, 3) entity label / mention count / first position ids,
+    pairs (P, 2) entity indices, distances (P,) distance ids.
+    """
+
+    docs: List[int] = field(default_factory=list)
+    bounds: List[numpy.ndarray] = field(default_factory=list)
+    members: List[numpy.ndarray] = field(default_factory=list)
+    feats: List[numpy.ndarray] = field(default_factory=list)
+    pairs: List[numpy.ndarray] = field(default_factory=list)
+    distances: List[numpy.ndarray] = field(default_factory=list)
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(p) for p in self.pairs)
+
+
+def make_batch(instances: Sequence[Instances], entity_labels: Sequence[str], n_label_rows: int) -> RelBatch:
+    """Arrays for the model from the instances of each Doc.
+
+    entity_labels: the labels seen in training; label i gets row i + 1, an unknown label
+    (or one beyond the table) row 0.
+    """
+    rows = {label: i + 1 for i, label in enumerate(entity_labels) if i + 1 < n_label_rows}
+    batch = RelBatch()
+    for d, inst in enumerate(instances):
+        if not inst.pairs:
+            continue
+        width = max(len(e.mentions) for e in inst.entities)
+        members = numpy.full((len(inst.entities), width), -1, dtype="int64")
+        feats = numpy.zeros((len(inst.entities), 3), dtype="int64")
+        for i, ent in enumerate(inst.entities):
+            members[i, : len(ent.mentions)] = ent.mentions
+            first = min(inst.mentions[m][0] for m in ent.mentions)
+            feats[i] = (rows.get(ent.label, 0), count_bucket(len(ent.mentions)), position_bucket(first))
+        batch.docs.append(d)
+        batch.bounds.append(numpy.asarray(inst.mentions, dtype="int64").reshape(-1, 2))
+        batch.members.append(members)
+        batch.feats.append(feats)
+        batch.pairs.append(numpy.asarray(inst.pairs, dtype="int64").reshape(-1, 2))
+        batch.distances.append(numpy.asarray([distance_id(g, a) for g, a in zip(inst.gaps, inst.tail_after)], dtype="int64"))
+    return batch
+
+
+# ---- the whole model -------------------------------------------------------------------------
+@registry.architectures("spacy_medllm.RelationModel.v1")
+def build_relation_model(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    pair_representation: Model[Tuple[List[Floats2d], RelBatch], Floats2d],
+    classifier: Model[Floats2d, Floats2d],
+) -> Model[Tuple[List[Doc], RelBatch], Floats2d]:
+    """Score candidate relations: one logit per (pair, relation label).
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): token vectors, usually a listener of the
+        shared transformer.
+    pair_representation (Model[Tuple[List[Floats2d], RelBatch], Floats2d]): a vector per
+        candidate pair, e.g. `spacy_medllm.PairRepresentation.v1`.
+    classifier (Model[Floats2d, Floats2d]): pair vectors to label logits, e.g.
+        `spacy_medllm.RelationClassifier.v1`; its output width is set to the number of
+        labels when the component is initialized.
+    """
+    return Model(
+        "medllm_relation_model",
+        forward,
+        init=init,
+        layers=[tok2vec, pair_representation, classifier],
+        refs={"tok2vec": tok2vec, "pair_representation": pair_representation, "classifier": classifier},
+    )
+
+
+def init(model: Model, X=None, Y=None) -> None:
+    """Initialize tok2vec, size the pair representation to its width and the classifier
+    to Y's width (the number of labels)."""
+    tok2vec = model.get_ref("tok2vec")
+    if X is not None:
+        tok2vec.initialize(X=X[0])
+    else:
+        tok2vec.initialize()
+    pairs = model.get_ref("pair_representation")
+    set_input_width(pairs, tok2vec.get_dim("nO"))
+    pairs.initialize()
+    sample = model.ops.alloc2f(2, pairs.get_dim("nO"))
+    model.get_ref("classifier").initialize(X=sample, Y=Y if Y is not None else model.ops.alloc2f(2, 1))
+
+
+def forward(model: Model, inputs: Tuple[List[Doc], RelBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
+    docs, batch = inputs
+    ops = model.ops
+    tokvecs, bp_tokvecs = model.get_ref("tok2vec")(docs, is_train)
+    classifier = model.get_ref("classifier")
+    if batch.n_pairs == 0:
+        # still hand zero gradients back, so a shared encoder waiting for its listeners
+        # finishes its update
+        def backprop_empty(d_logits: Floats2d) -> List[Doc]:
+            return bp_tokvecs([ops.alloc2f(*t.shape) for t in tokvecs])
+
+        return ops.alloc2f(0, classifier.get_dim("nO")), backprop_empty
+    vectors, bp_vectors = model.get_ref("pair_representation")((tokvecs, batch), is_train)
+    logits, bp_logits = classifier(vectors, is_train)
+
+    def backprop(d_logits: Floats2d) -> List[Doc]:
+        return bp_tokvecs(bp_vectors(bp_logits(d_logits)))
+
+    return logits, backprop
+
+
+# ---- pair representation ---------------------------------------------------------------------
+@registry.architectures("spacy_medllm.PairRepresentation.v1")
+def build_pair_representation(
+    hidden_width: int = 128,
+    distance_width: int = 16,
+    depth: int = 1,
+    dropout: float = 0.1,
+    n_entity_labels: int = 64,
+) -> Model[Tuple[List[Floats2d], RelBatch], Floats2d]:
+    """Candidate pairs as vectors: pooled mentions, logsumexp-pooled entities, localized
+    context pooling, entity type/count/position and distance embeddings (see `PairEncoder`).
+
+    hidden_width (int): width of the token projection, entity and context vectors.
+    distance_width (int): width of the distance embedding.
+    depth (int): BiLSTM layers over the projected token vectors (0: none).
+    dropout (float): dropout on the projected token vectors in training.
+    n_entity_labels (int): rows of the entity label table (labels beyond it share row 0).
+    RETURNS: a model with output width 3 * hidden_width + distance_width.
+    """
+    attrs = {
+        "hidden_width": hidden_width, "distance_width": distance_width, "depth": depth,
+        "dropout": dropout, "n_entity_labels": n_entity_labels,
+    }
+    encoder = _make_encoder(1, attrs)
+    wrapped = PyTorchWrapper_v2(encoder, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
+    return Model(
+        "medllm_pair_representation",
+        _pair_forward,
+        init=_pair_init,
+        layers=[wrapped],
+        dims={"nI": None, "nO": encoder.out_width},
+        attrs=attrs,
+    )
+
+
+def _make_encoder(width: int, attrs: dict) -> PairEncoder:
+    return PairEncoder(
+        width, attrs["hidden_width"], attrs["n_entity_labels"], N_COUNT_BUCKETS, N_POSITION_BUCKETS,
+        N_DISTANCE_IDS, attrs["distance_width"], attrs["depth"], attrs["dropout"],
+    )
+
+
+def set_input_width(model: Model, width: int) -> None:
+    """Rebuild the pair encoder for token vectors of `width`.
+
+    A listener's width is known only once the pipeline is initialized; the component
+    stores it in its cfg and calls this before loading weights, so that the saved state
+    fits the module.
+    """
+    shim = model.layers[0].shims[0]
+    if shim._model.project.in_features != width:
+        import torch
+
+        shim._model = _make_encoder(width, model.attrs)
+        if model.ops.device_type != "cpu":
+            shim._model.to(torch.device("cuda"))
+    model.set_dim("nI", width, force=True)
+
+
+def _pair_init(model: Model, X=None, Y=None) -> None:
+    if X is not None and X[0]:
+        set_input_width(model, X[0][0].shape[1])
+    elif model.has_dim("nI"):
+        set_input_width(model, model.get_dim("nI"))
+
+
+def _pair_forward(model: Model, inputs: Tuple[List[Floats2d], RelBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
+    return model.layers[0](inputs, is_train)
+
+
+def _convert_inputs(model: Model, X: Tuple[List[Floats2d], RelBatch], is_train: bool):
+    tokvecs, batch = X
+    ops = model.ops
+    device = model.shims[0].device
+
+    def ints(arrays: List[numpy.ndarray]):
+        return [xp2torch(ops.asarray(a, dtype="int64"), device=device) for a in arrays]
+
+    args = (
+        [xp2torch(tokvecs[d], requires_grad=is_train, device=device) for d in batch.docs],
+        ints(batch.bounds), ints(batch.members), ints(batch.feats), ints(batch.pairs), ints(batch.distances),
+    )
+
+    def reverse(d_inputs: ArgsKwargs) -> List[Floats2d]:
+        d_tokvecs = [ops.alloc2f(*t.shape) for t in tokvecs]
+        for d, grad in zip(batch.docs, d_inputs.args[0]):
+            if grad is not None:
+                d_tokvecs[d] = torch2xp(grad)
+        return d_tokvecs
+
+    return ArgsKwargs(args=args, kwargs={}), reverse
+
+
+def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
+    _, vectors = inputs_outputs
+
+    def reverse(d_vectors: Floats2d) -> ArgsKwargs:
+        return ArgsKwargs(args=(vectors,), kwargs={"grad_tensors": (xp2torch(d_vectors, device=model.shims[0].device),)})
+
+    return torch2xp(vectors), reverse
+
+
+# ---- classifier ------------------------------------------------------------------------------
+@registry.architectures("spacy_medllm.RelationClassifier.v1")
+def build_relation_classifier(hidden_width: int = 128, dropout: float = 0.1) -> Model[Floats2d, Floats2d]:
+    """Pair vectors to one logit per relation label: a ReLU layer and a linear output.
+
+    The labels are independent (multi-label): the component applies a sigmoid, trains
+    with binary cross-entropy and compares each probability with its label's threshold.
+    hidden_width (int): width of the hidden layer.
+    dropout (float): dropout after the hidden layer in training.
+    """
+    return chain(Relu(nO=hidden_width, dropout=dropout), Linear())

@@ -1,0 +1,79 @@
+"""The pair encoder: entity pairs of a Doc as vectors, from its token vectors."""
+import math
+from typing import List
+
+import torch
+from torch import nn
+
+
+class PairEncoder(nn.Module):
+    """Vectors for (head entity, tail entity) pairs, one Doc at a time.
+
+    Per Doc: token vectors are projected (and, with `depth` > 0, re-contextualized by
+    a small BiLSTM, which lets a frozen shared encoder's output adapt to the task);
+    a mention is the mean of its tokens; an entity (a mention, or all mentions of a
+    concept) is the logsumexp of its mentions, a smooth max that lets the most telling
+    mention dominate (ATLOP). Localized context pooling: each entity attends over the
+    tokens; the product of the head's and the tail's attention, renormalized, pools the
+    context that matters to both. Head and tail are then
+    `tanh(W [entity; context; type])` with their own W, and the pair vector is
+    `[head; tail; head * tail; distance embedding]`.
+
+    Entity features (type ids): label, number of mentions, position of the first mention.
+    """
+
+    def __init__(
+        self, width: int, hidden: int, n_labels: int, n_counts: int, n_positions: int,
+        n_distances: int, distance_width: int, depth: int, dropout: float,
+    ):
+        super().__init__()
+        self.hidden = hidden
+        self.project = nn.Linear(width, hidden)
+        self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=depth, bidirectional=True, batch_first=True) if depth > 0 else None
+        self.labels = nn.Embedding(n_labels, hidden)
+        self.counts = nn.Embedding(n_counts, hidden)
+        self.positions = nn.Embedding(n_positions, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(3 * hidden, hidden)
+        self.tail = nn.Linear(3 * hidden, hidden)
+        self.distances = nn.Embedding(n_distances, distance_width)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def out_width(self) -> int:
+        return 3 * self.hidden + self.distances.embedding_dim
+
+    def forward(
+        self,
+        tokvecs: List[torch.Tensor],
+        bounds: List[torch.Tensor],
+        members: List[torch.Tensor],
+        feats: List[torch.Tensor],
+        pairs: List[torch.Tensor],
+        distances: List[torch.Tensor],
+    ) -> torch.Tensor:
+        # per Doc: tokvecs (T, width); bounds (M, 2) token offsets; members (E, K)
+        # mention indices, -1 padded; feats (E, 3) label/count/position ids;
+        # pairs (P, 2) entity indices; distances (P,) ids  ->  (sum of P, out_width)
+        out = []
+        for X, bnd, mem, feat, pair, dist in zip(tokvecs, bounds, members, feats, pairs, distances):
+            H = self.dropout(self.project(X))
+            if self.lstm is not None:
+                H = self.lstm(H.unsqueeze(0))[0].squeeze(0)
+            cum = torch.cat([H.new_zeros(1, H.shape[1]), H.cumsum(0)])
+            lengths = (bnd[:, 1] - bnd[:, 0]).clamp(min=1).unsqueeze(1).to(H.dtype)
+            mentions = (cum[bnd[:, 1]] - cum[bnd[:, 0]]) / lengths
+            gathered = mentions[mem.clamp(min=0)]
+            gathered = gathered.masked_fill((mem < 0).unsqueeze(-1), float("-inf"))
+            entities = torch.logsumexp(gathered, dim=1)
+            types = self.labels(feat[:, 0]) + self.counts(feat[:, 1]) + self.positions(feat[:, 2])
+            attention = torch.softmax(self.query(entities) @ self.key(H).T / math.sqrt(self.hidden), dim=-1)
+            h, t = pair[:, 0], pair[:, 1]
+            shared = attention[h] * attention[t]
+            shared = shared / (shared.sum(-1, keepdim=True) + 1e-6)
+            context = shared @ H
+            zh = torch.tanh(self.head(torch.cat([entities[h], context, types[h]], dim=-1)))
+            zt = torch.tanh(self.tail(torch.cat([entities[t], context, types[t]], dim=-1)))
+            out.append(torch.cat([zh, zt, zh * zt, self.distances(dist)], dim=-1))
+        return torch.cat(out) if out else tokvecs[0].new_zeros(0, self.out_width)

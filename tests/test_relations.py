@@ -1,0 +1,392 @@
+"""medllm_rel: candidate pairs, exact relations after overfitting, bounds, serialization,
+nlp.pipe, thresholds, scorer, rendering, configs. Texts are invented."""
+import time
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy import util
+from spacy.tokens import Doc, DocBin, Span
+from spacy.training import Example
+from thinc.api import fix_random_seed
+
+from spacy_medllm.corpus.base import get_relations, install_extensions, relation
+from spacy_medllm.relations import concept_pairs, gold_entity_docs, make_type_pairs, render, score_relations
+from spacy_medllm.relations.instances import create_relation_corpus
+
+ROOT = Path(__file__).parent.parent
+
+SMALL_MODEL = {
+    "@architectures": "spacy_medllm.RelationModel.v1",
+    "tok2vec": {
+        "@architectures": "spacy.HashEmbedCNN.v2", "pretrained_vectors": None, "width": 32, "depth": 1,
+        "embed_size": 500, "window_size": 1, "maxout_pieces": 2, "subword_features": True,
+    },
+    "pair_representation": {
+        "@architectures": "spacy_medllm.PairRepresentation.v1", "hidden_width": 32, "distance_width": 8,
+        "depth": 1, "dropout": 0.0, "n_entity_labels": 8,
+    },
+    "classifier": {"@architectures": "spacy_medllm.RelationClassifier.v1", "hidden_width": 32, "dropout": 0.0},
+}
+
+# document level: concept ids, repeated mentions, a composite D5|D6 mention, an unlinked one
+CID_TRAIN = [
+    (
+        "Cisplatin nephrotoxicity in rats . Cisplatin caused renal failure , and naloxone did not prevent it . Renal failure was severe .",
+        [(0, 9, "Chemical", "C1"), (10, 24, "Disease", "D1"), (35, 44, "Chemical", "C1"), (52, 65, "Disease", "D2"),
+         (72, 80, "Chemical", "C2"), (102, 115, "Disease", "D2")],
+        [("C1", "D1"), ("C1", "D2")],
+    ),
+    (
+        "Lithium and clonidine were given . Lithium induced tremor and hypotension ; clonidine was not associated with ovarian and breast cancer .",
+        [(0, 7, "Chemical", "C3"), (12, 21, "Chemical", "C4"), (35, 42, "Chemical", "C3"), (51, 57, "Disease", "D3"),
+         (62, 73, "Disease", "D4"), (76, 85, "Chemical", "C4"), (110, 135, "Disease", "D5|D6")],
+        [("C3", "D3"), ("C3", "D4")],
+    ),
+    (
+        "The drug xq-7 caused fever in one patient .",
+        [(9, 13, "Chemical", "NIL"), (21, 26, "Disease", "D7")],
+        [],
+    ),
+]
+
+# sentence level: mention pairs, two labels
+ADE_TRAIN = [
+    ("Patients on lithium developed tremor after 600 mg daily .", [(12, 19, "Drug"), (30, 36, "Effect"), (43, 55, "Dose")],
+     [("ADE", 0, 1), ("DOSE", 0, 2)]),
+    ("Naloxone reversed the hypotension , but clonidine caused dizziness .", [(0, 8, "Drug"), (22, 33, "Effect"), (40, 49, "Drug"), (57, 66, "Effect")],
+     [("ADE", 2, 3)]),
+    ("Rash was seen with cisplatin .", [(0, 4, "Effect"), (19, 28, "Drug")], [("ADE", 1, 0)]),
+    ("Aspirin 100 mg was well tolerated .", [(0, 7, "Drug"), (8, 14, "Dose")], [("DOSE", 0, 1)]),
+]
+ADE_PAIRS = [["Drug", "Effect"], ["Drug", "Dose"]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The pair encoder is tiny here; on a busy machine torch's thread pool only costs time."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cid_doc(nlp, text, ents, pairs=None, with_ids=True):
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(s, e, label=l, kb_id=k if with_ids else "") for s, e, l, k in ents]
+    if pairs is not None:
+        doc._.medllm_rels = [relation("CID", head_id=h, tail_id=t) for h, t in pairs]
+    return doc
+
+
+def ade_doc(nlp, text, ents, rels=None):
+    doc = nlp.make_doc(text)
+    spans = [doc.char_span(s, e, label=l) for s, e, l in ents]
+    doc.ents = spans
+    if rels is not None:
+        doc._.medllm_rels = [relation(label, spans[h], spans[t]) for label, h, t in rels]
+    return doc
+
+
+def make_nlp(candidates=None):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    config = {"model": SMALL_MODEL}
+    if candidates is not None:
+        config["candidates"] = candidates
+    rel = nlp.add_pipe("medllm_rel", config=config)
+    return nlp, rel
+
+
+def train(nlp, examples, steps):
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer, losses={})
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def cid_nlp():
+    install_extensions()
+    nlp, _ = make_nlp()
+    examples = [Example(nlp.make_doc(t), cid_doc(nlp, t, e, p)) for t, e, p in CID_TRAIN]
+    return train(nlp, examples, 60)
+
+
+@pytest.fixture(scope="module")
+def ade_nlp():
+    install_extensions()
+    nlp, _ = make_nlp({"@misc": "spacy_medllm.type_pairs.v1", "pairs": ADE_PAIRS, "level": "mention", "max_pairs": 100})
+    examples = [Example(nlp.make_doc(t), ade_doc(nlp, t, e, r)) for t, e, r in ADE_TRAIN]
+    return train(nlp, examples, 60)
+
+
+def rels_of(doc, with_score=False):
+    return [
+        (r["label"], tuple(r["head"]), tuple(r["tail"]), r["head_id"], r["tail_id"]) + ((r["score"],) if with_score else ())
+        for r in get_relations(doc)
+    ]
+
+
+# ---- candidate pairs ---------------------------------------------------------------------------
+def test_concept_level_instances():
+    nlp = spacy.blank("en")
+    doc = cid_doc(nlp, *CID_TRAIN[1][:2])
+    inst = make_type_pairs([["Chemical", "Disease"]], level="concept")(doc)
+    ents = [(e.label, e.concept_id, e.mentions) for e in inst.entities]
+    # the composite mention (index 6) belongs to both of its concepts
+    assert ents == [("Chemical", "C3", [0, 2]), ("Chemical", "C4", [1, 5]), ("Disease", "D3", [3]), ("Disease", "D4", [4]),
+                    ("Disease", "D5", [6]), ("Disease", "D6", [6])]
+    assert len(inst.pairs) == 2 * 4 and all(inst.entities[h].label == "Chemical" for h, _ in inst.pairs)
+    # the evidence of (C3, D3) is the closest pair of mentions: "Lithium" (2nd) -> "tremor"
+    p = inst.pairs.index((0, 2))
+    assert inst.evidence[p] == (2, 3) and inst.gaps[p] == 1 and inst.tail_after[p]
+    # unlinked mentions are grouped by label and text
+    doc = cid_doc(nlp, "xq-7 and xq-7 caused fever .", [(0, 4, "Chemical", "NIL"), (9, 13, "Chemical", "NIL"), (21, 26, "Disease", "D7")])
+    inst = make_type_pairs([["Chemical", "Disease"]], level="concept")(doc)
+    assert [(e.concept_id, e.mentions) for e in inst.entities] == [(None, [0, 1]), ("D7", [2])]
+
+
+def test_mention_level_instances_and_wildcards():
+    nlp = spacy.blank("en")
+    doc = ade_doc(nlp, *ADE_TRAIN[1][:2])
+    inst = make_type_pairs(ADE_PAIRS, level="mention")(doc)
+    assert inst.pairs == [(0, 1), (0, 3), (2, 1), (2, 3)]
+    assert [(g, a) for g, a in zip(inst.gaps, inst.tail_after)] == [(2, True), (7, True), (2, False), (1, True)]
+    every = make_type_pairs([["*", "*"]], level="mention", max_distance=2)(doc)
+    assert every.pairs == [(0, 1), (1, 0), (1, 2), (2, 1), (2, 3), (3, 2)]
+    with pytest.raises(ValueError, match="E033"):
+        make_type_pairs([["Drug"]])
+    with pytest.raises(ValueError, match="E031"):
+        make_type_pairs(ADE_PAIRS, level="sentence")
+
+
+def test_many_entities_are_bounded():
+    """A long document with hundreds of entities: pairs are capped (the closest kept) and
+    building them stays fast."""
+    n = 400
+    words = []
+    for i in range(n):
+        words += [f"drug{i}" if i % 2 == 0 else f"effect{i}", "and"]
+    doc = Doc(spacy.blank("en").vocab, words=words)
+    doc.ents = [Span(doc, 2 * i, 2 * i + 1, label="Drug" if i % 2 == 0 else "Effect") for i in range(n)]
+    for level in ("mention", "concept"):
+        t0 = time.perf_counter()
+        inst = make_type_pairs([["Drug", "Effect"]], level=level, max_pairs=500)(doc)
+        assert time.perf_counter() - t0 < 5.0
+        assert inst.n_candidates == (n // 2) ** 2 and len(inst.pairs) == 500
+        assert max(inst.gaps) <= 2 * 16  # the closest ones
+    inst = make_type_pairs([["Drug", "Effect"]], level="mention", max_distance=3)(doc)
+    assert len(inst.pairs) == n - 1 and max(inst.gaps) <= 3
+
+
+# ---- the component ----------------------------------------------------------------------------
+def predict_cid(nlp, text, ents, with_ids=True):
+    return nlp.get_pipe("medllm_rel")(cid_doc(nlp, text, ents, with_ids=with_ids))
+
+
+def test_overfit_cid_exact(cid_nlp):
+    docs = [predict_cid(cid_nlp, t, e) for t, e, _ in CID_TRAIN]
+    assert rels_of(docs[0]) == [("CID", (0, 1), (1, 2), "C1", "D1"), ("CID", (5, 6), (7, 9), "C1", "D2")]
+    assert rels_of(docs[1]) == [("CID", (6, 7), (8, 9), "C3", "D3"), ("CID", (6, 7), (10, 11), "C3", "D4")]
+    assert rels_of(docs[2]) == []
+    assert all(r["score"] >= 0.5 for r in get_relations(docs[0]))
+    # the concept-pair view, and the scorer at concept level
+    assert concept_pairs(docs[1]) == {("CID", "C3", "D3"): pytest.approx(get_relations(docs[1])[0]["score"]),
+                                      ("CID", "C3", "D4"): pytest.approx(get_relations(docs[1])[1]["score"])}
+    examples = [Example(d, cid_doc(cid_nlp, t, e, p)) for d, (t, e, p) in zip(docs, CID_TRAIN)]
+    scores = score_relations(examples, level="concept")
+    assert (scores["medllm_rel_p"], scores["medllm_rel_r"], scores["medllm_rel_f"]) == (1.0, 1.0, 1.0)
+
+
+def test_overfit_mentions_exact(ade_nlp):
+    rel = ade_nlp.get_pipe("medllm_rel")
+    assert rel.labels == ("ADE", "DOSE")
+    got = [rels_of(rel(ade_doc(ade_nlp, t, e))) for t, e, _ in ADE_TRAIN]
+    assert got == [
+        [("ADE", (2, 3), (4, 5), None, None), ("DOSE", (2, 3), (6, 9), None, None)],
+        [("ADE", (6, 7), (8, 9), None, None)],
+        [("ADE", (4, 5), (0, 1), None, None)],
+        [("DOSE", (0, 1), (1, 3), None, None)],
+    ]
+    examples = [Example(rel(ade_doc(ade_nlp, t, e)), ade_doc(ade_nlp, t, e, r)) for t, e, r in ADE_TRAIN]
+    assert ade_nlp.get_pipe("medllm_rel").score(examples)["medllm_rel_f"] == 1.0
+
+
+def test_no_pairs(cid_nlp, ade_nlp):
+    rel = cid_nlp.get_pipe("medllm_rel")
+    assert rel(cid_nlp.make_doc(""))._.medllm_rels == []
+    assert rel(cid_nlp.make_doc("No entities here ."))._.medllm_rels == []
+    assert predict_cid(cid_nlp, "Cisplatin alone .", [(0, 9, "Chemical", "C1")])._.medllm_rels == []
+    # two entities, but no allowed (head, tail) label pair
+    assert predict_cid(cid_nlp, "Cisplatin and lithium .", [(0, 9, "Chemical", "C1"), (14, 21, "Chemical", "C3")])._.medllm_rels == []
+    docs = list(ade_nlp.get_pipe("medllm_rel").pipe([ade_nlp.make_doc(""), ade_doc(ade_nlp, "Rash .", [(0, 4, "Effect")])]))
+    assert [d._.medllm_rels for d in docs] == [[], []]
+
+
+def test_long_document_runs_bounded(ade_nlp):
+    words, ents = [], []
+    for i in range(300):
+        words += ["lithium" if i % 2 == 0 else "tremor", "then"]
+    doc = Doc(ade_nlp.vocab, words=words)
+    doc.ents = [Span(doc, 2 * i, 2 * i + 1, label="Drug" if i % 2 == 0 else "Effect") for i in range(300)]
+    t0 = time.perf_counter()
+    doc = ade_nlp.get_pipe("medllm_rel")(doc)
+    assert time.perf_counter() - t0 < 20.0
+    assert len(doc._.medllm_rels) <= 2 * 100  # max_pairs pairs, at most two labels each
+
+
+def test_round_trips(cid_nlp, tmp_path):
+    expected = [rels_of(predict_cid(cid_nlp, t, e), True) for t, e, _ in CID_TRAIN]
+    cid_nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    assert [rels_of(predict_cid(loaded, t, e), True) for t, e, _ in CID_TRAIN] == expected
+    nlp2, rel2 = make_nlp()
+    rel2.from_bytes(cid_nlp.get_pipe("medllm_rel").to_bytes())
+    assert rel2.labels == ("CID",)
+    assert [rels_of(rel2(cid_doc(nlp2, t, e)), True) for t, e, _ in CID_TRAIN] == expected
+    # the records are plain data: they survive a DocBin with user data
+    doc = predict_cid(cid_nlp, *CID_TRAIN[0][:2])
+    back = list(DocBin(store_user_data=True, docs=[doc]).get_docs(cid_nlp.vocab))[0]
+    assert get_relations(back) == get_relations(doc)
+
+
+def test_pipe_equals_call(cid_nlp, ade_nlp, tmp_path):
+    rel = cid_nlp.get_pipe("medllm_rel")
+    docs = [cid_doc(cid_nlp, t, e) for t, e, _ in CID_TRAIN]
+    piped = [rels_of(d, True) for d in rel.pipe([d.copy() for d in docs], batch_size=2)]
+    assert piped == [rels_of(rel(d.copy()), True) for d in docs]
+    # a whole pipeline from raw text, in two processes: an entity ruler finds the entities
+    ade_nlp.to_disk(tmp_path / "ade")
+    nlp = spacy.load(tmp_path / "ade")
+    ruler = nlp.add_pipe("entity_ruler", first=True)
+    ruler.add_patterns([{"label": "Drug", "pattern": w} for w in ("lithium", "clonidine", "cisplatin", "Naloxone", "Aspirin")]
+                       + [{"label": "Effect", "pattern": w} for w in ("tremor", "dizziness", "Rash", "hypotension")]
+                       + [{"label": "Dose", "pattern": [{"LIKE_NUM": True}, {"LOWER": "mg"}]}])
+    texts = [t for t, _, _ in ADE_TRAIN] * 2
+    single = [rels_of(nlp(t), True) for t in texts]
+    assert single[0][0][:3] == ("ADE", (2, 3), (4, 5))
+    assert [rels_of(d, True) for d in nlp.pipe(texts, batch_size=3)] == single
+    assert [rels_of(d, True) for d in nlp.pipe(texts, batch_size=2, n_process=2)] == single
+
+
+def test_uninitialized_fails_clearly():
+    nlp, rel = make_nlp()
+    doc = cid_doc(nlp, *CID_TRAIN[0][:2])
+    with pytest.raises(ValueError, match="E030"):
+        rel(doc)
+
+
+def test_no_labels_fails_clearly():
+    nlp, _ = make_nlp()
+    examples = [Example(nlp.make_doc(t), cid_doc(nlp, t, e)) for t, e, _ in CID_TRAIN]
+    with pytest.raises(ValueError, match="E035"):
+        nlp.initialize(lambda: examples)
+
+
+def test_tune_thresholds(cid_nlp):
+    rel = cid_nlp.get_pipe("medllm_rel")
+    gold = [cid_doc(cid_nlp, t, e, p) for t, e, p in CID_TRAIN]
+    examples = list(gold_entity_docs(cid_nlp, gold, upto="medllm_rel"))
+    assert [e.label_ for e in examples[0].predicted.ents] == ["Chemical", "Disease", "Chemical", "Disease", "Chemical", "Disease"]
+    saved = dict(rel.cfg["thresholds"])
+    try:
+        report = rel.tune_thresholds(examples)
+        assert report["CID"]["f"] == 1.0 and report["CID"]["gold"] == 4
+        assert 0.0 < rel.cfg["thresholds"]["CID"] < 1.0
+    finally:
+        rel.cfg["thresholds"] = saved
+
+
+def test_scorer_mention_level_by_characters():
+    nlp = spacy.blank("en")
+    text, ents, rels = ADE_TRAIN[0]
+    gold = ade_doc(nlp, text, ents, rels)
+    pred = ade_doc(nlp, text, ents, [("ADE", 0, 1), ("ADE", 0, 2)])
+    scores = score_relations([Example(pred, gold)])
+    assert scores["medllm_rel_per_type"] == {"ADE": {"p": 0.5, "r": 1.0, "f": pytest.approx(2 / 3)}, "DOSE": {"p": 0.0, "r": 0.0, "f": 0.0}}
+    assert scores["medllm_rel_p"] == 0.5 and scores["medllm_rel_r"] == 0.5
+    assert score_relations([Example(nlp.make_doc("x"), nlp.make_doc("x"))])["medllm_rel_f"] is None
+
+
+def test_render_has_every_entity_and_arc(cid_nlp):
+    doc = predict_cid(cid_nlp, *CID_TRAIN[1][:2])
+    # the linker sets kb_concept; render shows the concept's name when it is there
+    if not Span.has_extension("kb_concept"):
+        Span.set_extension("kb_concept", default=None)
+    doc.ents[0]._.kb_concept = {"id": "C3", "name": "Lithium Carbonate", "types": ["Chemical"], "definition": ""}
+    out = render(doc, page=True)
+    assert out.startswith("<!DOCTYPE html>")
+    for ent in doc.ents:
+        assert ent.text in out
+    assert "C3 Lithium Carbonate" in out and "D5|D6" in out
+    records = get_relations(doc)
+    assert len(records) == 2
+    assert out.count('class="displacy-arc"') == len(records)
+    assert out.count("<tr><td>CID</td>") == len(records)
+    # gold records without offsets are drawn between the first mentions of their concepts
+    gold = cid_doc(cid_nlp, *CID_TRAIN[1])
+    assert render(gold).count('class="displacy-arc"') == 2
+    # no relations: entities only
+    assert "displacy-arc" not in render(cid_doc(cid_nlp, *CID_TRAIN[2][:2]))
+
+
+# ---- with the shared encoder ------------------------------------------------------------------
+def test_listener_round_trip(tiny_bert, tmp_path):
+    """With the shared transformer as tok2vec, the pair encoder's input width is known only
+    after initialize; the saved pipeline must load with it and predict the same."""
+    install_extensions()
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {"@architectures": "spacy_medllm.TransformerModel.v1", "name": str(tiny_bert),
+                                                  "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12}}})
+    model = dict(SMALL_MODEL, tok2vec={"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
+                                       "pooling": {"@layers": "reduce_mean.v1"}, "upstream": "*"})
+    rel = nlp.add_pipe("medllm_rel", config={"model": model})
+    examples = [Example(nlp.make_doc(t), cid_doc(nlp, t, e, p)) for t, e, p in CID_TRAIN]
+    train(nlp, examples, 3)
+    assert rel.cfg["width"] == 32
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+
+    def run(pipeline):
+        out = []
+        for eg in gold_entity_docs(pipeline, [cid_doc(pipeline, t, e) for t, e, _ in CID_TRAIN]):
+            out.append(rels_of(pipeline.get_pipe("medllm_rel")(eg.predicted), True))
+        return out
+
+    assert run(loaded) == run(nlp)
+
+
+def test_relation_corpus_reader(tmp_path):
+    install_extensions()
+    nlp = spacy.blank("en")
+    docs = [ade_doc(nlp, t, e, r) for t, e, r in ADE_TRAIN] + [nlp.make_doc("Nothing to see .")]
+    DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "ade.spacy")
+    examples = list(create_relation_corpus(tmp_path / "ade.spacy")(nlp))
+    assert len(examples) == 4
+    assert [(e.text, e.label_) for e in examples[3].predicted.ents] == [("Aspirin", "Drug"), ("100 mg", "Dose")]
+    assert len(get_relations(examples[0].reference)) == 2
+    assert len(list(create_relation_corpus(tmp_path / "ade.spacy", gold_entities=False, min_entities=0)(nlp))) == 5
+
+
+@pytest.mark.parametrize("name", ["rel_bc5cdr.cfg", "rel_ade.cfg", "rel_chia.cfg"])
+def test_configs_build(name, tiny_bert):
+    """The relation configs validate; the sourced trained components are replaced by a tiny
+    transformer, since no trained pipeline exists in the tests."""
+    config = util.load_config(ROOT / "configs" / name)
+    config["components"]["transformer"] = {
+        "factory": "transformer",
+        "model": {"@architectures": "spacy_medllm.TransformerModel.v1", "name": str(tiny_bert),
+                  "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12}},
+    }
+    pipeline = ["transformer", "medllm_rel"]
+    for other in set(config["nlp"]["pipeline"]) - set(pipeline):
+        del config["components"][other]
+    config["nlp"]["pipeline"] = pipeline
+    config["training"]["frozen_components"] = ["transformer"]
+    nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names == pipeline
+    assert nlp.get_pipe("medllm_rel").cfg["level"] in ("concept", "mention")
