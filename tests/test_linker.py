@@ -3,7 +3,7 @@ import pytest
 import spacy
 from spacy.tokens import DocBin, Span
 from spacy.training import Example
-from thinc.api import fix_random_seed
+from thinc.api import Adam, fix_random_seed
 
 from spacy_medllm.corpus.base import NIL
 from spacy_medllm.kb import Concept, KnowledgeBase
@@ -46,8 +46,9 @@ def make_nlp():
 def trained():
     nlp, linker = make_nlp()
     examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
-    optimizer = nlp.initialize(lambda: examples)
-    for _ in range(60):
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.01)
+    for _ in range(100):
         nlp.update(examples, sgd=optimizer, losses={})
     return nlp
 
@@ -105,6 +106,19 @@ def test_abbreviation_long_form(trained):
         assert linker(doc).ents[0]._.kb_candidates == []
     finally:
         linker.cfg["use_abbreviations"] = True
+
+
+def test_abbreviation_found_without_detector(trained):
+    """Without scispaCy's detector in the pipeline the component finds the definition itself."""
+    from spacy.tokens import Doc
+
+    doc = trained.make_doc("Low blood pressure ( LBP ) followed clonidine ; LBP resolved .")
+    if Doc.has_extension("abbreviations"):
+        doc._.abbreviations = []
+    doc.ents = [Span(doc, 4, 5, label="Disease"), Span(doc, 9, 10, label="Disease")]
+    doc = trained.get_pipe("medllm_linker")(doc)
+    assert [e.kb_id_ for e in doc.ents] == ["D007022", "D007022"]
+    assert not Doc.has_extension("abbreviations") or doc._.abbreviations == []
 
 
 def test_empty_and_no_entities(trained):

@@ -1,6 +1,6 @@
 """`spacy_medllm.LinkerModel.v1`: tok2vec -> mention pooling -> candidate scorer."""
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy
 from spacy.tokens import Doc
@@ -56,6 +56,41 @@ def build_linker_model(
     )
 
 
+@registry.architectures("spacy_medllm.LinkerModel.v2")
+def build_linker_model_v2(
+    tok2vec: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    n_features: int = 12,
+    hidden_width: int = 64,
+    n_concept_rows: int = 65536,
+) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
+    """Score the KB candidates of each mention; the encoder is optional.
+
+    Without `tok2vec` the model reads the per-candidate string, type, prior and
+    abbreviation features alone: it needs no encoder, so it adds almost nothing to
+    a pipeline's time and trains in minutes on CPU. With `tok2vec` it is v1.
+
+    tok2vec (Optional[Model[List[Doc], List[Floats2d]]]): token vectors (a listener of
+        the shared transformer), or None for the features-only scorer.
+    n_features (int): width of the per-candidate feature vector (set by the component).
+    hidden_width (int): width of the feature MLP and of the mention/concept space.
+    n_concept_rows (int): rows of the hashed concept-id table (context term only).
+    """
+    if tok2vec is not None:
+        return build_linker_model(tok2vec, n_features, hidden_width, n_concept_rows)
+    scorer = PyTorchWrapper_v2(
+        CandidateScorer(0, n_features, hidden_width, n_concept_rows),
+        convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs,
+    )
+    return Model(
+        "medllm_linker_model",
+        forward_features,
+        layers=[scorer],
+        refs={"scorer": scorer},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
+    )
+
+
 def init(model: Model, X=None, Y=None) -> None:
     tok2vec = model.get_ref("tok2vec")
     if X is not None:
@@ -63,6 +98,11 @@ def init(model: Model, X=None, Y=None) -> None:
     else:
         tok2vec.initialize()
     set_input_width(model, tok2vec.get_dim("nO"))
+
+
+def input_width(model: Model) -> int:
+    """The width of the token vectors the model reads (0: features only)."""
+    return int(model.get_ref("tok2vec").get_dim("nO")) if model.has_ref("tok2vec") else 0
 
 
 def set_input_width(model: Model, width: int) -> None:
@@ -73,7 +113,7 @@ def set_input_width(model: Model, width: int) -> None:
     state fits the module.
     """
     shim = model.get_ref("scorer").shims[0]
-    if shim._model.project.in_features != width:
+    if shim._model.width != width:
         import torch
 
         attrs = model.attrs
@@ -102,18 +142,31 @@ def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool)
     return logits, backprop
 
 
+def forward_features(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
+    docs, batch = inputs
+    pooled = model.ops.alloc2f(len(batch.spans), 0)
+    logits, bp_scorer = model.get_ref("scorer")((pooled, batch), is_train)
+
+    def backprop(d_logits: Floats2d) -> List[Doc]:
+        bp_scorer(d_logits)
+        return docs
+
+    return logits, backprop
+
+
 def _convert_inputs(model: Model, X, is_train: bool):
     pooled, batch = X
     device = model.shims[0].device
+    with_context = pooled.shape[1] > 0
     args = (
-        xp2torch(pooled, requires_grad=is_train, device=device),
+        xp2torch(pooled, requires_grad=is_train and with_context, device=device),
         xp2torch(model.ops.asarray(batch.feats, dtype="float32"), device=device),
         xp2torch(model.ops.asarray(batch.rows, dtype="int64"), device=device),
         xp2torch(model.ops.asarray(batch.mask, dtype="bool"), device=device),
     )
 
     def reverse(d_inputs: ArgsKwargs):
-        return torch2xp(d_inputs.args[0])
+        return torch2xp(d_inputs.args[0]) if with_context else None
 
     return ArgsKwargs(args=args, kwargs={}), reverse
 

@@ -4,9 +4,11 @@ For every entity the component generates candidates (exact alias lookup plus
 character n-gram TF-IDF over all KB names, `spacy_medllm.kb.CandidateGenerator`),
 describes each with string, type and training-prior features, and reranks them with
 `spacy_medllm.LinkerModel.v1`, which adds the mention in context from the shared
-encoder. A NIL slot and an optional probability threshold leave unlinkable mentions
-without an id. With scispaCy's `abbreviation_detector` earlier in the pipeline, a
-short form is linked through its long form.
+encoder when the model has one. A NIL slot and an optional probability threshold
+leave unlinkable mentions without an id. A short form is linked through its long
+form: the abbreviations come from scispaCy's `abbreviation_detector` when it runs
+earlier in the pipeline, and are otherwise found by the same algorithm inside the
+component (without writing `doc._.abbreviations`).
 
 Writes `ent.kb_id_` (the concept id, or `NIL`), `Span._.kb_candidates` (list of
 `(concept_id, probability)`, best first) and `Span._.kb_concept` (the chosen concept's
@@ -14,6 +16,7 @@ id, name, types and definition). The knowledge base, the index, the priors and t
 model are saved with `nlp.to_disk`.
 """
 import math
+import warnings
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -34,26 +37,17 @@ from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.builders import CHEMICAL, DISEASE
 from ..kb.knowledge_base import normalize_alias
-from .model import LinkerBatch, set_input_width
+from .model import LinkerBatch, input_width, set_input_width
 
 N_FEATURES = 12
 
 DEFAULT_LINKER_MODEL = """
 [model]
-@architectures = "spacy_medllm.LinkerModel.v1"
+@architectures = "spacy_medllm.LinkerModel.v2"
+tok2vec = null
 n_features = 12
 hidden_width = 64
 n_concept_rows = 65536
-
-[model.tok2vec]
-@architectures = "spacy.HashEmbedCNN.v2"
-pretrained_vectors = null
-width = 96
-depth = 2
-embed_size = 2000
-window_size = 1
-maxout_pieces = 3
-subword_features = true
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
 
@@ -126,6 +120,7 @@ class MedLinker(TrainablePipe):
             "labels_discard": list(labels_discard),
         }
         self.kb: Optional[KnowledgeBase] = None
+        self._abbrev = None
         self.generator: Optional[CandidateGenerator] = None
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
@@ -145,12 +140,7 @@ class MedLinker(TrainablePipe):
 
         spans: the entities (default `doc.ents`); entities with a discarded label are skipped.
         """
-        long_forms: Dict[str, str] = {}
-        if self.cfg["use_abbreviations"] and Doc.has_extension("abbreviations"):
-            for short in doc._.abbreviations or []:
-                long = getattr(short._, "long_form", None)
-                if long is not None:
-                    long_forms[short.text] = long.text
+        long_forms = self._long_forms(doc) if self.cfg["use_abbreviations"] else {}
         discard = set(self.cfg["labels_discard"])
         out = []
         for ent in doc.ents if spans is None else spans:
@@ -159,6 +149,39 @@ class MedLinker(TrainablePipe):
             long = long_forms.get(ent.text)
             out.append((ent, long if long is not None else ent.text, long is not None))
         return out
+
+    def _long_forms(self, doc: Doc) -> Dict[str, str]:
+        """Short form text -> long form text of the abbreviations defined in the document."""
+        pairs: List[Tuple[Span, Span]] = []
+        if Doc.has_extension("abbreviations") and doc._.abbreviations:
+            pairs = [(short._.long_form, short) for short in doc._.abbreviations if getattr(short._, "long_form", None) is not None]
+        elif len(doc):
+            pairs = [(long, short) for long, shorts in self._abbreviation_finder(doc) for short in shorts]
+        return {short.text: long.text for long, short in pairs}
+
+    def _abbreviation_finder(self, doc: Doc):
+        """scispaCy's Schwartz-Hearst matching, run on a doc without annotating it."""
+        from scispacy.abbreviation import AbbreviationDetector, filter_matches
+        from spacy.matcher import Matcher
+
+        if self._abbrev is None:
+            detector = AbbreviationDetector.__new__(AbbreviationDetector)
+            # the detector's __init__ (force-)registers doc._.abbreviations; the matching
+            # below needs only its matchers, so the user's extensions stay untouched
+            detector.matcher = Matcher(self.vocab)
+            detector.matcher.add("parenthesis", [[{"ORTH": "("}, {"OP": "+"}, {"ORTH": ")"}]])
+            detector.global_matcher = Matcher(self.vocab)
+            detector.make_serializable = False
+            self._abbrev = (detector, filter_matches)
+        detector, filter_matches = self._abbrev
+        matches = [(m, start + 1, end - 1) for m, start, end in detector.matcher(doc)]
+        filtered = filter_matches(matches, doc)
+        if not filtered:
+            return []
+        with warnings.catch_warnings():
+            # W036: no definition found in this doc leaves the detector's matcher empty
+            warnings.filterwarnings("ignore", message=r"\[W036\]")
+            return detector.find_matches_for(filtered, doc)
 
     def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
         """Candidates of all mentions and the arrays the model reads.
@@ -320,7 +343,7 @@ class MedLinker(TrainablePipe):
         self.priors = {k: dict(v) for k, v in priors.items()}
         self.concept_counts = dict(concepts)
         self.model.initialize(X=(sample, None) if sample else None)
-        self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
+        self.cfg["width"] = input_width(self.model)
 
     # ---- serialization -------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
@@ -336,7 +359,7 @@ class MedLinker(TrainablePipe):
 
     def from_disk(self, path, *, exclude=tuple()) -> "MedLinker":
         def load_model(p):
-            if self.cfg.get("width"):
+            if self.cfg.get("width") and self.model.has_ref("tok2vec"):
                 set_input_width(self.model, self.cfg["width"])
             try:
                 with open(p, "rb") as file:

@@ -1,4 +1,4 @@
-"""The candidate scorer: string and type features plus mention-in-context vs concept."""
+"""The candidate scorer: string and type features, optionally mention-in-context vs concept."""
 import torch
 from torch import nn
 
@@ -6,25 +6,28 @@ from torch import nn
 class CandidateScorer(nn.Module):
     """Logits for each (mention, candidate) pair.
 
-    logit = MLP(features) + <P(mention vector), E[concept row]>
+    logit = MLP(features) [+ <P(mention vector), E[concept row]>]
 
     The mention vector comes from the shared encoder (pooled over the mention's
     tokens); concept rows are hashed concept ids, so a concept seen in training
-    gets a context profile and an unseen one falls back on the features. Slot 0 of
-    every mention is NIL: its features are all zero but for a NIL indicator, so the
-    model learns when no candidate is right.
+    gets a context profile and an unseen one falls back on the features. With
+    `width == 0` there is no context term: the scorer reads the features alone.
+    Slot 0 of every mention is NIL: its features are all zero but for a NIL
+    indicator, so the model learns when no candidate is right.
     """
 
     def __init__(self, width: int, n_features: int, hidden: int, n_rows: int):
         super().__init__()
+        self.width = width
         self.features = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.project = nn.Linear(width, hidden)
-        self.concepts = nn.Embedding(n_rows, hidden)
-        nn.init.normal_(self.concepts.weight, std=0.01)
+        if width > 0:
+            self.project = nn.Linear(width, hidden)
+            self.concepts = nn.Embedding(n_rows, hidden)
+            nn.init.normal_(self.concepts.weight, std=0.01)
 
     def forward(self, mentions: torch.Tensor, feats: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # mentions (M, width); feats (M, K, F); rows (M, K) long; mask (M, K) bool -> logits (M, K)
-        base = self.features(feats).squeeze(-1)
-        context = torch.einsum("mh,mkh->mk", self.project(mentions), self.concepts(rows))
-        logits = base + context
+        logits = self.features(feats).squeeze(-1)
+        if self.width > 0:
+            logits = logits + torch.einsum("mh,mkh->mk", self.project(mentions), self.concepts(rows))
         return logits.masked_fill(~mask, -1e4)
