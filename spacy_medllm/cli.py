@@ -155,6 +155,174 @@ def build_kb_cmd(
     typer.echo(f"candidate index: {out_dir / 'index'} ({time.perf_counter() - t0:.1f} s)", err=True)
 
 
+@app.command("build-kg")
+def build_kg_cmd(
+    out_dir: Path = typer.Argument(..., help="folder for triples.tsv and stats.json"),
+    kb: Path = typer.Option(..., help="knowledge base folder or kb.msgpack (medllm build-kb): the concepts of the graph"),
+    mesh: Optional[Path] = typer.Option(None, help="MeSH folder with terms.tsv and tree-numbers.tsv (isa edges)"),
+    medic: Optional[Path] = typer.Option(None, help="CTD MEDIC CTD_diseases.tsv(.gz) (parent edges)"),
+    relations: List[Path] = typer.Option([], help="TRAINING-split .spacy file with CID relations (repeatable); dev/test would leak"),
+    semantic_network: bool = typer.Option(True, "--semantic-network/--no-semantic-network", help="add PyKEEN's UMLS semantic network and concept types"),
+) -> None:
+    """Build the knowledge graph over KB concept ids: a triples TSV and its statistics."""
+    import time
+
+    from .corpus.base import CorpusError
+    from .kb import KnowledgeBase
+    from .kg import build_kg
+
+    t0 = time.perf_counter()
+    try:
+        knowledge_base = KnowledgeBase.from_disk(kb)
+        graph = build_kg(
+            knowledge_base, mesh_dir=mesh, medic=medic, relation_files=relations, semantic_network=semantic_network,
+            progress=lambda source: typer.echo(f"reading {source} ...", err=True),
+        )
+    except (CorpusError, FileNotFoundError, ValueError, ModuleNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if not graph.triples:
+        typer.echo("error: no triples (give --mesh, --medic, --relations or keep --semantic-network)", err=True)
+        raise typer.Exit(1)
+    stats = graph.to_disk(out_dir, knowledge_base)
+    for relation, n in stats["relations"].items():
+        typer.echo(f"  {relation}: {n:,}", err=True)
+    typer.echo(
+        f"{stats['triples']:,} triples, {stats['entities']:,} entities, {stats.get('kb_coverage', 0):.1%} of KB concepts "
+        f"-> {out_dir / 'triples.tsv'}, {out_dir / 'stats.json'} ({time.perf_counter() - t0:.1f} s)",
+        err=True,
+    )
+
+
+@app.command("train-kg")
+def train_kg_cmd(
+    triples: Path = typer.Argument(..., help="triples TSV (medllm build-kg)"),
+    out_dir: Path = typer.Argument(..., help="folder for the embedding table: embeddings.npy, ids.json, meta.json"),
+    model: str = typer.Option("TransE", help="PyKEEN model name (TransE, RotatE, DistMult, ComplEx, ...)"),
+    dim: int = typer.Option(64, help="embedding dimension"),
+    epochs: int = typer.Option(200, help="most epochs (early stopping may end sooner)"),
+    batch_size: int = typer.Option(1024, help="triples per batch"),
+    lr: float = typer.Option(0.01, help="Adam learning rate"),
+    negatives: int = typer.Option(4, help="negative samples per triple"),
+    scoring_norm: Optional[int] = typer.Option(None, help="TransE: the p of the L_p distance (PyKEEN default 1)"),
+    heldout: float = typer.Option(0.02, help="fraction held out for validation, and as much again for the test score"),
+    seed: int = typer.Option(0, help="random seed (training and split)"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="stop when validation MRR stops improving"),
+    eval_every: int = typer.Option(10, help="epochs between validation scores"),
+    patience: int = typer.Option(3, help="validation scores without improvement before stopping"),
+    umls_anchor: bool = typer.Option(True, "--umls-anchor/--no-umls-anchor", help="also train and score on PyKEEN's UMLS benchmark"),
+    metrics: Optional[Path] = typer.Option(None, help="JSON file for the metrics (e.g. metrics/kg.json)"),
+    stats: Optional[Path] = typer.Option(None, help="stats.json of the graph, copied into the metrics"),
+    kb: Optional[Path] = typer.Option(None, help="knowledge base, to measure the KG-attention alias matcher on --coverage"),
+    coverage: List[Path] = typer.Option([], help=".spacy file on which to measure how many tokens get candidates (repeatable; needs --kb)"),
+    pykeen_home: Optional[Path] = typer.Option(None, help="PyKEEN's data/checkpoint folder (default: $PYKEEN_HOME, else a temp folder)"),
+) -> None:
+    """Train knowledge graph embeddings with PyKEEN (TransE by default) and export them by concept id."""
+    import time
+
+    from .corpus.base import CorpusError
+    from .kg.train import set_pykeen_home
+
+    home = set_pykeen_home(pykeen_home)
+    from .kg.train import train_kg, umls_benchmark
+
+    t0 = time.perf_counter()
+    typer.echo(f"training {model} (dim {dim}, at most {epochs} epochs) on {triples}; PyKEEN_HOME={home}", err=True)
+    try:
+        result = train_kg(
+            triples, model=model, embedding_dim=dim, num_epochs=epochs, batch_size=batch_size, learning_rate=lr,
+            negatives=negatives, heldout=heldout, seed=seed, device=device, early_stopping=early_stopping,
+            eval_every=eval_every, patience=patience, progress=True,
+            model_kwargs={"scoring_fct_norm": scoring_norm} if scoring_norm is not None else None,
+        )
+    except (CorpusError, FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    result.table.to_disk(out_dir)
+    report = {"model": result.table.meta["model"], "dimension": result.table.dimension, "entities": len(result.table), **result.metrics}
+    h = result.metrics["heldout"]
+    typer.echo(f"held-out (filtered): MRR {h['mrr']:.3f}  Hits@1 {h['hits@1']:.3f}  Hits@3 {h['hits@3']:.3f}  Hits@10 {h['hits@10']:.3f}"
+               f"  ({result.metrics['epochs']} epochs, {result.metrics['seconds']:.0f} s) -> {out_dir}", err=True)
+    if umls_anchor:
+        typer.echo("UMLS benchmark (sanity anchor) ...", err=True)
+        report["umls_anchor"] = umls_benchmark(model=model, seed=seed, device=device, progress=True)
+        u = report["umls_anchor"]["test"]
+        typer.echo(f"UMLS: MRR {u['mrr']:.3f}  Hits@1 {u['hits@1']:.3f}  Hits@10 {u['hits@10']:.3f}", err=True)
+    if stats is not None and stats.exists():
+        report["graph"] = srsly.read_json(stats)
+    if coverage:
+        if kb is None:
+            typer.echo("error: --coverage needs --kb", err=True)
+            raise typer.Exit(1)
+        import spacy
+        from spacy.tokens import DocBin
+
+        from .layers.kg_attention import load_knowledge, matcher_stats
+
+        matcher = load_knowledge(out_dir, kb)
+        # re-tokenized as a pipeline would see them: the corpus files cut tokens at gold boundaries
+        nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
+        report["matcher"] = {
+            str(p): matcher_stats(matcher, (nlp.make_doc(d.text) for d in DocBin().from_disk(p).get_docs(nlp.vocab))) for p in coverage
+        }
+        for p, s in report["matcher"].items():
+            typer.echo(f"alias matcher on {p}: {s['fraction_with_candidates']:.1%} of tokens have candidates "
+                       f"(mean {s['mean_candidates']}), {s['ms_per_doc']:.2f} ms/doc", err=True)
+    report["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    if metrics is not None:
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(metrics, report)
+        typer.echo(f"metrics -> {metrics}", err=True)
+
+
+@app.command()
+def render(
+    input_path: Path = typer.Argument(..., help="text file (one document per line), JSONL with a 'text' field, or a .spacy file"),
+    output: Path = typer.Argument(..., help="HTML file to write"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="pipeline that annotates the texts; without it a .spacy file is drawn as stored"),
+    limit: int = typer.Option(0, help="at most this many documents (0: all)"),
+    batch_size: int = typer.Option(32, help="documents per batch"),
+) -> None:
+    """Draw entities (with linked concepts) and relations as an HTML page."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from .corpus.base import install_extensions, read_text
+    from .relations.render import render as render_html
+
+    install_extensions()
+    if input_path.suffix == ".spacy":
+        if not input_path.exists():
+            typer.echo(f"error: {input_path} not found", err=True)
+            raise typer.Exit(1)
+        docs = list(DocBin().from_disk(input_path).get_docs(spacy.blank("en").vocab))
+        texts = [d.text for d in docs]
+    elif input_path.suffix == ".jsonl":
+        if model is None:
+            typer.echo("error: --model is needed to annotate raw text", err=True)
+            raise typer.Exit(1)
+        records = list(srsly.read_jsonl(input_path))
+        for i, r in enumerate(records, start=1):
+            if not isinstance(r, dict) or not isinstance(r.get("text"), str):
+                typer.echo(f"error: {input_path}, line {i}: expected an object with a 'text' string", err=True)
+                raise typer.Exit(1)
+        texts, docs = [r["text"] for r in records], []
+    else:
+        if model is None:
+            typer.echo("error: --model is needed to annotate raw text", err=True)
+            raise typer.Exit(1)
+        texts, docs = [t for t in read_text(input_path).split("\n") if t.strip()], []
+    if limit:
+        texts, docs = texts[:limit], docs[:limit]
+    if model:
+        nlp = spacy.load(model)
+        docs = list(nlp.pipe(texts, batch_size=batch_size))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_html(docs, page=True, title=input_path.name), encoding="utf8")
+    typer.echo(f"wrote {len(docs)} documents to {output}", err=True)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app()

@@ -35,6 +35,21 @@ class Errors(metaclass=ErrorsWithCodes):
     E013 = ("{name}: no knowledge base. Initialize the component with a kb_path "
             "([initialize.components.{name}] kb_path = \"corpus/kb\") or call set_kb() first.")
     E014 = "{path}: the linker model could not be loaded from this file"
+    E015 = "{path}: not a knowledge graph embedding table: {reason}"
+    E016 = ("{path}: embedding table format version {version} is newer than this spacy_medllm "
+            "supports ({supported}); upgrade spacy_medllm or export the table again with `medllm train-kg`")
+    E017 = ("KGAttention: no embedding table to initialize from. Set embeddings_path (the folder "
+            "written by `medllm train-kg`) and kb_path on the layer, e.g. "
+            "[components.ner.model.tok2vec] embeddings_path = \"corpus/kg/embeddings\" kb_path = \"corpus/kb\"")
+    E018 = ("KGAttention: none of the {n} entities of the embedding table {path} has a name in the "
+            "knowledge base {kb}; were the graph and the table built from this knowledge base?")
+    E019 = "KGAttention: attention_width ({width}) must be a positive multiple of n_heads ({n_heads})"
+    E020 = "KGAttention: the layer's weights could not be loaded: {reason}"
+    E021 = ("KGAttention: the layer is not initialized (no alias matcher or embedding table); call "
+            "nlp.initialize() or load a trained pipeline")
+    E022 = "{path}: no triples to train on"
+    E023 = "Unknown PyKEEN model {name!r}: {reason}"
+    E024 = "Held-out fraction {value} must be between 0 and 0.5"
     E030 = ("{name}: the relation extractor is not initialized (no relation labels or input width); "
             "train it, call nlp.initialize(), or load a trained pipeline")
     E031 = "Unknown candidate level {level!r}; use one of: {levels}"
