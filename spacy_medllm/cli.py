@@ -205,7 +205,8 @@ def train_kg_cmd(
     lr: float = typer.Option(0.01, help="Adam learning rate"),
     negatives: int = typer.Option(4, help="negative samples per triple"),
     scoring_norm: Optional[int] = typer.Option(None, help="TransE: the p of the L_p distance (PyKEEN default 1)"),
-    heldout: float = typer.Option(0.02, help="fraction held out for validation, and as much again for the test score"),
+    heldout: float = typer.Option(0.02, help="fraction held out for the test score (and for validation, up to --max-validation triples)"),
+    max_validation: int = typer.Option(1000, help="most validation triples for early stopping (0: as many as the test triples)"),
     seed: int = typer.Option(0, help="random seed (training and split)"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     early_stopping: bool = typer.Option(True, "--early-stopping/--no-early-stopping", help="stop when validation MRR stops improving"),
@@ -232,7 +233,7 @@ def train_kg_cmd(
     try:
         result = train_kg(
             triples, model=model, embedding_dim=dim, num_epochs=epochs, batch_size=batch_size, learning_rate=lr,
-            negatives=negatives, heldout=heldout, seed=seed, device=device, early_stopping=early_stopping,
+            negatives=negatives, heldout=heldout, max_validation=max_validation or None, seed=seed, device=device, early_stopping=early_stopping,
             eval_every=eval_every, patience=patience, progress=True,
             model_kwargs={"scoring_fct_norm": scoring_norm} if scoring_norm is not None else None,
         )

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -110,6 +111,7 @@ def train_kg(
     learning_rate: float = 0.01,
     negatives: int = 4,
     heldout: Union[float, Sequence[Triple]] = 0.02,
+    max_validation: Optional[int] = 1000,
     seed: int = 0,
     device: str = "cpu",
     early_stopping: bool = True,
@@ -130,6 +132,8 @@ def train_kg(
     heldout (Union[float, Sequence[Triple]]): fraction of the triples held out for
         validation and, as much again, for the test score; or explicit test triples
         (then validation, if early stopping, is split off the rest).
+    max_validation (Optional[int]): at most this many validation triples (None: as many
+        as the test triples).
     seed (int): PyKEEN's random seed and the split's random state.
     device (str): "cpu" (default) or "cuda".
     early_stopping (bool): stop when the validation MRR, computed every `eval_every`
@@ -175,12 +179,17 @@ def train_kg(
             raise ValueError(Errors.E024.format(value=heldout))
         h = float(heldout)  # type: ignore[arg-type]
         full = TriplesFactory.from_labeled_triples(numpy.array(labeled, dtype=str))
-        training, validation, testing = full.split([1.0 - 2 * h, h, h], random_state=seed)
+        # early stopping scores the validation triples every `eval_every` epochs against
+        # every entity: capped, so that on a large graph it does not outweigh training
+        v = min(h, max_validation / len(labeled)) if max_validation else h
+        training, validation, testing = full.split([1.0 - h - v, v, h], random_state=seed)
     kwargs: Dict[str, Any] = {"embedding_dim": embedding_dim}
     kwargs.update(model_kwargs or {})
     stopper_kwargs = dict(frequency=eval_every, patience=patience, relative_delta=relative_delta, metric="inverse_harmonic_mean_rank")
     t0 = time.perf_counter()
-    with _frozen_gc():
+    with _frozen_gc(), warnings.catch_warnings():
+        # PyKEEN asks its DataLoader for pinned memory, which CPU-only torch declines with a warning
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
         result = pipeline(
             training=training,
             validation=validation,
@@ -276,7 +285,8 @@ def umls_benchmark(
     from pykeen.pipeline import pipeline
 
     t0 = time.perf_counter()
-    with _frozen_gc():
+    with _frozen_gc(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pin_memory.*")
         result = pipeline(
             dataset=UMLS(),
             model=model,

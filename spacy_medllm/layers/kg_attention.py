@@ -248,23 +248,24 @@ def _init(model: Model, X: Optional[List[Doc]], *, embeddings_path: Optional[str
         raise ValueError(Errors.E017)
     table = EmbeddingTable.from_disk(embeddings_path)
     kb = KnowledgeBase.from_disk(kb_path)
-    set_knowledge(model, table, kb, width)
+    set_knowledge(model, table, kb, width, source=str(embeddings_path))
 
 
-def set_knowledge(model: Model, table, kb: KnowledgeBase, width: int) -> None:
+def set_knowledge(model: Model, table, kb: KnowledgeBase, width: int, source: str = "<table>") -> None:
     """Give an initialized-tok2vec layer its embedding table and alias matcher.
 
     model (Model): a `spacy_medllm.KGAttention.v1` layer.
     table (EmbeddingTable): the graph embeddings (`medllm train-kg`).
     kb (KnowledgeBase): the knowledge base whose names are matched.
     width (int): the width of the wrapped tok2vec's vectors.
+    source (str): where the table came from, for error messages.
     """
     import torch
 
     matcher: AliasMatcher = model.attrs["matcher"]
     matcher.set_from_kb(kb, table.ids)
     if not matcher.aliases:
-        raise ValueError(Errors.E018.format(n=len(table), path=table.meta.get("source", "<table>"), kb=len(kb)))
+        raise ValueError(Errors.E018.format(n=len(table), path=source, kb=f"({len(kb)} concepts)"))
     module = KGAttentionModule(
         width, len(table), table.dimension, model.attrs["n_heads"], model.attrs["attention_width"], model.attrs["freeze_embeddings"]
     )
