@@ -390,3 +390,20 @@ def test_configs_build(name, tiny_bert):
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     assert nlp.pipe_names == pipeline
     assert nlp.get_pipe("medllm_rel").cfg["level"] in ("concept", "mention")
+
+
+def test_render_command(tmp_path):
+    """`medllm render` draws the gold entities and relations of a .spacy file."""
+    from typer.testing import CliRunner
+
+    from spacy_medllm.cli import app
+
+    install_extensions()
+    nlp = spacy.blank("en")
+    docs = [cid_doc(nlp, t, e, p) for t, e, p in CID_TRAIN]
+    DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "gold.spacy")
+    result = CliRunner().invoke(app, ["render", str(tmp_path / "gold.spacy"), str(tmp_path / "out.html"), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "out.html").read_text(encoding="utf8")
+    assert html.count('class="displacy-arc"') == 4 and "nephrotoxicity" in html and "breast cancer" in html
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "missing.txt"), str(tmp_path / "x.html")]).exit_code == 1

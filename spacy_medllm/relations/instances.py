@@ -33,6 +33,9 @@ N_GAP_BUCKETS = 12
 N_DISTANCE_IDS = 2 * N_GAP_BUCKETS  # gap bucket, times tail-after-head or tail-before-head
 N_COUNT_BUCKETS = 8
 N_POSITION_BUCKETS = 12
+N_SENTENCE_BUCKETS = 4  # same sentence, next, two apart, further
+MAX_BETWEEN = 32  # tokens between two mentions that the model reads (closer pairs only)
+SENTENCE_ENDS = {".", "!", "?"}
 
 
 @dataclass
@@ -57,7 +60,8 @@ class Instances:
     `kb_id_`; entities: see `Entity`; pairs: (head entity, tail entity) indices;
     gaps: tokens between the closest mentions of each pair; tail_after: whether that tail
     mention starts after the head mention; evidence: the closest (head mention,
-    tail mention) of each pair.
+    tail mention) of each pair; sentence_gaps: sentence boundaries between them
+    (the Doc's sentences when set, else tokens ".", "!" and "?" end a sentence).
     """
 
     level: str
@@ -68,6 +72,7 @@ class Instances:
     gaps: List[int] = field(default_factory=list)
     tail_after: List[bool] = field(default_factory=list)
     evidence: List[Tuple[int, int]] = field(default_factory=list)
+    sentence_gaps: List[int] = field(default_factory=list)
     n_candidates: int = 0  # allowed pairs before the max_pairs bound
 
 
@@ -148,13 +153,26 @@ class TypePairs:
         if len(keys) > self.max_pairs:
             # keep the closest pairs: relations between far-apart entities are the rarest
             keys = sorted(sorted(keys, key=lambda k: (best[k][0], k))[: self.max_pairs])
+        sentence = sentence_ids(doc)
         for key in keys:
             g, h, t = best[key]
             out.pairs.append(key)
             out.gaps.append(g)
             out.tail_after.append(bool(after[h, t]))
             out.evidence.append((h, t))
+            out.sentence_gaps.append(abs(int(sentence[out.mentions[t][0]]) - int(sentence[out.mentions[h][0]])))
         return out
+
+
+def sentence_ids(doc: Doc) -> numpy.ndarray:
+    """The sentence number of every token: from the Doc's sentence boundaries when set,
+    else a token ".", "!" or "?" ends a sentence (abstracts without a sentencizer)."""
+    if doc.has_annotation("SENT_START"):
+        starts = numpy.array([bool(t.is_sent_start) for t in doc], dtype="int64")
+        starts[:1] = 0
+        return starts.cumsum()
+    ends = numpy.array([t.text in SENTENCE_ENDS for t in doc], dtype="int64")
+    return numpy.concatenate([[0], ends.cumsum()[:-1]]) if len(doc) else ends
 
 
 @registry.misc("spacy_medllm.type_pairs.v1")
@@ -189,6 +207,19 @@ def gap_bucket(gap: int) -> int:
 
 def distance_id(gap: int, tail_after: bool) -> int:
     return gap_bucket(gap) + (0 if tail_after else N_GAP_BUCKETS)
+
+
+def sentence_bucket(gap: int) -> int:
+    return min(gap, N_SENTENCE_BUCKETS - 1)
+
+
+def between(head: Tuple[int, int], tail: Tuple[int, int]) -> Tuple[int, int]:
+    """The tokens between two mentions, (start, end); empty when they touch or overlap,
+    or when more than MAX_BETWEEN tokens apart (words in between rarely matter then)."""
+    start, end = (head[1], tail[0]) if tail[0] >= head[0] else (tail[1], head[0])
+    if end <= start or end - start > MAX_BETWEEN:
+        return (0, 0)
+    return (start, end)
 
 
 def count_bucket(n: int) -> int:

@@ -18,8 +18,8 @@ from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper_v2, Relu, chain,
 from thinc.types import Floats2d
 
 from .instances import (
-    N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, Instances, count_bucket, distance_id,
-    position_bucket,
+    MAX_BETWEEN, N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, N_SENTENCE_BUCKETS, Instances,
+    between, count_bucket, distance_id, position_bucket, sentence_bucket,
 )
 from .torch_model import PairEncoder
 
@@ -31,7 +31,8 @@ class RelBatch:
     docs: indices (in the batch) of the Docs with at least one pair; per such Doc:
     bounds (M, 2) mention token offsets, members (E, K) mention indices of each entity
     (-1 padded), feats (E, 3) entity label / mention count / first position ids,
-    pairs (P, 2) entity indices, distances (P,) distance ids.
+    pairs (P, 2) entity indices, distances (P, 2) token-distance and sentence-distance
+    ids, between (P, 2) the tokens between the closest mentions of each pair.
     """
 
     docs: List[int] = field(default_factory=list)
@@ -40,6 +41,7 @@ class RelBatch:
     feats: List[numpy.ndarray] = field(default_factory=list)
     pairs: List[numpy.ndarray] = field(default_factory=list)
     distances: List[numpy.ndarray] = field(default_factory=list)
+    between: List[numpy.ndarray] = field(default_factory=list)
 
     @property
     def n_pairs(self) -> int:
@@ -69,7 +71,12 @@ def make_batch(instances: Sequence[Instances], entity_labels: Sequence[str], n_l
         batch.members.append(members)
         batch.feats.append(feats)
         batch.pairs.append(numpy.asarray(inst.pairs, dtype="int64").reshape(-1, 2))
-        batch.distances.append(numpy.asarray([distance_id(g, a) for g, a in zip(inst.gaps, inst.tail_after)], dtype="int64"))
+        batch.distances.append(numpy.asarray(
+            [(distance_id(g, a), sentence_bucket(s)) for g, a, s in zip(inst.gaps, inst.tail_after, inst.sentence_gaps)], dtype="int64"
+        ).reshape(-1, 2))
+        batch.between.append(numpy.asarray(
+            [between(inst.mentions[h], inst.mentions[t]) for h, t in inst.evidence], dtype="int64"
+        ).reshape(-1, 2))
     return batch
 
 
@@ -145,14 +152,15 @@ def build_pair_representation(
     n_entity_labels: int = 64,
 ) -> Model[Tuple[List[Floats2d], RelBatch], Floats2d]:
     """Candidate pairs as vectors: pooled mentions, logsumexp-pooled entities, localized
-    context pooling, entity type/count/position and distance embeddings (see `PairEncoder`).
+    context pooling, the words between the closest mentions, entity type/count/position
+    and token/sentence distance embeddings (see `PairEncoder`).
 
     hidden_width (int): width of the token projection, entity and context vectors.
     distance_width (int): width of the distance embedding.
     depth (int): BiLSTM layers over the projected token vectors (0: none).
     dropout (float): dropout on the projected token vectors in training.
     n_entity_labels (int): rows of the entity label table (labels beyond it share row 0).
-    RETURNS: a model with output width 3 * hidden_width + distance_width.
+    RETURNS: a model with output width 4 * hidden_width + distance_width.
     """
     attrs = {
         "hidden_width": hidden_width, "distance_width": distance_width, "depth": depth,
@@ -173,7 +181,7 @@ def build_pair_representation(
 def _make_encoder(width: int, attrs: dict) -> PairEncoder:
     return PairEncoder(
         width, attrs["hidden_width"], attrs["n_entity_labels"], N_COUNT_BUCKETS, N_POSITION_BUCKETS,
-        N_DISTANCE_IDS, attrs["distance_width"], attrs["depth"], attrs["dropout"],
+        N_DISTANCE_IDS, N_SENTENCE_BUCKETS, MAX_BETWEEN, attrs["distance_width"], attrs["depth"], attrs["dropout"],
     )
 
 
@@ -216,6 +224,7 @@ def _convert_inputs(model: Model, X: Tuple[List[Floats2d], RelBatch], is_train: 
     args = (
         [xp2torch(tokvecs[d], requires_grad=is_train, device=device) for d in batch.docs],
         ints(batch.bounds), ints(batch.members), ints(batch.feats), ints(batch.pairs), ints(batch.distances),
+        ints(batch.between),
     )
 
     def reverse(d_inputs: ArgsKwargs) -> List[Floats2d]:

@@ -16,18 +16,22 @@ class PairEncoder(nn.Module):
     mention dominate (ATLOP). Localized context pooling: each entity attends over the
     tokens; the product of the head's and the tail's attention, renormalized, pools the
     context that matters to both. Head and tail are then
-    `tanh(W [entity; context; type])` with their own W, and the pair vector is
-    `[head; tail; head * tail; distance embedding]`.
+    `tanh(W [entity; context; type])` with their own W. The words between the two
+    closest mentions (the classic trigger of "X-induced Y") are max-pooled. The pair
+    vector is `[head; tail; head * tail; between; distance embedding]`.
 
     Entity features (type ids): label, number of mentions, position of the first mention.
+    Distance features: token gap and direction of the closest mentions, sentences apart.
     """
 
     def __init__(
         self, width: int, hidden: int, n_labels: int, n_counts: int, n_positions: int,
-        n_distances: int, distance_width: int, depth: int, dropout: float,
+        n_distances: int, n_sentences: int, max_between: int, distance_width: int, depth: int,
+        dropout: float,
     ):
         super().__init__()
         self.hidden = hidden
+        self.max_between = max_between
         self.project = nn.Linear(width, hidden)
         self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=depth, bidirectional=True, batch_first=True) if depth > 0 else None
         self.labels = nn.Embedding(n_labels, hidden)
@@ -38,11 +42,12 @@ class PairEncoder(nn.Module):
         self.head = nn.Linear(3 * hidden, hidden)
         self.tail = nn.Linear(3 * hidden, hidden)
         self.distances = nn.Embedding(n_distances, distance_width)
+        self.sentences = nn.Embedding(n_sentences, distance_width)
         self.dropout = nn.Dropout(dropout)
 
     @property
     def out_width(self) -> int:
-        return 3 * self.hidden + self.distances.embedding_dim
+        return 4 * self.hidden + self.distances.embedding_dim
 
     def forward(
         self,
@@ -52,12 +57,15 @@ class PairEncoder(nn.Module):
         feats: List[torch.Tensor],
         pairs: List[torch.Tensor],
         distances: List[torch.Tensor],
+        between: List[torch.Tensor],
     ) -> torch.Tensor:
         # per Doc: tokvecs (T, width); bounds (M, 2) token offsets; members (E, K)
         # mention indices, -1 padded; feats (E, 3) label/count/position ids;
-        # pairs (P, 2) entity indices; distances (P,) ids  ->  (sum of P, out_width)
+        # pairs (P, 2) entity indices; distances (P, 2) token/sentence distance ids;
+        # between (P, 2) token range between the closest mentions  ->  (sum of P, out_width)
         out = []
-        for X, bnd, mem, feat, pair, dist in zip(tokvecs, bounds, members, feats, pairs, distances):
+        steps = None
+        for X, bnd, mem, feat, pair, dist, btw in zip(tokvecs, bounds, members, feats, pairs, distances, between):
             H = self.dropout(self.project(X))
             if self.lstm is not None:
                 H = self.lstm(H.unsqueeze(0))[0].squeeze(0)
@@ -75,5 +83,13 @@ class PairEncoder(nn.Module):
             context = shared @ H
             zh = torch.tanh(self.head(torch.cat([entities[h], context, types[h]], dim=-1)))
             zt = torch.tanh(self.tail(torch.cat([entities[t], context, types[t]], dim=-1)))
-            out.append(torch.cat([zh, zt, zh * zt, self.distances(dist)], dim=-1))
+            if steps is None:
+                steps = torch.arange(self.max_between, device=H.device)
+            index = btw[:, :1] + steps  # (P, max_between)
+            valid = index < btw[:, 1:]
+            words = H[index.clamp(max=H.shape[0] - 1)].masked_fill(~valid.unsqueeze(-1), float("-inf"))
+            words = words.max(dim=1).values
+            words = words.masked_fill(~valid.any(dim=1, keepdim=True), 0.0)
+            position = self.distances(dist[:, 0]) + self.sentences(dist[:, 1])
+            out.append(torch.cat([zh, zt, zh * zt, words, position], dim=-1))
         return torch.cat(out) if out else tokvecs[0].new_zeros(0, self.out_width)
