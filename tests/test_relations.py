@@ -227,7 +227,7 @@ def test_no_pairs(cid_nlp, ade_nlp):
 
 
 def test_long_document_runs_bounded(ade_nlp):
-    words, ents = [], []
+    words = []
     for i in range(300):
         words += ["lithium" if i % 2 == 0 else "tremor", "then"]
     doc = Doc(ade_nlp.vocab, words=words)

@@ -24,7 +24,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Corpus, Example
 from spacy.util import filter_spans, registry
 
-from ..corpus.base import split_kb_id
+from ..corpus.base import get_relations, split_kb_id
 from ..errors import Errors
 
 LEVELS = ("concept", "mention")
@@ -358,6 +358,4 @@ def concept_pairs(doc: Doc, label: Optional[str] = None) -> Dict[Tuple[str, str,
     Works for predicted records (one per concept pair, or per mention pair) and for gold
     records without offsets (BC5CDR CID) alike; see `concept_keys`.
     """
-    from ..corpus.base import get_relations
-
     return concept_keys(get_relations(doc), label)

@@ -76,7 +76,7 @@ def render_doc(doc: Doc, *, title: Optional[str] = None, colors: Optional[Dict[s
             item.update({"kb_id": html.escape(concept), "kb_url": "#"})
         ents.append(item)
     options = {"colors": {**COLORS, **(colors or {})}}
-    parts = [f'<div class="medllm-doc">']
+    parts = ['<div class="medllm-doc">']
     if title:
         parts.append(f"<h3>{html.escape(title)}</h3>")
     parts.append(displacy.render({"text": doc.text, "ents": ents}, style="ent", manual=True, options=options))
