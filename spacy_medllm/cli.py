@@ -202,9 +202,9 @@ def train_kg_cmd(
     dim: int = typer.Option(64, help="embedding dimension"),
     epochs: int = typer.Option(200, help="most epochs (early stopping may end sooner)"),
     batch_size: int = typer.Option(1024, help="triples per batch"),
-    lr: float = typer.Option(0.01, help="Adam learning rate"),
+    lr: float = typer.Option(0.005, help="Adam learning rate"),
     negatives: int = typer.Option(4, help="negative samples per triple"),
-    scoring_norm: Optional[int] = typer.Option(None, help="TransE: the p of the L_p distance (PyKEEN default 1)"),
+    scoring_norm: int = typer.Option(2, help="p of the L_p distance of TransE-like models (0: PyKEEN's default, 1)"),
     heldout: float = typer.Option(0.02, help="fraction held out for the test score (and for validation, up to --max-validation triples)"),
     max_validation: int = typer.Option(1000, help="most validation triples for early stopping (0: as many as the test triples)"),
     seed: int = typer.Option(0, help="random seed (training and split)"),
@@ -235,7 +235,7 @@ def train_kg_cmd(
             triples, model=model, embedding_dim=dim, num_epochs=epochs, batch_size=batch_size, learning_rate=lr,
             negatives=negatives, heldout=heldout, max_validation=max_validation or None, seed=seed, device=device, early_stopping=early_stopping,
             eval_every=eval_every, patience=patience, progress=True,
-            model_kwargs={"scoring_fct_norm": scoring_norm} if scoring_norm is not None else None,
+            scoring_norm=scoring_norm or None,
         )
     except (CorpusError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
@@ -264,12 +264,13 @@ def train_kg_cmd(
         matcher = load_knowledge(out_dir, kb)
         # re-tokenized as a pipeline would see them: the corpus files cut tokens at gold boundaries
         nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
-        report["matcher"] = {
-            str(p): matcher_stats(matcher, (nlp.make_doc(d.text) for d in DocBin().from_disk(p).get_docs(nlp.vocab))) for p in coverage
-        }
-        for p, s in report["matcher"].items():
+        report["matcher"] = {}
+        for p in coverage:
+            refs = list(DocBin().from_disk(p).get_docs(nlp.vocab))
+            s = report["matcher"][str(p)] = matcher_stats(matcher, [nlp.make_doc(d.text) for d in refs], gold=refs)
             typer.echo(f"alias matcher on {p}: {s['fraction_with_candidates']:.1%} of tokens have candidates "
-                       f"(mean {s['mean_candidates']}), {s['ms_per_doc']:.2f} ms/doc", err=True)
+                       f"(mean {s['mean_candidates']}; {s['entity_token_fraction_with_candidates']:.1%} of entity tokens), "
+                       f"{s['ms_per_doc']:.2f} ms/doc", err=True)
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)

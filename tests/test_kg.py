@@ -154,7 +154,7 @@ def test_transe_ranks_planted_triple_first(tmp_path):
     t0 = time.perf_counter()
     result = train_kg(
         triples, heldout=[planted], embedding_dim=16, num_epochs=400, batch_size=64, learning_rate=0.02,
-        early_stopping=False, per_relation=False, seed=0, model_kwargs={"scoring_fct_norm": 2},
+        early_stopping=False, per_relation=False, seed=0, scoring_norm=2,
     )
     assert time.perf_counter() - t0 < 60
     assert result.predict_tails(planted[0], planted[1], k=1)[0][0] == planted[2]
@@ -162,6 +162,7 @@ def test_transe_ranks_planted_triple_first(tmp_path):
     table = result.table
     assert table.vectors.shape == (36, 16) and set(table.ids) == {e for h, _, t in triples for e in (h, t)}
     assert table.meta["model"] == "TransE" and table.meta["dimension"] == 16 and table.meta["epochs"] == 400
+    assert table.meta["model_kwargs"] == {"embedding_dim": 16, "scoring_fct_norm": 2}
     table.to_disk(tmp_path / "emb")
     loaded = EmbeddingTable.from_disk(tmp_path / "emb")
     assert loaded.ids == table.ids and numpy.array_equal(loaded.vectors, table.vectors)
@@ -276,8 +277,24 @@ def test_matcher_spans(knowledge):
     assert tokens.tolist() == [0, 2, 3, 4]
     # "blood": the longer span's concept (Hypotension, row 0) first, then Blood (row 2)
     assert rows[2].tolist()[:2] == [0, 2] and mask[2].tolist()[:2] == [True, True] and mask[1].sum() == 1
-    stats = matcher_stats(matcher, [doc, nlp(TEXTS[1])])
+    ref = nlp(TEXTS[0])
+    ref.ents = [ref.char_span(0, 9, label="Chemical"), ref.char_span(17, 35, label="Disease"), ref.char_span(43, 46, label="X")]
+    stats = matcher_stats(matcher, [doc, nlp(TEXTS[1])], gold=[ref, nlp(TEXTS[1])])
     assert stats["tokens_with_candidates"] == 4 and stats["tokens"] == 14
+    assert stats["entity_tokens"] == 5 and stats["entity_token_fraction_with_candidates"] == 0.8
+
+
+def test_matcher_abbreviations_keep_their_case():
+    kb = KnowledgeBase([
+        Concept("D1", "Magnesium", ["Mg"]), Concept("D2", "Myasthenia Gravis", ["MG"]),
+        Concept("D3", "Deafness 22", ["INCLUDED"]), Concept("D4", "Acquired Immunodeficiency Syndrome", ["AIDS"]),
+    ])
+    matcher = AliasMatcher()
+    matcher.set_from_kb(kb, ["D1", "D2", "D3", "D4"])
+    doc = spacy.blank("en")("Mg and MG at 5 mg were included ; AIDS , aids , myasthenia gravis .")
+    assert [(doc[s:e].text, rows) for s, e, rows in matcher.spans(doc)] == [
+        ("Mg", [0]), ("MG", [1]), ("AIDS", [3]), ("myasthenia gravis", [1])
+    ]
 
 
 def test_layer_shape_pass_through_and_gate_gradient(knowledge):

@@ -13,6 +13,7 @@ functions here call it themselves).
 """
 import contextlib
 import gc
+import inspect
 import logging
 import os
 import tempfile
@@ -108,8 +109,9 @@ def train_kg(
     embedding_dim: int = 64,
     num_epochs: int = 200,
     batch_size: int = 1024,
-    learning_rate: float = 0.01,
+    learning_rate: float = 0.005,
     negatives: int = 4,
+    scoring_norm: Optional[int] = 2,
     heldout: Union[float, Sequence[Triple]] = 0.02,
     max_validation: Optional[int] = 1000,
     seed: int = 0,
@@ -129,6 +131,10 @@ def train_kg(
     embedding_dim (int): entity / relation dimension.
     num_epochs (int): the most epochs; early stopping may end sooner.
     negatives (int): corrupted triples per true triple (PyKEEN's basic negative sampler).
+    scoring_norm (Optional[int]): p of the L_p distance for models that have one
+        (PyKEEN's default is 1; on the MeSH / MEDIC graph, L2 with learning rate 0.005
+        more than doubled the validation MRR of L1 with 0.01); ignored by other models;
+        None: PyKEEN's default.
     heldout (Union[float, Sequence[Triple]]): fraction of the triples held out for
         validation and, as much again, for the test score; or explicit test triples
         (then validation, if early stopping, is split off the rest).
@@ -184,6 +190,8 @@ def train_kg(
         v = min(h, max_validation / len(labeled)) if max_validation else h
         training, validation, testing = full.split([1.0 - h - v, v, h], random_state=seed)
     kwargs: Dict[str, Any] = {"embedding_dim": embedding_dim}
+    if scoring_norm is not None and "scoring_fct_norm" in inspect.signature(model_cls.__init__).parameters:
+        kwargs["scoring_fct_norm"] = scoring_norm
     kwargs.update(model_kwargs or {})
     stopper_kwargs = dict(frequency=eval_every, patience=patience, relative_delta=relative_delta, metric="inverse_harmonic_mean_rank")
     t0 = time.perf_counter()
@@ -253,6 +261,7 @@ def train_kg(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "negatives": negatives,
+        "model_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))},
         "seed": seed,
         "heldout": heldout if not explicit else len(testing.mapped_triples),
         "relations": sorted(full.relation_to_id),

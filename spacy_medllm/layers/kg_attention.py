@@ -50,6 +50,16 @@ def _english_stop_words() -> Set[str]:
     return set(STOP_WORDS)
 
 
+# prefix of the keys of names that match only with their case
+CASED = "\x01"
+
+
+def is_case_sensitive(name: str) -> bool:
+    """Abbreviation-like names: three characters or fewer, or no lower-case letter."""
+    name = name.strip()
+    return len(name) <= 3 or not any(ch.islower() for ch in name)
+
+
 class AliasMatcher:
     """Token-sequence dictionary of normalized KB names -> rows of the embedding table.
 
@@ -58,6 +68,9 @@ class AliasMatcher:
     whitespace), so a doc is scanned with `len(doc) * max_span_tokens` dictionary
     lookups. Names that can only produce noise are left out: one-character names,
     names without a letter, and single English stop words (`was`, `can`, `no`).
+    Abbreviation-like names (three characters or fewer, or no lower-case letter:
+    `Mg`, `MG`, `AIDS`) match only with their case, so the unit "mg" is not
+    magnesium or myasthenia gravis.
 
     max_span_tokens (int): the longest span, in tokens, that is looked up.
     max_candidates (int): the most concepts a token attends over.
@@ -86,6 +99,8 @@ class AliasMatcher:
                 key = normalize_alias(name)
                 if len(key) < 2 or not any(ch.isalpha() for ch in key) or key in stop:
                     continue
+                if is_case_sensitive(name):
+                    key = CASED + " ".join(name.split())
                 # every whitespace-separated word is at least one token
                 if key.count(" ") >= self.max_span_tokens:
                     continue
@@ -97,6 +112,7 @@ class AliasMatcher:
 
     def spans(self, doc: Doc) -> List[Tuple[int, int, List[int]]]:
         """(start, end, rows) of every span of `doc` that is a known name."""
+        texts = [t.text for t in doc]
         lowers = [t.lower_ for t in doc]
         spaces = [bool(t.whitespace_) for t in doc]
         is_space = [t.is_space for t in doc]
@@ -107,12 +123,18 @@ class AliasMatcher:
             if is_space[i]:
                 continue
             key = lowers[i]
+            cased = CASED + texts[i]
             for j in range(i, min(n, i + self.max_span_tokens)):
                 if j > i:
                     if is_space[j]:
                         break  # a name does not run across a line break
-                    key = key + (" " if spaces[j - 1] else "") + lowers[j]
+                    sep = " " if spaces[j - 1] else ""
+                    key = key + sep + lowers[j]
+                    cased = cased + sep + texts[j]
                 rows = aliases.get(key)
+                cased_rows = aliases.get(cased)
+                if cased_rows is not None:
+                    rows = cased_rows if rows is None else rows + [r for r in cased_rows if r not in rows]
                 if rows is not None:
                     out.append((i, j + 1, rows))
         return out
@@ -343,15 +365,20 @@ def _convert_outputs(model: Model, inputs_outputs, is_train: bool):
     return torch2xp(delta), reverse
 
 
-def matcher_stats(model_or_matcher: Union[Model, AliasMatcher], docs: Iterable[Doc]) -> Dict[str, float]:
+def matcher_stats(model_or_matcher: Union[Model, AliasMatcher], docs: Iterable[Doc], gold: Optional[Iterable[Doc]] = None) -> Dict[str, float]:
     """How many tokens get candidates, how many, and how long matching takes per doc.
 
+    docs (Iterable[Doc]): the docs, tokenized as the pipeline would.
+    gold (Optional[Iterable[Doc]]): the same texts with gold entities; adds the share of
+        entity tokens (aligned by characters) that have candidates.
     RETURNS (Dict[str, float]): docs, tokens, tokens_with_candidates, fraction_with_candidates,
-        mean_candidates (over tokens with any), ms_per_doc.
+        mean_candidates (over tokens with any), ms_per_doc, and with `gold`
+        entity_tokens and entity_token_fraction_with_candidates.
     """
     matcher = model_or_matcher.attrs["matcher"] if isinstance(model_or_matcher, Model) else model_or_matcher
-    n_docs = n_tokens = n_with = n_cands = 0
+    n_docs = n_tokens = n_with = n_cands = n_ent = n_ent_with = 0
     seconds = 0.0
+    golds = iter(gold) if gold is not None else None
     for doc in docs:
         t0 = time.perf_counter()
         tokens, _, mask = matcher(doc)
@@ -360,7 +387,15 @@ def matcher_stats(model_or_matcher: Union[Model, AliasMatcher], docs: Iterable[D
         n_tokens += len(doc)
         n_with += len(tokens)
         n_cands += int(mask.sum())
-    return {
+        if golds is not None:
+            ref = next(golds)
+            covered = set(tokens.tolist())
+            for ent in ref.ents:
+                span = doc.char_span(ent.start_char, ent.end_char, alignment_mode="expand")
+                if span is not None:
+                    n_ent += len(span)
+                    n_ent_with += sum(1 for t in span if t.i in covered)
+    out = {
         "docs": n_docs,
         "tokens": n_tokens,
         "tokens_with_candidates": n_with,
@@ -368,6 +403,10 @@ def matcher_stats(model_or_matcher: Union[Model, AliasMatcher], docs: Iterable[D
         "mean_candidates": round(n_cands / n_with, 2) if n_with else 0.0,
         "ms_per_doc": round(1000 * seconds / n_docs, 3) if n_docs else 0.0,
     }
+    if golds is not None:
+        out["entity_tokens"] = n_ent
+        out["entity_token_fraction_with_candidates"] = round(n_ent_with / n_ent, 4) if n_ent else 0.0
+    return out
 
 
 def load_knowledge(embeddings_path: Union[str, Path], kb_path: Union[str, Path], max_span_tokens: int = 6, max_candidates: int = 8) -> AliasMatcher:
