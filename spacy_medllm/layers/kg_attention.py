@@ -26,7 +26,7 @@ dictionary in its attributes, so both are saved by `nlp.to_disk` and come back w
 """
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy
 import srsly
@@ -39,6 +39,9 @@ from thinc.types import Floats2d
 from ..errors import Errors
 from ..kb.knowledge_base import KnowledgeBase, normalize_alias
 from .kg_attention_torch import KGAttentionModule, deserialize_module, serialize_module
+
+if TYPE_CHECKING:
+    from ..kg.embeddings import EmbeddingTable
 
 MATCHER_FORMAT = "spacy_medllm.kg_alias_matcher"
 MATCHER_VERSION = 1
@@ -273,7 +276,7 @@ def _init(model: Model, X: Optional[List[Doc]], *, embeddings_path: Optional[str
     set_knowledge(model, table, kb, width, source=str(embeddings_path))
 
 
-def set_knowledge(model: Model, table, kb: KnowledgeBase, width: int, source: str = "<table>") -> None:
+def set_knowledge(model: Model, table: "EmbeddingTable", kb: KnowledgeBase, width: int, source: str = "<table>") -> None:
     """Give an initialized-tok2vec layer its embedding table and alias matcher.
 
     model (Model): a `spacy_medllm.KGAttention.v1` layer.
