@@ -138,6 +138,13 @@ def main(model: str, out_dir: str, *datasets: str) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     srsly.write_json(out / "linker.json", results)
+    table = markdown(results)
+    (out / "linker.md").write_text(table, encoding="utf8")
+    print(table)
+
+
+def markdown(results: dict) -> str:
+    """The results as markdown tables."""
     # acc@1: the id the pipeline sets (NIL, the linker abstaining, counts as wrong);
     # R@1: the best-ranked candidate, always answering, as the peer's ranking does
     lines = ["| data | label | mentions | acc@1 | R@1 | R@5 | R@10 | R@30 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -153,9 +160,7 @@ def main(model: str, out_dir: str, *datasets: str) -> None:
         e = d["end_to_end"]
         lines.append(f"{name} end to end (span, label, id): P {e['p']:.1f} R {e['r']:.1f} F {e['f']:.1f}; linker adds {100 * d['linker_overhead_vs_rest']:.1f}% to the rest of the pipeline's time")
     lines.append(f"\nload {results['load_s']} s, peak RSS {results['peak_rss_mb']} MB")
-    table = "\n".join(lines) + "\n"
-    (out / "linker.md").write_text(table, encoding="utf8")
-    print(table)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
