@@ -1,6 +1,6 @@
 """Tune the per-label thresholds of a trained pipeline's `medllm_rel` on dev, in place.
 
-Usage: python scripts/tune_relation_thresholds.py MODEL DEV.spacy [OUT.json]
+Usage: python scripts/tune_relation_thresholds.py MODEL DEV.spacy [OUT.json] [--or OTHER_MODEL]
 
 The dev documents get their gold entities and ids (aligned to the pipeline's tokens);
 the shared encoder runs on them (components that write entities or ids are skipped);
@@ -8,7 +8,13 @@ each relation label's threshold is the one that maximizes its F1 on dev, in the
 scorer's units (concept pairs with ids for a concept-level component, mention pairs
 otherwise). The thresholds are written to MODEL/<component>/cfg (only that file
 changes); OUT.json (optional) receives the per-label report.
+
+With `--or OTHER_MODEL` (e.g. `model-last` beside `model-best`) both are tuned and the one
+with the higher tuned dev F1 (averaged over labels, weighted by their gold counts) is copied to MODEL: training
+selects checkpoints at a fixed threshold of 0.5, which says little about a model whose
+tuned threshold is far from it.
 """
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +25,7 @@ from spacy.tokens import DocBin
 from spacy_medllm.relations import RelationExtractor, gold_entity_docs
 
 
-def main(model: str, dev: str, out: str = "") -> None:
+def tune(model: str, dev: str) -> dict:
     nlp = spacy.load(model)
     names = [name for name, pipe in nlp.pipeline if isinstance(pipe, RelationExtractor)]
     if not names:
@@ -32,13 +38,38 @@ def main(model: str, dev: str, out: str = "") -> None:
         report[name] = rel.tune_thresholds(gold_entity_docs(nlp, gold_docs, upto=name))
         srsly.write_json(Path(model) / name / "cfg", rel.cfg)
         for label, r in report[name].items():
-            print(f"{name} {label}: threshold {before.get(label, rel.cfg['threshold'])} -> {r['threshold']} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)")
+            print(f"{model} {name} {label}: threshold {before.get(label, rel.cfg['threshold'])} -> {r['threshold']} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)")
+    return report
+
+
+def micro_f(report: dict) -> float:
+    rows = [r for per_label in report.values() for r in per_label.values()]
+    gold = sum(r["gold"] for r in rows)
+    return sum(r["f"] * r["gold"] for r in rows) / gold if gold else 0.0
+
+
+def main(model: str, dev: str, out: str = "", other: str = "") -> None:
+    report = tune(model, dev)
+    chosen = model
+    if other:
+        other_report = tune(other, dev)
+        print(f"tuned dev F1: {model} {100 * micro_f(report):.2f}, {other} {100 * micro_f(other_report):.2f}")
+        if micro_f(other_report) > micro_f(report):
+            shutil.rmtree(model)
+            shutil.copytree(other, model)
+            report, chosen = other_report, other
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(out, {"model": model, "dev": dev, "thresholds": report})
+        srsly.write_json(out, {"model": model, "chosen": chosen, "dev": dev, "thresholds": report})
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
+    args = sys.argv[1:]
+    other = ""
+    if "--or" in args:
+        i = args.index("--or")
+        other = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    if len(args) < 2:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
+    main(*args, other=other)
