@@ -273,15 +273,20 @@ class RelationExtractor(TrainablePipe):
         self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
 
     # ---- thresholds ----------------------------------------------------------------------
-    def tune_thresholds(self, examples: Iterable[Example], *, batch_size: int = 32) -> Dict[str, Dict[str, float]]:
+    def tune_thresholds(self, examples: Iterable[Example], *, batch_size: int = 32, min_f: float = 0.05) -> Dict[str, Dict[str, float]]:
         """Choose each label's threshold to maximize its F1 on `examples`; store them in
         `cfg["thresholds"]`.
+
+        A label whose best F1 stays below `min_f` has not been learned: the threshold
+        that maximizes its F1 is then a near-zero one that labels almost every pair, so
+        it keeps its current threshold instead.
 
         The predicted Docs must already hold what the model reads (run the shared encoder
         on them first; `spacy_medllm.relations.gold_entity_docs` does); the candidates
         come from the reference entities, as in training. Units are those of the scorer:
         concept pairs with ids at the concept level, mention pairs otherwise; gold
         relations no candidate covers count as misses.
+        min_f (float): the least F1 a label needs to get a tuned threshold.
         RETURNS (Dict[str, Dict[str, float]]): per label: threshold, dev F1, gold count.
         """
         self._require_initialized()
@@ -313,6 +318,8 @@ class RelationExtractor(TrainablePipe):
         thresholds = dict(self.cfg["thresholds"])
         for label in self.labels:
             best_t, best_f = _best_threshold(scored[label], n_gold[label])
+            if best_f < min_f:
+                best_t = None
             if best_t is not None:
                 thresholds[label] = round(best_t, 4)
             report[label] = {"threshold": self.threshold_of(label) if best_t is None else round(best_t, 4), "f": round(best_f, 4), "gold": n_gold[label]}
