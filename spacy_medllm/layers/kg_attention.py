@@ -321,27 +321,26 @@ def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2
     xp = ops.xp
     selected = xp.concatenate([tokvecs[d][idx] for d, idx in positions])
     delta, bp_delta = model.get_ref("attention")((selected, numpy.concatenate(rows), numpy.concatenate(masks)), is_train)
-    outputs = list(tokvecs)
-    offset = 0
-    for d, idx in positions:
-        out = tokvecs[d].copy()
-        out[idx] += delta[offset : offset + len(idx)]
-        outputs[d] = out
-        offset += len(idx)
+    outputs = _add_at(tokvecs, positions, delta)
 
     def backprop(d_outputs: List[Floats2d]) -> List[Doc]:
         d_delta = xp.concatenate([d_outputs[d][idx] for d, idx in positions])
-        d_selected = bp_delta(d_delta)
-        d_tokvecs = list(d_outputs)
-        offset = 0
-        for d, idx in positions:
-            grad = d_outputs[d].copy()
-            grad[idx] += d_selected[offset : offset + len(idx)]
-            d_tokvecs[d] = grad
-            offset += len(idx)
-        return bp_tokvecs(d_tokvecs)
+        return bp_tokvecs(_add_at(d_outputs, positions, bp_delta(d_delta)))
 
     return outputs, backprop
+
+
+def _add_at(arrays: List[Floats2d], positions: List[Tuple[int, numpy.ndarray]], values: Floats2d) -> List[Floats2d]:
+    """Copies of `arrays` with consecutive rows of `values` added at each (array index, rows);
+    the arrays without positions are passed on as they are."""
+    out = list(arrays)
+    offset = 0
+    for d, idx in positions:
+        added = arrays[d].copy()
+        added[idx] += values[offset : offset + len(idx)]
+        out[d] = added
+        offset += len(idx)
+    return out
 
 
 def _convert_inputs(model: Model, X, is_train: bool):
