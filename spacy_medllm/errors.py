@@ -58,3 +58,4 @@ class Errors(metaclass=ErrorsWithCodes):
     E034 = "max_pairs ({max_pairs}) must be at least 1 and max_distance ({max_distance}) null or non-negative"
     E035 = ("{name}: no relation labels: the training examples hold no relation records in "
             "doc._.medllm_rels (were the .spacy files saved with user data?) and no labels were given")
+    E036 = "Concept hierarchy {path}: {reason}"

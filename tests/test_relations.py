@@ -3,7 +3,9 @@ nlp.pipe, thresholds, scorer, rendering, configs. Texts are invented."""
 import time
 from pathlib import Path
 
+import numpy
 import pytest
+import srsly
 import spacy
 from spacy import util
 from spacy.tokens import Doc, DocBin, Span
@@ -407,3 +409,91 @@ def test_render_command(tmp_path):
     html = (tmp_path / "out.html").read_text(encoding="utf8")
     assert html.count('class="displacy-arc"') == 4 and "nephrotoxicity" in html and "breast cancer" in html
     assert CliRunner().invoke(app, ["render", str(tmp_path / "missing.txt"), str(tmp_path / "x.html")]).exit_code == 1
+
+
+# ---- knowledge: prior counts and hierarchy (PairRepresentation.v2) ---------------------------
+V2_MODEL = {**SMALL_MODEL, "pair_representation": {
+    "@architectures": "spacy_medllm.PairRepresentation.v2", "hidden_width": 32, "distance_width": 8,
+    "knowledge_width": 8, "depth": 0, "dropout": 0.0, "n_entity_labels": 8,
+}}
+
+
+def write_hierarchy(path):
+    path.write_text("D2\tisa\tD1\nD1\tmedic_parent\tD0\nC1\thas_semantic_type\tT1\n", encoding="utf8")
+    return path
+
+
+def test_knowledge_prior_leaves_own_doc_out():
+    from spacy_medllm.relations.knowledge import RelationKnowledge
+
+    install_extensions()
+    nlp = spacy.blank("en")
+    text, ents, _ = CID_TRAIN[0]
+    doc = cid_doc(nlp, text, ents)
+    inst = make_type_pairs(pairs=[["Chemical", "Disease"]], level="concept")(doc)
+    pairs = [(inst.entities[h].concept_id, inst.entities[t].concept_id) for h, t in inst.pairs]
+    targets = numpy.array([[1.0] if p in {("C1", "D1"), ("C1", "D2")} else [0.0] for p in pairs], dtype="float32")
+    know = RelationKnowledge()
+    know.count(doc, inst, targets)
+    know.count(doc, inst, targets)  # the same Doc twice counts once
+    assert know.pairs[("C1", "D1")] == [1, 1] and know.pairs[("C2", "D2")] == [1, 0]
+    seen = know.features(doc, inst)
+    own = know.features(doc, inst, targets)  # training on the counted Doc: its share left out
+    c1d1 = pairs.index(("C1", "D1"))
+    c2d2 = pairs.index(("C2", "D2"))
+    assert tuple(seen[c1d1, :2]) == (1, 0) and tuple(seen[c2d2, :2]) == (0, 1)
+    assert own[:, :2].tolist() == [[0, 0]] * len(pairs)
+    assert seen[c1d1, 3] == 5 and own[c1d1, 3] == 0  # C1 was a head in a relation every time / unseen
+    other = cid_doc(nlp, "Cisplatin and renal failure .", [(0, 9, "Chemical", "C1"), (14, 27, "Disease", "D2")])
+    inst2 = make_type_pairs(pairs=[["Chemical", "Disease"]], level="concept")(other)
+    assert tuple(know.features(other, inst2, numpy.zeros((1, 1), dtype="float32"))[0, :2]) == (1, 0)
+    back = RelationKnowledge().from_dict(srsly.msgpack_loads(srsly.msgpack_dumps(know.to_dict())))
+    assert back.features(doc, inst).tolist() == seen.tolist()
+
+
+def test_knowledge_hierarchy_flags(tmp_path):
+    from spacy_medllm.relations.knowledge import RelationKnowledge
+
+    install_extensions()
+    know = RelationKnowledge()
+    assert know.load_hierarchy(write_hierarchy(tmp_path / "triples.tsv")) == 2  # isa and medic_parent only
+    assert know.ancestors("D2") == {"D1", "D0"}
+    nlp = spacy.blank("en")
+    doc = cid_doc(nlp, "Cisplatin caused nephropathy and renal failure .",
+                  [(0, 9, "Chemical", "C1"), (17, 28, "Disease", "D1"), (33, 46, "Disease", "D2")])
+    inst = make_type_pairs(pairs=[["Chemical", "Disease"]], level="concept")(doc)
+    feats = {inst.entities[t].concept_id: int(f[2]) for (h, t), f in zip(inst.pairs, know.features(doc, inst))}
+    assert feats == {"D1": 1, "D2": 2}  # D1 has a more specific co-mention; D2 a more general one
+
+
+def test_knowledge_hierarchy_bad_file(tmp_path):
+    from spacy_medllm.relations.knowledge import RelationKnowledge
+
+    path = tmp_path / "bad.tsv"
+    path.write_text("D2\tisa\tD1\nD3 isa D1\n", encoding="utf8")
+    with pytest.raises(ValueError, match=r"bad.tsv.*line 2"):
+        RelationKnowledge().load_hierarchy(path)
+    with pytest.raises(ValueError, match="no such file"):
+        RelationKnowledge().load_hierarchy(tmp_path / "missing.tsv")
+
+
+def test_v2_overfits_and_round_trips(tmp_path):
+    install_extensions()
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_rel", config={"model": V2_MODEL})
+    nlp.config["initialize"]["components"]["medllm_rel"] = {"hierarchy": str(write_hierarchy(tmp_path / "triples.tsv"))}
+    examples = [Example(nlp.make_doc(t), cid_doc(nlp, t, e, p)) for t, e, p in CID_TRAIN]
+    train(nlp, examples, 60)
+    rel = nlp.get_pipe("medllm_rel")
+    assert rel.knowledge.parents["D2"] == ["D1"] and len(rel.knowledge.counted) == 3
+    docs = [predict_cid(nlp, t, e) for t, e, _ in CID_TRAIN]
+    assert [sorted(concept_pairs(d)) for d in docs] == [[("CID", "C1", "D1"), ("CID", "C1", "D2")], [("CID", "C3", "D3"), ("CID", "C3", "D4")], []]
+    expected = [rels_of(d, True) for d in docs]
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    assert loaded.get_pipe("medllm_rel").knowledge.pairs == rel.knowledge.pairs
+    assert [rels_of(predict_cid(loaded, t, e), True) for t, e, _ in CID_TRAIN] == expected
+    rel2 = spacy.blank("en").add_pipe("medllm_rel", config={"model": V2_MODEL})
+    rel2.from_bytes(rel.to_bytes())
+    assert rel2.knowledge.parents == rel.knowledge.parents

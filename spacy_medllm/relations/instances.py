@@ -74,6 +74,7 @@ class Instances:
     evidence: List[Tuple[int, int]] = field(default_factory=list)
     sentence_gaps: List[int] = field(default_factory=list)
     n_candidates: int = 0  # allowed pairs before the max_pairs bound
+    knowledge: Optional[numpy.ndarray] = None  # (pairs, N_KNOWLEDGE) ids, set by the component
 
 
 class TypePairs:

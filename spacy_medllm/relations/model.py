@@ -21,6 +21,7 @@ from .instances import (
     MAX_BETWEEN, N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, N_SENTENCE_BUCKETS, Instances,
     between, count_bucket, distance_id, position_bucket, sentence_bucket,
 )
+from .knowledge import N_HIERARCHY, N_KNOWLEDGE, N_PAIR_NEG, N_PAIR_POS, N_RATE
 from .torch_model import PairEncoder
 
 
@@ -32,7 +33,9 @@ class RelBatch:
     bounds (M, 2) mention token offsets, members (E, K) mention indices of each entity
     (-1 padded), feats (E, 3) entity label / mention count / first position ids,
     pairs (P, 2) entity indices, distances (P, 2) token-distance and sentence-distance
-    ids, between (P, 2) the tokens between the closest mentions of each pair.
+    ids, between (P, 2) the tokens between the closest mentions of each pair,
+    knowledge (P, N_KNOWLEDGE) prior and hierarchy feature ids (`RelationKnowledge`;
+    zeros when the component has none).
     """
 
     docs: List[int] = field(default_factory=list)
@@ -42,6 +45,7 @@ class RelBatch:
     pairs: List[numpy.ndarray] = field(default_factory=list)
     distances: List[numpy.ndarray] = field(default_factory=list)
     between: List[numpy.ndarray] = field(default_factory=list)
+    knowledge: List[numpy.ndarray] = field(default_factory=list)
 
     @property
     def n_pairs(self) -> int:
@@ -77,6 +81,8 @@ def make_batch(instances: Sequence[Instances], entity_labels: Sequence[str], n_l
         batch.between.append(numpy.asarray(
             [between(inst.mentions[h], inst.mentions[t]) for h, t in inst.evidence], dtype="int64"
         ).reshape(-1, 2))
+        knowledge = inst.knowledge if inst.knowledge is not None else numpy.zeros((len(inst.pairs), N_KNOWLEDGE), dtype="int64")
+        batch.knowledge.append(numpy.asarray(knowledge, dtype="int64").reshape(-1, N_KNOWLEDGE))
     return batch
 
 
@@ -178,10 +184,47 @@ def build_pair_representation(
     )
 
 
+@registry.architectures("spacy_medllm.PairRepresentation.v2")
+def build_pair_representation_v2(
+    hidden_width: int = 128,
+    distance_width: int = 16,
+    knowledge_width: int = 32,
+    depth: int = 0,
+    dropout: float = 0.1,
+    n_entity_labels: int = 64,
+) -> Model[Tuple[List[Floats2d], RelBatch], Floats2d]:
+    """`spacy_medllm.PairRepresentation.v1` plus what the component knows beyond the
+    text (`spacy_medllm.relations.knowledge`): embeddings of the pair's prior counts in
+    the training relations (documents where it held / did not), of the head's and the
+    tail's relation rates, and of the hierarchy flags (a more specific or more general
+    co-mentioned concept), summed into a `knowledge_width` vector appended to the pair
+    vector. With no prior and no hierarchy (a component initialized without them) the
+    features are all zero ids and the vector is a learned constant.
+
+    RETURNS: a model with output width 4 * hidden_width + distance_width + knowledge_width.
+    """
+    attrs = {
+        "hidden_width": hidden_width, "distance_width": distance_width, "depth": depth,
+        "dropout": dropout, "n_entity_labels": n_entity_labels, "knowledge_width": knowledge_width,
+    }
+    encoder = _make_encoder(1, attrs)
+    wrapped = PyTorchWrapper_v2(encoder, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
+    return Model(
+        "medllm_pair_representation",
+        _pair_forward,
+        init=_pair_init,
+        layers=[wrapped],
+        dims={"nI": None, "nO": encoder.out_width},
+        attrs=attrs,
+    )
+
+
 def _make_encoder(width: int, attrs: dict) -> PairEncoder:
+    knowledge = (N_PAIR_POS, N_PAIR_NEG, N_HIERARCHY, N_RATE, N_RATE) if attrs.get("knowledge_width") else ()
     return PairEncoder(
         width, attrs["hidden_width"], attrs["n_entity_labels"], N_COUNT_BUCKETS, N_POSITION_BUCKETS,
         N_DISTANCE_IDS, N_SENTENCE_BUCKETS, MAX_BETWEEN, attrs["distance_width"], attrs["depth"], attrs["dropout"],
+        knowledge_sizes=knowledge, knowledge_width=int(attrs.get("knowledge_width") or 0),
     )
 
 
@@ -224,7 +267,7 @@ def _convert_inputs(model: Model, X: Tuple[List[Floats2d], RelBatch], is_train: 
     args = (
         [xp2torch(tokvecs[d], requires_grad=is_train, device=device) for d in batch.docs],
         ints(batch.bounds), ints(batch.members), ints(batch.feats), ints(batch.pairs), ints(batch.distances),
-        ints(batch.between),
+        ints(batch.between), ints(batch.knowledge),
     )
 
     def reverse(d_inputs: ArgsKwargs) -> List[Floats2d]:

@@ -32,6 +32,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..corpus.base import get_relations, install_extensions, relation, split_kb_id
 from ..errors import Errors
 from .instances import Instances, aligned_gold_entities, concept_keys
+from .knowledge import RelationKnowledge
 from .model import make_batch, set_input_width
 
 DEFAULT_REL_MODEL = """
@@ -121,6 +122,7 @@ class RelationExtractor(TrainablePipe):
             "labels": [], "entity_labels": [], "threshold": threshold, "thresholds": {},
             "level": getattr(candidates, "level", "mention"), "width": None,
         }
+        self.knowledge = RelationKnowledge()
 
     # ---- labels --------------------------------------------------------------------------
     @property
@@ -148,6 +150,8 @@ class RelationExtractor(TrainablePipe):
         self._require_initialized()
         docs = list(docs)
         instances = [self.candidates(doc) for doc in docs]
+        for doc, inst in zip(docs, instances):
+            inst.knowledge = self.knowledge.features(doc, inst)
         return instances, self._probabilities(docs, instances)
 
     def _probabilities(self, docs: List[Doc], instances: List[Instances]) -> numpy.ndarray:
@@ -185,10 +189,11 @@ class RelationExtractor(TrainablePipe):
         return relation(label, head, tail, score=round(score, 4))
 
     # ---- training ------------------------------------------------------------------------
-    def _gold(self, eg: Example) -> Tuple[Instances, numpy.ndarray, Counter]:
+    def _gold(self, eg: Example, leave_out: bool = False) -> Tuple[Instances, numpy.ndarray, Counter]:
         """Candidates from the gold entities (aligned to the predicted tokens), their
         targets (pairs, labels), and the number of gold relations per label as the scorer
-        counts them (concept pairs, or mention pairs)."""
+        counts them (concept pairs, or mention pairs). The candidates carry their
+        knowledge features; `leave_out`: without the Doc's own share of the prior."""
         spans, mapping = aligned_gold_entities(eg)
         inst = self.candidates(eg.predicted, spans)
         index = {label: k for k, label in enumerate(self.labels)}
@@ -215,6 +220,7 @@ class RelationExtractor(TrainablePipe):
                     targets[p, k] = 1.0
                 elif by_offsets and any((label, inst.mentions[a], inst.mentions[b]) in by_offsets for a in head.mentions for b in tail.mentions):
                     targets[p, k] = 1.0
+        inst.knowledge = self.knowledge.features(eg.predicted, inst, targets if leave_out else None)
         return inst, targets, n_gold
 
     def update(
@@ -229,7 +235,7 @@ class RelationExtractor(TrainablePipe):
         validate_examples(examples, "RelationExtractor.update")
         self._require_initialized()
         docs = [eg.predicted for eg in examples]
-        gold = [self._gold(eg) for eg in examples]
+        gold = [self._gold(eg, leave_out=True) for eg in examples]
         batch = make_batch([g[0] for g in gold], self.cfg["entity_labels"], self._n_label_rows())
         set_dropout_rate(self.model, drop)
         logits, backprop = self.model.begin_update((docs, batch))
@@ -249,12 +255,18 @@ class RelationExtractor(TrainablePipe):
 
     def initialize(
         self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
-        labels: Optional[Sequence[str]] = None,
+        labels: Optional[Sequence[str]] = None, prior: bool = True, hierarchy: Optional[str] = None,
     ) -> None:
         """Collect the relation labels (from the reference records, or `labels`) and the
-        entity labels of the training examples, and initialize the model.
+        entity labels of the training examples, count the prior, read the hierarchy and
+        initialize the model.
 
         labels (Sequence[str]): the relation labels; default: every label in the data.
+        prior (bool): count the candidate pairs and relations of the training examples
+            (see `spacy_medllm.relations.knowledge`); read by PairRepresentation.v2.
+        hierarchy (Optional[str]): a `head<TAB>relation<TAB>tail` file whose `isa` and
+            `medic_parent` edges give the concept hierarchy (`medllm build-kg`'s
+            triples.tsv); read by PairRepresentation.v2.
         """
         found: Set[str] = set(labels or ()) | set(self.cfg["labels"])
         entity_labels: Set[str] = set()
@@ -269,6 +281,13 @@ class RelationExtractor(TrainablePipe):
             raise ValueError(Errors.E035.format(name=self.name))
         self.cfg["labels"] = sorted(found)
         self.cfg["entity_labels"] = sorted(entity_labels)
+        self.knowledge = RelationKnowledge()
+        if hierarchy:
+            self.knowledge.load_hierarchy(hierarchy)
+        if prior:
+            for eg in get_examples():
+                inst, targets, _ = self._gold(eg)
+                self.knowledge.count(eg.predicted, inst, targets)
         self.model.initialize(X=(sample, None), Y=self.model.ops.alloc2f(1, len(found)))
         self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
 
@@ -331,6 +350,7 @@ class RelationExtractor(TrainablePipe):
         serialize = {
             "cfg": lambda p: srsly.write_json(p, self.cfg),
             "model": lambda p: self.model.to_disk(p),
+            "knowledge": lambda p: srsly.write_msgpack(p, self.knowledge.to_dict()),
         }
         util.to_disk(path, serialize, exclude)
 
@@ -338,6 +358,8 @@ class RelationExtractor(TrainablePipe):
         deserialize = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "model": lambda p: self._load_model(p.read_bytes(), p),
+            # pipelines saved before the knowledge existed have no file: no knowledge
+            "knowledge": lambda p: self.knowledge.from_dict(srsly.read_msgpack(p) if p.exists() else {}),
         }
         util.from_disk(path, deserialize, exclude)
         return self
@@ -346,6 +368,7 @@ class RelationExtractor(TrainablePipe):
         serialize = {
             "cfg": lambda: srsly.json_dumps(self.cfg),
             "model": lambda: self.model.to_bytes(),
+            "knowledge": lambda: srsly.msgpack_dumps(self.knowledge.to_dict()),
         }
         return util.to_bytes(serialize, exclude)
 
@@ -353,6 +376,7 @@ class RelationExtractor(TrainablePipe):
         deserialize = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "model": lambda b: self._load_model(b, "bytes"),
+            "knowledge": lambda b: self.knowledge.from_dict(srsly.msgpack_loads(b)),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self

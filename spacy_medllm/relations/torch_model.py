@@ -1,6 +1,6 @@
 """The pair encoder: entity pairs of a Doc as vectors, from its token vectors."""
 import math
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,12 +22,14 @@ class PairEncoder(nn.Module):
 
     Entity features (type ids): label, number of mentions, position of the first mention.
     Distance features: token gap and direction of the closest mentions, sentences apart.
+    Knowledge features (PairRepresentation.v2): prior counts, relation rates and
+    hierarchy flags, one embedding table each, summed and appended to the pair vector.
     """
 
     def __init__(
         self, width: int, hidden: int, n_labels: int, n_counts: int, n_positions: int,
         n_distances: int, n_sentences: int, max_between: int, distance_width: int, depth: int,
-        dropout: float,
+        dropout: float, knowledge_sizes: Sequence[int] = (), knowledge_width: int = 0,
     ):
         super().__init__()
         self.hidden = hidden
@@ -44,10 +46,13 @@ class PairEncoder(nn.Module):
         self.distances = nn.Embedding(n_distances, distance_width)
         self.sentences = nn.Embedding(n_sentences, distance_width)
         self.dropout = nn.Dropout(dropout)
+        # prior / hierarchy feature tables (PairRepresentation.v2); none in v1
+        self.knowledge = nn.ModuleList([nn.Embedding(n, knowledge_width) for n in knowledge_sizes]) if knowledge_width else None
+        self.knowledge_width = knowledge_width if knowledge_width else 0
 
     @property
     def out_width(self) -> int:
-        return 4 * self.hidden + self.distances.embedding_dim
+        return 4 * self.hidden + self.distances.embedding_dim + self.knowledge_width
 
     def forward(
         self,
@@ -58,14 +63,18 @@ class PairEncoder(nn.Module):
         pairs: List[torch.Tensor],
         distances: List[torch.Tensor],
         between: List[torch.Tensor],
+        knowledge: Optional[List[torch.Tensor]] = None,
     ) -> torch.Tensor:
         # per Doc: tokvecs (T, width); bounds (M, 2) token offsets; members (E, K)
         # mention indices, -1 padded; feats (E, 3) label/count/position ids;
         # pairs (P, 2) entity indices; distances (P, 2) token/sentence distance ids;
-        # between (P, 2) token range between the closest mentions  ->  (sum of P, out_width)
+        # between (P, 2) token range between the closest mentions; knowledge (P, F) prior
+        # and hierarchy feature ids  ->  (sum of P, out_width)
         out = []
         steps = None
-        for X, bnd, mem, feat, pair, dist, btw in zip(tokvecs, bounds, members, feats, pairs, distances, between):
+        if knowledge is None:
+            knowledge = [None] * len(tokvecs)
+        for X, bnd, mem, feat, pair, dist, btw, know in zip(tokvecs, bounds, members, feats, pairs, distances, between, knowledge):
             H = self.dropout(self.project(X))
             if self.lstm is not None:
                 H = self.lstm(H.unsqueeze(0))[0].squeeze(0)
@@ -91,5 +100,8 @@ class PairEncoder(nn.Module):
             words = words.max(dim=1).values
             words = words.masked_fill(~valid.any(dim=1, keepdim=True), 0.0)
             position = self.distances(dist[:, 0]) + self.sentences(dist[:, 1])
-            out.append(torch.cat([zh, zt, zh * zt, words, position], dim=-1))
+            parts = [zh, zt, zh * zt, words, position]
+            if self.knowledge is not None:
+                parts.append(sum(table(know[:, i]) for i, table in enumerate(self.knowledge)))
+            out.append(torch.cat(parts, dim=-1))
         return torch.cat(out) if out else tokvecs[0].new_zeros(0, self.out_width)
