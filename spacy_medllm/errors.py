@@ -59,3 +59,4 @@ class Errors(metaclass=ErrorsWithCodes):
     E035 = ("{name}: no relation labels: the training examples hold no relation records in "
             "doc._.medllm_rels (were the .spacy files saved with user data?) and no labels were given")
     E036 = "Concept hierarchy {path}: {reason}"
+    E037 = "{name}: learn_rate_scale must be positive; got {value}"

@@ -374,7 +374,7 @@ def test_relation_corpus_reader(tmp_path):
     assert len(list(create_relation_corpus(tmp_path / "ade.spacy", gold_entities=False, min_entities=0)(nlp))) == 5
 
 
-@pytest.mark.parametrize("name", ["rel_bc5cdr.cfg", "rel_ade.cfg", "rel_chia.cfg"])
+@pytest.mark.parametrize("name", ["rel_bc5cdr.cfg", "rel_bc5cdr_ft.cfg", "rel_ade.cfg", "rel_chia.cfg"])
 def test_configs_build(name, tiny_bert):
     """The relation configs validate; the sourced trained components are replaced by a tiny
     transformer, since no trained pipeline exists in the tests."""
@@ -497,3 +497,25 @@ def test_v2_overfits_and_round_trips(tmp_path):
     rel2 = spacy.blank("en").add_pipe("medllm_rel", config={"model": V2_MODEL})
     rel2.from_bytes(rel.to_bytes())
     assert rel2.knowledge.parents == rel.knowledge.parents
+
+
+def test_learn_rate_scale():
+    """The component's weights move learn_rate_scale times as far (plain SGD)."""
+    from thinc.api import SGD
+
+    install_extensions()
+    moves = []
+    for scale in (1.0, 3.0):
+        fix_random_seed(0)
+        nlp = spacy.blank("en")
+        rel = nlp.add_pipe("medllm_rel", config={"model": SMALL_MODEL, "learn_rate_scale": scale})
+        examples = [Example(nlp.make_doc(t), cid_doc(nlp, t, e, p)) for t, e, p in CID_TRAIN]
+        nlp.initialize(lambda: examples)
+        linear = rel.model.get_ref("classifier").layers[-1]
+        before = linear.get_param("W").copy()
+        rel.update(examples, sgd=SGD(0.1, L2=0.0, grad_clip=0.0))
+        moves.append(linear.get_param("W") - before)
+    assert numpy.abs(moves[0]).sum() > 0
+    numpy.testing.assert_allclose(moves[1], 3.0 * moves[0], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="learn_rate_scale"):
+        spacy.blank("en").add_pipe("medllm_rel", config={"learn_rate_scale": 0.0})

@@ -81,6 +81,7 @@ DEFAULT_CANDIDATES = {
         "model": DEFAULT_MODEL,
         "candidates": DEFAULT_CANDIDATES,
         "threshold": 0.5,
+        "learn_rate_scale": 1.0,
         "scorer": {"@scorers": "spacy_medllm.relation_scorer.v1"},
     },
     default_score_weights={"medllm_rel_f": 1.0, "medllm_rel_p": 0.0, "medllm_rel_r": 0.0},
@@ -91,6 +92,7 @@ def make_relation_extractor(
     model: Model,
     candidates: Callable[[Doc, Optional[Sequence]], Instances],
     threshold: float,
+    learn_rate_scale: float,
     scorer: Optional[Callable],
 ) -> "RelationExtractor":
     """Create a `medllm_rel`.
@@ -100,8 +102,13 @@ def make_relation_extractor(
         `spacy_medllm.type_pairs.v1` (allowed label pairs, level, bounds).
     threshold (float): the probability a label needs, unless `cfg["thresholds"]` holds a
         tuned threshold for it.
+    learn_rate_scale (float): the component's own weights move with the training
+        learning rate times this: fine-tuning a shared transformer wants a small rate
+        (e.g. 3e-5) and a new relation head a large one (e.g. 1e-3).
     """
-    return RelationExtractor(nlp.vocab, model, name, candidates=candidates, threshold=threshold, scorer=scorer)
+    if learn_rate_scale <= 0:
+        raise ValueError(Errors.E037.format(name=name, value=learn_rate_scale))
+    return RelationExtractor(nlp.vocab, model, name, candidates=candidates, threshold=threshold, scorer=scorer, learn_rate_scale=learn_rate_scale)
 
 
 class RelationExtractor(TrainablePipe):
@@ -110,7 +117,7 @@ class RelationExtractor(TrainablePipe):
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "medllm_rel", *,
         candidates: Callable[[Doc, Optional[Sequence]], Instances], threshold: float = 0.5,
-        scorer: Optional[Callable] = None,
+        scorer: Optional[Callable] = None, learn_rate_scale: float = 1.0,
     ):
         install_extensions()
         self.vocab = vocab
@@ -123,6 +130,12 @@ class RelationExtractor(TrainablePipe):
             "level": getattr(candidates, "level", "mention"), "width": None,
         }
         self.knowledge = RelationKnowledge()
+        self.learn_rate_scale = float(learn_rate_scale)
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Update the component's weights, with the learning rate times `learn_rate_scale`
+        (a listener has no weights: the shared encoder keeps the optimizer's own rate)."""
+        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else _ScaledOptimizer(sgd, self.learn_rate_scale))
 
     # ---- labels --------------------------------------------------------------------------
     @property
@@ -389,6 +402,20 @@ class RelationExtractor(TrainablePipe):
             self.model.from_bytes(data)
         except (AttributeError, ValueError, KeyError, RuntimeError) as err:
             raise ValueError(Errors.E032.format(name=self.name, path=where, reason=err)) from None
+
+
+class _ScaledOptimizer:
+    """An optimizer seen through a learning-rate factor (thinc's `lr_scale`)."""
+
+    def __init__(self, optimizer: Optimizer, scale: float):
+        self._optimizer = optimizer
+        self._scale = scale
+
+    def __call__(self, key, weights, gradient, *, lr_scale: float = 1.0):
+        return self._optimizer(key, weights, gradient, lr_scale=lr_scale * self._scale)
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
 
 
 def _ids(inst: Instances, ent) -> List[str]:
