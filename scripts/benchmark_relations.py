@@ -28,6 +28,7 @@ import spacy
 import srsly
 import typer
 from spacy.language import Language
+from spacy.scorer import Scorer
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
@@ -107,11 +108,15 @@ def benchmark_cid(model: str, data: str, limit: int) -> Dict[str, object]:
             seconds[pname] += time.perf_counter() - t
         e2e.extend(docs)
     total = sum(seconds.values())
+    # the NER of the same run (a pipeline trained with the relation head fine-tunes the
+    # shared encoder the NER reads)
+    ner = Scorer.score_spans([Example(p, g) for p, g in zip(e2e, gold_docs)], "ents")
     return {
         "model": model, "data": data, "documents": len(gold_docs), "load_s": round(load_s, 2),
         "thresholds": {label: rel.threshold_of(label) for label in rel.labels},
         "gold_entities": gold_entities,
         "end_to_end": cid_counts(e2e, gold_docs),
+        "ner_end_to_end": {k: round(100 * float(ner[f"ents_{k}"] or 0.0), 2) for k in ("p", "r", "f")},
         "baseline_same_sentence_gold_entities": cid_counts(cooccur, gold_docs),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "words_per_second": round(n_words / total) if total else None,
@@ -170,6 +175,9 @@ def markdown(results: Dict[str, object]) -> str:
             lines.append(f"| {setting.replace('_', ' ')} | {s['p']:.2f} | {s['r']:.2f} | {s['f']:.2f} | {s['predicted']} | {s['gold']} |")
         b = cid["baseline_same_sentence_gold_entities"]
         lines.append(f"| baseline: same-sentence co-occurrence (gold entities) | {b['p']:.2f} | {b['r']:.2f} | {b['f']:.2f} | {b['predicted']} | {b['gold']} |")
+        if cid.get("ner_end_to_end"):
+            n = cid["ner_end_to_end"]
+            lines.append(f"| (NER of the same run: P {n['p']:.2f} R {n['r']:.2f} F {n['f']:.2f}) | | | | | |")
         lines.append("")
         lines.append(f"Time on {cid['documents']} abstracts (batches of {BATCH}): " + ", ".join(f"{k} {v} s" for k, v in cid["seconds"].items())
                      + f"; medllm_rel is {100 * cid['rel_share_of_pipeline']:.1f}% of the pipeline, adds {100 * cid['rel_adds_to_rest']:.1f}% to the rest; "
