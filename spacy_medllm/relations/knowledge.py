@@ -18,7 +18,6 @@ head) has a more specific co-mentioned concept of the same label is rarely a rel
 than a hard filter.
 """
 import hashlib
-from collections import Counter
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -222,11 +221,3 @@ class RelationKnowledge:
     def __len__(self) -> int:
         return len(self.pairs)
 
-
-def count_summary(knowledge: RelationKnowledge) -> Dict[str, int]:
-    c = Counter()
-    c["pairs"] = len(knowledge.pairs)
-    c["positive_pairs"] = sum(1 for n, pos in knowledge.pairs.values() if pos)
-    c["documents"] = len(knowledge.counted)
-    c["hierarchy_edges"] = sum(len(v) for v in knowledge.parents.values())
-    return dict(c)
