@@ -19,7 +19,7 @@ than a hard filter.
 """
 import hashlib
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy
 
