@@ -168,10 +168,13 @@ def build_pair_representation(
     n_entity_labels (int): rows of the entity label table (labels beyond it share row 0).
     RETURNS: a model with output width 4 * hidden_width + distance_width.
     """
-    attrs = {
+    return _pair_model({
         "hidden_width": hidden_width, "distance_width": distance_width, "depth": depth,
         "dropout": dropout, "n_entity_labels": n_entity_labels,
-    }
+    })
+
+
+def _pair_model(attrs: dict) -> Model[Tuple[List[Floats2d], RelBatch], Floats2d]:
     encoder = _make_encoder(1, attrs)
     wrapped = PyTorchWrapper_v2(encoder, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
     return Model(
@@ -203,20 +206,10 @@ def build_pair_representation_v2(
 
     RETURNS: a model with output width 4 * hidden_width + distance_width + knowledge_width.
     """
-    attrs = {
+    return _pair_model({
         "hidden_width": hidden_width, "distance_width": distance_width, "depth": depth,
         "dropout": dropout, "n_entity_labels": n_entity_labels, "knowledge_width": knowledge_width,
-    }
-    encoder = _make_encoder(1, attrs)
-    wrapped = PyTorchWrapper_v2(encoder, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
-    return Model(
-        "medllm_pair_representation",
-        _pair_forward,
-        init=_pair_init,
-        layers=[wrapped],
-        dims={"nI": None, "nO": encoder.out_width},
-        attrs=attrs,
-    )
+    })
 
 
 def _make_encoder(width: int, attrs: dict) -> PairEncoder:
