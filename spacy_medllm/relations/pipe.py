@@ -164,8 +164,14 @@ class RelationExtractor(TrainablePipe):
         docs = list(docs)
         instances = [self.candidates(doc) for doc in docs]
         for doc, inst in zip(docs, instances):
-            inst.knowledge = self.knowledge.features(doc, inst)
+            self._add_knowledge(doc, inst)
         return instances, self._probabilities(docs, instances)
+
+    def _add_knowledge(self, doc: Doc, inst: Instances, targets: Optional[numpy.ndarray] = None) -> None:
+        """The knowledge feature ids of the candidates, when the pair representation reads
+        them (PairRepresentation.v2; v1 gets none and make_batch fills zeros)."""
+        if self.model.get_ref("pair_representation").attrs.get("knowledge_width"):
+            inst.knowledge = self.knowledge.features(doc, inst, targets)
 
     def _probabilities(self, docs: List[Doc], instances: List[Instances]) -> numpy.ndarray:
         batch = make_batch(instances, self.cfg["entity_labels"], self._n_label_rows())
@@ -202,11 +208,12 @@ class RelationExtractor(TrainablePipe):
         return relation(label, head, tail, score=round(score, 4))
 
     # ---- training ------------------------------------------------------------------------
-    def _gold(self, eg: Example, leave_out: bool = False) -> Tuple[Instances, numpy.ndarray, Counter]:
+    def _gold(self, eg: Example, leave_out: bool = False, features: bool = True) -> Tuple[Instances, numpy.ndarray, Counter]:
         """Candidates from the gold entities (aligned to the predicted tokens), their
         targets (pairs, labels), and the number of gold relations per label as the scorer
         counts them (concept pairs, or mention pairs). The candidates carry their
-        knowledge features; `leave_out`: without the Doc's own share of the prior."""
+        knowledge features (unless `features` is false); `leave_out`: without the Doc's
+        own share of the prior."""
         spans, mapping = aligned_gold_entities(eg)
         inst = self.candidates(eg.predicted, spans)
         index = {label: k for k, label in enumerate(self.labels)}
@@ -233,7 +240,8 @@ class RelationExtractor(TrainablePipe):
                     targets[p, k] = 1.0
                 elif by_offsets and any((label, inst.mentions[a], inst.mentions[b]) in by_offsets for a in head.mentions for b in tail.mentions):
                     targets[p, k] = 1.0
-        inst.knowledge = self.knowledge.features(eg.predicted, inst, targets if leave_out else None)
+        if features:
+            self._add_knowledge(eg.predicted, inst, targets if leave_out else None)
         return inst, targets, n_gold
 
     def update(
@@ -299,7 +307,7 @@ class RelationExtractor(TrainablePipe):
             self.knowledge.load_hierarchy(hierarchy)
         if prior:
             for eg in get_examples():
-                inst, targets, _ = self._gold(eg)
+                inst, targets, _ = self._gold(eg, features=False)
                 self.knowledge.count(eg.predicted, inst, targets)
         self.model.initialize(X=(sample, None), Y=self.model.ops.alloc2f(1, len(found)))
         self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
