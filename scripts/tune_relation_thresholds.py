@@ -1,6 +1,7 @@
 """Tune the per-label thresholds of a trained pipeline's `medllm_rel` on dev, in place.
 
 Usage: python scripts/tune_relation_thresholds.py MODEL DEV.spacy [OUT.json] [--or OTHER_MODEL]
+       python scripts/tune_relation_thresholds.py MODEL --from SOURCE_MODEL
 
 The dev documents get their gold entities and ids (aligned to the pipeline's tokens);
 the shared encoder runs on them (components that write entities or ids are skipped);
@@ -13,6 +14,11 @@ With `--or OTHER_MODEL` (e.g. `model-last` beside `model-best`) both are tuned a
 with the higher tuned dev F1 (averaged over labels, weighted by their gold counts) is copied to MODEL: training
 selects checkpoints at a fixed threshold of 0.5, which says little about a model whose
 tuned threshold is far from it.
+
+With `--from SOURCE_MODEL` nothing is tuned: MODEL's relation components take the
+thresholds of SOURCE_MODEL's components of the same name. This is for a final model
+trained on train + dev with the settings of a run trained on train alone: dev can no
+longer choose its threshold, the train-only run's tuned one stands in.
 """
 import shutil
 import sys
@@ -63,8 +69,39 @@ def main(model: str, dev: str, out: str = "", other: str = "") -> None:
         srsly.write_json(out, {"model": model, "chosen": chosen, "dev": dev, "thresholds": report})
 
 
+def copy_thresholds(model: str, source: str) -> None:
+    """Give MODEL's relation components the thresholds of SOURCE's (all checked before any
+    file is written)."""
+    updates = []
+    for path in sorted(Path(model).iterdir()):
+        cfg_path = path / "cfg"
+        if not cfg_path.exists():
+            continue
+        cfg = srsly.read_json(cfg_path)
+        if "thresholds" not in cfg:
+            continue
+        source_cfg = Path(source) / path.name / "cfg"
+        if not source_cfg.exists():
+            sys.exit(f"{source}: no component {path.name} to take thresholds from")
+        cfg["thresholds"] = dict(srsly.read_json(source_cfg).get("thresholds", {}))
+        if not cfg["thresholds"]:
+            sys.exit(f"{source_cfg}: no tuned thresholds (run this script on {source} with its dev set first)")
+        updates.append((cfg_path, cfg))
+    if not updates:
+        sys.exit(f"{model}: no medllm_rel component")
+    for cfg_path, cfg in updates:
+        srsly.write_json(cfg_path, cfg)
+        print(f"{model} {cfg_path.parent.name}: thresholds {cfg['thresholds']} (from {source})")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if "--from" in args:
+        i = args.index("--from")
+        if len(args) != 3 or i != 1:
+            sys.exit(__doc__)
+        copy_thresholds(args[0], args[2])
+        sys.exit(0)
     other = ""
     if "--or" in args:
         i = args.index("--or")
