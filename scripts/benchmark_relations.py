@@ -114,6 +114,7 @@ def benchmark_cid(model: str, data: str, limit: int) -> Dict[str, object]:
     return {
         "model": model, "data": data, "documents": len(gold_docs), "load_s": round(load_s, 2),
         "thresholds": {label: rel.threshold_of(label) for label in rel.labels},
+        "relative_thresholds": {label: rel.relative_threshold_of(label) for label in rel.labels},
         "gold_entities": gold_entities,
         "end_to_end": cid_counts(e2e, gold_docs),
         "ner_end_to_end": {k: round(100 * float(ner[f"ents_{k}"] or 0.0), 2) for k in ("p", "r", "f")},
@@ -158,6 +159,7 @@ def benchmark_mentions(model: str, data: str, limit: int, type_labels: Optional[
     return {
         "model": model, "data": data, "documents": len(gold_docs),
         "thresholds": {label: rel.threshold_of(label) for label in rel.labels},
+        "relative_thresholds": {label: rel.relative_threshold_of(label) for label in rel.labels},
         "micro": pct({k: scores[f"medllm_rel_{k}"] or 0.0 for k in "prf"}),
         "per_label": {label: {**pct(s), "gold": n_gold[label]} for label, s in scores["medllm_rel_per_type"].items()},
         "rel_seconds": round(rel_s, 2),
@@ -181,7 +183,7 @@ def markdown(results: Dict[str, object]) -> str:
         lines.append("")
         lines.append(f"Time on {cid['documents']} abstracts (batches of {BATCH}): " + ", ".join(f"{k} {v} s" for k, v in cid["seconds"].items())
                      + f"; medllm_rel is {100 * cid['rel_share_of_pipeline']:.1f}% of the pipeline, adds {100 * cid['rel_adds_to_rest']:.1f}% to the rest; "
-                     f"{cid['words_per_second']:,} words/s end to end. Thresholds: {cid['thresholds']}.")
+                     f"{cid['words_per_second']:,} words/s end to end. Thresholds: {cid['thresholds']}, relative: {cid['relative_thresholds']}.")
         lines.append("")
     for key, title in (("ade", "ADE v2 test"), ("chia", "Chia test")):
         r = results.get(key)

@@ -1,6 +1,6 @@
 """Tune the per-label thresholds of a trained pipeline's `medllm_rel` on dev, in place.
 
-Usage: python scripts/tune_relation_thresholds.py MODEL DEV.spacy [OUT.json] [--or OTHER_MODEL]
+Usage: python scripts/tune_relation_thresholds.py MODEL DEV.spacy [OUT.json] [--or OTHER_MODEL] [--relative]
        python scripts/tune_relation_thresholds.py MODEL --from SOURCE_MODEL
 
 The dev documents get their gold entities and ids (aligned to the pipeline's tokens);
@@ -14,6 +14,10 @@ With `--or OTHER_MODEL` (e.g. `model-last` beside `model-best`) both are tuned a
 with the higher tuned dev F1 (averaged over labels, weighted by their gold counts) is copied to MODEL: training
 selects checkpoints at a fixed threshold of 0.5, which says little about a model whose
 tuned threshold is far from it.
+
+With `--relative` each label's relative threshold (a fraction of a document's highest
+probability for it, see the `medllm_rel` factory) is tuned too, jointly with the absolute
+one; dev keeps it off where it does not help.
 
 With `--from SOURCE_MODEL` nothing is tuned: MODEL's relation components take the
 thresholds of SOURCE_MODEL's components of the same name. This is for a final model
@@ -31,7 +35,7 @@ from spacy.tokens import DocBin
 from spacy_medllm.relations import RelationExtractor, gold_entity_docs
 
 
-def tune(model: str, dev: str) -> dict:
+def tune(model: str, dev: str, relative: bool = False) -> dict:
     nlp = spacy.load(model)
     names = [name for name, pipe in nlp.pipeline if isinstance(pipe, RelationExtractor)]
     if not names:
@@ -41,10 +45,11 @@ def tune(model: str, dev: str) -> dict:
     for name in names:
         rel = nlp.get_pipe(name)
         before = dict(rel.cfg["thresholds"])
-        report[name] = rel.tune_thresholds(gold_entity_docs(nlp, gold_docs, upto=name))
+        report[name] = rel.tune_thresholds(gold_entity_docs(nlp, gold_docs, upto=name), relative=relative)
         srsly.write_json(Path(model) / name / "cfg", rel.cfg)
         for label, r in report[name].items():
-            print(f"{model} {name} {label}: threshold {before.get(label, rel.cfg['threshold'])} -> {r['threshold']} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)")
+            extra = f", relative threshold {r['relative_threshold']}" if relative else ""
+            print(f"{model} {name} {label}: threshold {before.get(label, rel.cfg['threshold'])} -> {r['threshold']}{extra} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)")
     return report
 
 
@@ -54,11 +59,11 @@ def micro_f(report: dict) -> float:
     return sum(r["f"] * r["gold"] for r in rows) / gold if gold else 0.0
 
 
-def main(model: str, dev: str, out: str = "", other: str = "") -> None:
-    report = tune(model, dev)
+def main(model: str, dev: str, out: str = "", other: str = "", relative: bool = False) -> None:
+    report = tune(model, dev, relative)
     chosen = model
     if other:
-        other_report = tune(other, dev)
+        other_report = tune(other, dev, relative)
         print(f"tuned dev F1: {model} {100 * micro_f(report):.2f}, {other} {100 * micro_f(other_report):.2f}")
         if micro_f(other_report) > micro_f(report):
             shutil.rmtree(model)
@@ -83,7 +88,9 @@ def copy_thresholds(model: str, source: str) -> None:
         source_cfg = Path(source) / path.name / "cfg"
         if not source_cfg.exists():
             sys.exit(f"{source}: no component {path.name} to take thresholds from")
-        cfg["thresholds"] = dict(srsly.read_json(source_cfg).get("thresholds", {}))
+        source_data = srsly.read_json(source_cfg)
+        cfg["thresholds"] = dict(source_data.get("thresholds", {}))
+        cfg["relative_thresholds"] = dict(source_data.get("relative_thresholds") or {})
         if not cfg["thresholds"]:
             sys.exit(f"{source_cfg}: no tuned thresholds (run this script on {source} with its dev set first)")
         updates.append((cfg_path, cfg))
@@ -91,11 +98,13 @@ def copy_thresholds(model: str, source: str) -> None:
         sys.exit(f"{model}: no medllm_rel component")
     for cfg_path, cfg in updates:
         srsly.write_json(cfg_path, cfg)
-        print(f"{model} {cfg_path.parent.name}: thresholds {cfg['thresholds']} (from {source})")
+        print(f"{model} {cfg_path.parent.name}: thresholds {cfg['thresholds']}, relative {cfg['relative_thresholds']} (from {source})")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    relative = "--relative" in args
+    args = [a for a in args if a != "--relative"]
     if "--from" in args:
         i = args.index("--from")
         if len(args) != 3 or i != 1:
@@ -109,4 +118,4 @@ if __name__ == "__main__":
         args = args[:i] + args[i + 2:]
     if len(args) < 2:
         sys.exit(__doc__)
-    main(*args, other=other)
+    main(*args, other=other, relative=relative)

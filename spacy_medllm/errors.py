@@ -60,3 +60,4 @@ class Errors(metaclass=ErrorsWithCodes):
             "doc._.medllm_rels (were the .spacy files saved with user data?) and no labels were given")
     E036 = "Concept hierarchy {path}: {reason}"
     E037 = "{name}: learn_rate_scale must be positive; got {value}"
+    E038 = "{name}: relative_threshold must be in (0, 1] or null; got {value}"

@@ -545,3 +545,68 @@ def test_thresholds_copied_from_a_tuned_model(cid_nlp, tmp_path):
     run = subprocess.run([sys.executable, script, str(final), "--from", str(untuned)], capture_output=True, text=True)
     assert run.returncode != 0 and "untuned" in run.stderr and "no tuned thresholds" in run.stderr
     assert spacy.load(final).get_pipe("medllm_rel").cfg["thresholds"] == {"CID": 0.2071}
+
+
+# ---- relative (document-level adaptive) threshold ----------------------------------------------
+def test_relative_threshold_accepts_the_documents_top_pairs(cid_nlp):
+    rel = cid_nlp.get_pipe("medllm_rel")
+    doc = cid_doc(cid_nlp, *CID_TRAIN[0][:2])
+    saved = (dict(rel.cfg["thresholds"]), dict(rel.cfg.get("relative_thresholds") or {}), rel.cfg.get("relative_threshold"))
+    try:
+        instances, probs = rel.predict([doc])
+        scores = sorted(probs[:, 0], reverse=True)
+        assert len(scores) == 4 and scores[0] > scores[1]
+        # an absolute threshold above every pair: nothing, unless the relative one lets the top in
+        rel.cfg["thresholds"] = {"CID": 0.9999}
+        rel.cfg["relative_thresholds"] = {}
+        rel.cfg["relative_threshold"] = None
+        assert rel(cid_doc(cid_nlp, *CID_TRAIN[0][:2]))._.medllm_rels == []
+        rel.cfg["relative_threshold"] = 1.0
+        top = rel(cid_doc(cid_nlp, *CID_TRAIN[0][:2]))._.medllm_rels
+        assert len(top) == 1 and top[0]["score"] == pytest.approx(float(scores[0]), abs=1e-4)
+        # a tuned value wins over the setting; 0 means tuned off
+        rel.cfg["relative_thresholds"] = {"CID": float(scores[1] / scores[0]) - 1e-4}
+        assert len(rel(cid_doc(cid_nlp, *CID_TRAIN[0][:2]))._.medllm_rels) == 2
+        rel.cfg["relative_thresholds"] = {"CID": 0.0}
+        assert rel(cid_doc(cid_nlp, *CID_TRAIN[0][:2]))._.medllm_rels == []
+        # a Doc without candidates is untouched
+        empty = cid_nlp.make_doc("No entities here .")
+        assert rel(empty)._.medllm_rels == []
+    finally:
+        rel.cfg["thresholds"], rel.cfg["relative_thresholds"], rel.cfg["relative_threshold"] = saved
+
+
+def test_relative_threshold_setting_is_checked():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E038"):
+        nlp.add_pipe("medllm_rel", config={"relative_threshold": 1.5})
+    assert nlp.add_pipe("medllm_rel", name="ok", config={"relative_threshold": 0.8}).relative_threshold_of("CID") == 0.8
+
+
+def test_best_threshold_with_a_relative_threshold():
+    from spacy_medllm.relations.pipe import _best_threshold
+
+    # (probability, gold, probability / its Doc's top): the gold pairs of the second and
+    # third Docs are their tops but score low
+    scored = [(0.9, True, 1.0), (0.6, False, 0.67), (0.2, True, 1.0), (0.1, True, 1.0), (0.05, False, 0.25)]
+    t, f = _best_threshold(scored, 3)
+    assert f == pytest.approx(2 * 3 / (4 + 3)) and 0.05 < t <= 0.1
+    t, f = _best_threshold(scored, 3, relative=1.0)
+    assert f == pytest.approx(1.0) and t > 0.6  # the tops alone: all three, nothing else
+    assert _best_threshold([(0.3, False, 1.0)], 1, relative=1.0) == (None, 0.0)
+
+
+def test_tune_relative_thresholds(cid_nlp):
+    rel = cid_nlp.get_pipe("medllm_rel")
+    gold = [cid_doc(cid_nlp, t, e, p) for t, e, p in CID_TRAIN]
+    examples = list(gold_entity_docs(cid_nlp, gold, upto="medllm_rel"))
+    saved = (dict(rel.cfg["thresholds"]), dict(rel.cfg.get("relative_thresholds") or {}))
+    try:
+        report = rel.tune_thresholds(examples, relative=True)
+        assert report["CID"]["f"] == 1.0
+        r = report["CID"]["relative_threshold"]
+        assert r is None or 0.5 <= r <= 1.0
+        assert rel.cfg["relative_thresholds"]["CID"] == (r or 0.0)
+        assert [(x["head_id"], x["tail_id"]) for x in get_relations(rel(examples[0].predicted))] == [("C1", "D1"), ("C1", "D2")]
+    finally:
+        rel.cfg["thresholds"], rel.cfg["relative_thresholds"] = saved

@@ -8,7 +8,9 @@ as BC5CDR's chemical-induced disease (CID) are annotated. `spacy_medllm.Relation
 scores each pair for every relation label (independent sigmoids, trained with binary
 cross-entropy); a pair gets every label whose probability reaches that label's
 threshold (`cfg["thresholds"]`, tuned on dev with `tune_thresholds`, else
-`cfg["threshold"]`).
+`cfg["threshold"]`), or, with a relative threshold, whose probability comes close enough
+to the Doc's highest for that label (a Doc-level adaptive threshold for document sets
+that state at least one relation each, tuned jointly on dev).
 
 Writes `doc._.medllm_rels`: a list of plain records in the format of the corpus readers
 (`spacy_medllm.corpus.base.relation`): `head` and `tail` token offsets, `head_id`,
@@ -81,6 +83,7 @@ DEFAULT_CANDIDATES = {
         "model": DEFAULT_MODEL,
         "candidates": DEFAULT_CANDIDATES,
         "threshold": 0.5,
+        "relative_threshold": None,
         "learn_rate_scale": 1.0,
         "scorer": {"@scorers": "spacy_medllm.relation_scorer.v1"},
     },
@@ -92,6 +95,7 @@ def make_relation_extractor(
     model: Model,
     candidates: Callable[[Doc, Optional[Sequence]], Instances],
     threshold: float,
+    relative_threshold: Optional[float],
     learn_rate_scale: float,
     scorer: Optional[Callable],
 ) -> "RelationExtractor":
@@ -102,13 +106,25 @@ def make_relation_extractor(
         `spacy_medllm.type_pairs.v1` (allowed label pairs, level, bounds).
     threshold (float): the probability a label needs, unless `cfg["thresholds"]` holds a
         tuned threshold for it.
+    relative_threshold (Optional[float]): also accept, within a Doc, a label's pairs whose
+        probability is at least this fraction of the Doc's highest one for that label
+        (1.0: the Doc's most likely pair always counts), unless `cfg["relative_thresholds"]`
+        holds a tuned value; None: off. For documents that state at least one relation of
+        the label by construction (BC5CDR abstracts all hold a CID pair); left off, or
+        tuned on dev with `tune_thresholds(..., relative=True)`, which keeps it off when it
+        does not help.
     learn_rate_scale (float): the component's own weights move with the training
         learning rate times this: fine-tuning a shared transformer wants a small rate
         (e.g. 3e-5) and a new relation head a large one (e.g. 1e-3).
     """
     if learn_rate_scale <= 0:
         raise ValueError(Errors.E037.format(name=name, value=learn_rate_scale))
-    return RelationExtractor(nlp.vocab, model, name, candidates=candidates, threshold=threshold, scorer=scorer, learn_rate_scale=learn_rate_scale)
+    if relative_threshold is not None and not 0.0 < relative_threshold <= 1.0:
+        raise ValueError(Errors.E038.format(name=name, value=relative_threshold))
+    return RelationExtractor(
+        nlp.vocab, model, name, candidates=candidates, threshold=threshold, scorer=scorer,
+        learn_rate_scale=learn_rate_scale, relative_threshold=relative_threshold,
+    )
 
 
 class RelationExtractor(TrainablePipe):
@@ -118,6 +134,7 @@ class RelationExtractor(TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "medllm_rel", *,
         candidates: Callable[[Doc, Optional[Sequence]], Instances], threshold: float = 0.5,
         scorer: Optional[Callable] = None, learn_rate_scale: float = 1.0,
+        relative_threshold: Optional[float] = None,
     ):
         install_extensions()
         self.vocab = vocab
@@ -127,6 +144,7 @@ class RelationExtractor(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict[str, object] = {
             "labels": [], "entity_labels": [], "threshold": threshold, "thresholds": {},
+            "relative_threshold": relative_threshold, "relative_thresholds": {},
             "level": getattr(candidates, "level", "mention"), "width": None,
         }
         self.knowledge = RelationKnowledge()
@@ -152,6 +170,13 @@ class RelationExtractor(TrainablePipe):
 
     def threshold_of(self, label: str) -> float:
         return float(self.cfg["thresholds"].get(label, self.cfg["threshold"]))
+
+    def relative_threshold_of(self, label: str) -> Optional[float]:
+        """The label's relative threshold (a fraction of the Doc's highest probability for
+        it), or None when it has none. A tuned value of 0 means "tuned: off"."""
+        tuned = (self.cfg.get("relative_thresholds") or {}).get(label)
+        value = tuned if tuned is not None else self.cfg.get("relative_threshold")
+        return float(value) if value else None
 
     def _require_initialized(self) -> None:
         if not self.cfg["labels"] or self.cfg.get("width") is None:
@@ -187,12 +212,19 @@ class RelationExtractor(TrainablePipe):
         instances, probs = predictions
         labels = self.labels
         thresholds = numpy.asarray([self.threshold_of(label) for label in labels], dtype="float32")
+        relative = numpy.asarray([self.relative_threshold_of(label) or numpy.inf for label in labels], dtype="float32")
         j = 0
         for doc, inst in zip(docs, instances):
             records = []
+            doc_probs = probs[j : j + len(inst.pairs)]
+            # a label's pairs count when above its threshold, or (relative threshold) close
+            # enough to the Doc's most likely pair for it
+            limits = thresholds
+            if len(doc_probs) and numpy.isfinite(relative).any():
+                limits = numpy.where(numpy.isfinite(relative), numpy.minimum(thresholds, relative * doc_probs.max(axis=0)), thresholds)
             for p, (eh, et) in enumerate(inst.pairs):
-                row = probs[j + p]
-                for k in numpy.nonzero(row >= thresholds)[0]:
+                row = doc_probs[p]
+                for k in numpy.nonzero(row >= limits)[0]:
                     records.append(self._record(doc, inst, eh, et, p, labels[k], float(row[k])))
             j += len(inst.pairs)
             records.sort(key=lambda r: (r["head"], r["tail"], r["label"]))
@@ -313,7 +345,10 @@ class RelationExtractor(TrainablePipe):
         self.cfg["width"] = int(self.model.get_ref("tok2vec").get_dim("nO"))
 
     # ---- thresholds ----------------------------------------------------------------------
-    def tune_thresholds(self, examples: Iterable[Example], *, batch_size: int = 32, min_f: float = 0.05) -> Dict[str, Dict[str, float]]:
+    def tune_thresholds(
+        self, examples: Iterable[Example], *, batch_size: int = 32, min_f: float = 0.05,
+        relative: bool = False,
+    ) -> Dict[str, Dict[str, float]]:
         """Choose each label's threshold to maximize its F1 on `examples`; store them in
         `cfg["thresholds"]`.
 
@@ -327,10 +362,16 @@ class RelationExtractor(TrainablePipe):
         concept pairs with ids at the concept level, mention pairs otherwise; gold
         relations no candidate covers count as misses.
         min_f (float): the least F1 a label needs to get a tuned threshold.
-        RETURNS (Dict[str, Dict[str, float]]): per label: threshold, dev F1, gold count.
+        relative (bool): also choose each label's relative threshold (see the factory's
+            `relative_threshold`) among off, 1.0, 0.95, ..., 0.5, jointly with the absolute
+            one, into `cfg["relative_thresholds"]` (0: off); without it the relative
+            thresholds stay as they are and the absolute ones are tuned around them.
+        RETURNS (Dict[str, Dict[str, float]]): per label: threshold, relative threshold
+            (None: off), dev F1, gold count.
         """
         self._require_initialized()
-        scored: Dict[str, List[Tuple[float, bool]]] = defaultdict(list)
+        # per label: (probability, is gold, probability / the Doc's highest for the label)
+        scored: Dict[str, List[Tuple[float, bool, float]]] = defaultdict(list)
         n_gold: Counter = Counter()
         batch: List[Example] = []
 
@@ -340,11 +381,13 @@ class RelationExtractor(TrainablePipe):
             j = 0
             for inst, targets, counts in gold:
                 n_gold.update(counts)
+                top = probs[j : j + len(inst.pairs)].max(axis=0) if inst.pairs else None
                 for p, (eh, et) in enumerate(inst.pairs):
                     if inst.level == "concept" and (inst.entities[eh].concept_id is None or inst.entities[et].concept_id is None):
                         continue  # pairs without ids are not scored
                     for k, label in enumerate(self.labels):
-                        scored[label].append((float(probs[j + p, k]), bool(targets[p, k])))
+                        prob = float(probs[j + p, k])
+                        scored[label].append((prob, bool(targets[p, k]), prob / max(float(top[k]), 1e-12)))
                 j += len(inst.pairs)
             batch.clear()
 
@@ -356,14 +399,30 @@ class RelationExtractor(TrainablePipe):
             run()
         report: Dict[str, Dict[str, float]] = {}
         thresholds = dict(self.cfg["thresholds"])
+        relatives = dict(self.cfg.get("relative_thresholds") or {})
         for label in self.labels:
-            best_t, best_f = _best_threshold(scored[label], n_gold[label])
+            if relative:
+                options = [None] + [round(1.0 - 0.05 * i, 2) for i in range(11)]
+            else:
+                options = [self.relative_threshold_of(label)]
+            best_t, best_f, best_r = None, 0.0, None
+            for r in options:
+                t, f = _best_threshold(scored[label], n_gold[label], r)
+                if t is not None and f > best_f + 1e-9:
+                    best_t, best_f, best_r = t, f, r
             if best_f < min_f:
                 best_t = None
             if best_t is not None:
                 thresholds[label] = round(best_t, 4)
-            report[label] = {"threshold": self.threshold_of(label) if best_t is None else round(best_t, 4), "f": round(best_f, 4), "gold": n_gold[label]}
+                if relative:
+                    relatives[label] = best_r or 0.0
+            report[label] = {
+                "threshold": self.threshold_of(label) if best_t is None else round(best_t, 4),
+                "relative_threshold": best_r if best_t is not None else self.relative_threshold_of(label),
+                "f": round(best_f, 4), "gold": n_gold[label],
+            }
         self.cfg["thresholds"] = thresholds
+        self.cfg["relative_thresholds"] = relatives
         return report
 
     # ---- serialization -------------------------------------------------------------------
@@ -448,20 +507,34 @@ def _bce(logits: numpy.ndarray, targets: numpy.ndarray) -> Tuple[float, numpy.nd
     return float(loss), ((probs - targets) / targets.size).astype("float32")
 
 
-def _best_threshold(scored: List[Tuple[float, bool]], n_gold: int) -> Tuple[Optional[float], float]:
+def _best_threshold(
+    scored: List[Tuple[float, bool, float]], n_gold: int, relative: Optional[float] = None,
+) -> Tuple[Optional[float], float]:
     """The threshold with the best F1 = 2 TP / (predicted + gold), halfway between the
-    lowest accepted score and the next one; None when nothing positive was scored."""
+    lowest accepted score and the next one; None when nothing positive was scored.
+
+    scored: (probability, is gold, probability / the Doc's highest) per scored pair.
+    relative: with a relative threshold, the pairs it accepts count whatever the threshold.
+    """
     if not scored or not n_gold:
         return None, 0.0
-    scored = sorted(scored, key=lambda x: -x[0])
-    best_f, best_i, tp = 0.0, -1, 0
-    for i, (_, positive) in enumerate(scored):
-        tp += positive
-        f = 2 * tp / (i + 1 + n_gold)
+    always = [x for x in scored if relative is not None and x[2] >= relative - 1e-9]
+    rest = [x for x in scored if not (relative is not None and x[2] >= relative - 1e-9)]
+    tp = tp_always = sum(x[1] for x in always)
+    n_always = len(always)
+    best_f, best_i = 2 * tp / (n_always + n_gold), -1
+    rest = sorted(rest, key=lambda x: -x[0])
+    for i, x in enumerate(rest):
+        tp += x[1]
+        f = 2 * tp / (n_always + i + 1 + n_gold)
         if f > best_f:
             best_f, best_i = f, i
     if best_i < 0:
-        return None, 0.0
-    low = scored[best_i][0]
-    below = scored[best_i + 1][0] if best_i + 1 < len(scored) else 0.0
+        if not tp_always:
+            return None, 0.0
+        # the relative threshold alone is best: an absolute one above every other pair
+        top = rest[0][0] if rest else 0.0
+        return min(1.0, (top + 1.0) / 2), best_f
+    low = rest[best_i][0]
+    below = rest[best_i + 1][0] if best_i + 1 < len(rest) else 0.0
     return (low + below) / 2 if below < low else low, best_f
