@@ -363,7 +363,7 @@ class RelationExtractor(TrainablePipe):
         relations no candidate covers count as misses.
         min_f (float): the least F1 a label needs to get a tuned threshold.
         relative (bool): also choose each label's relative threshold (see the factory's
-            `relative_threshold`) among off, 1.0, 0.95, ..., 0.5, jointly with the absolute
+            `relative_threshold`) among off, 1.0, 0.95, ..., 0.25, jointly with the absolute
             one, into `cfg["relative_thresholds"]` (0: off); without it the relative
             thresholds stay as they are and the absolute ones are tuned around them.
         RETURNS (Dict[str, Dict[str, float]]): per label: threshold, relative threshold
@@ -402,7 +402,7 @@ class RelationExtractor(TrainablePipe):
         relatives = dict(self.cfg.get("relative_thresholds") or {})
         for label in self.labels:
             if relative:
-                options = [None] + [round(1.0 - 0.05 * i, 2) for i in range(11)]
+                options = [None] + [round(1.0 - 0.05 * i, 2) for i in range(16)]
             else:
                 options = [self.relative_threshold_of(label)]
             best_t, best_f, best_r = None, 0.0, None
