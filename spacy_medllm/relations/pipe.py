@@ -518,8 +518,10 @@ def _best_threshold(
     """
     if not scored or not n_gold:
         return None, 0.0
-    always = [x for x in scored if relative is not None and x[2] >= relative - 1e-9]
-    rest = [x for x in scored if not (relative is not None and x[2] >= relative - 1e-9)]
+    always: List[Tuple[float, bool, float]] = []
+    rest: List[Tuple[float, bool, float]] = []
+    for x in scored:
+        (always if relative is not None and x[2] >= relative - 1e-9 else rest).append(x)
     tp = tp_always = sum(x[1] for x in always)
     n_always = len(always)
     best_f, best_i = 2 * tp / (n_always + n_gold), -1
