@@ -2,14 +2,22 @@
 relations and from a concept hierarchy.
 
 Prior: counted over the training Docs (the component's `initialize` examples), per
-candidate pair key (head key, tail key), where an entity's keys are its concept ids (or,
-without ids, its lowercased mention texts): in how many Docs the pair was a candidate and
-in how many it held a relation; per entity key and role (head or tail), the same counts.
-A drug that often causes the effect it co-occurs with, or an effect often caused, is a
-strong hint (as curated knowledge bases such as CTD are for the CID shared task systems);
-the model sees these counts as bucketed embeddings. While training on a Doc that was
-counted, that Doc's own contribution is left out (leave-one-out), so the model cannot
-read its own label from the prior.
+candidate pair key (head key, tail key), where an entity's keys are its concept ids: in how
+many Docs the pair was a candidate and in how many it held a relation; per entity key and
+role (head or tail), the same counts. A drug that often causes the effect it co-occurs
+with, or an effect often caused, is a strong hint (as curated knowledge bases such as CTD
+are for the CID shared task systems); the model sees these counts as bucketed embeddings.
+While training on a Doc that was counted, that Doc's own contribution is left out
+(leave-one-out), so the model cannot read its own label from the prior.
+
+What travels with a saved pipeline: the counts by concept id and the hierarchy, nothing
+else. Mention texts are keys only when asked for (`text_keys=True`, the component's
+`initialize` setting, for corpora without concept ids such as Chia): an entity without ids
+then gets its lowercased mention texts as keys, and those strings are saved with the
+model, so opt in only for data whose mention strings may be shared. Without the opt-in,
+an entity without ids has no prior. Which Docs were counted (for the leave-one-out) is
+training state, held in memory as hashes of the Doc texts and never serialized: a loaded
+pipeline leaves nothing out until it is initialized (counted) again.
 
 Hierarchy: concept -> parents (MeSH `isa`, MEDIC parents: the `triples.tsv` of
 `medllm build-kg`). BC5CDR annotates the most specific disease: a pair whose tail (or
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy
+import srsly
 
 from ..corpus.base import split_kb_id
 from ..errors import Errors
@@ -34,10 +43,12 @@ N_RATE = 6  # an entity's relation rate: unseen, 0, (0, 1/3], (1/3, 2/3], (2/3, 
 N_KNOWLEDGE = 5  # features per pair: pair pos, pair neg, hierarchy, head rate, tail rate
 HIERARCHY_RELATIONS = ("isa", "medic_parent")
 NIL = "NIL"
+TEXT_KEY = "text:"  # prefix of a mention-text key (text_keys=True)
 
 
 def doc_fingerprint(text: str) -> str:
-    return hashlib.md5(text.encode("utf8")).hexdigest()[:16]
+    """The in-memory key of a counted Doc (training state only, never saved)."""
+    return hashlib.blake2b(text.encode("utf8"), digest_size=16).hexdigest()
 
 
 def pos_bucket(n: int) -> int:
@@ -60,24 +71,32 @@ def rate_bucket(pos: int, total: int) -> int:
 
 
 class RelationKnowledge:
-    """The prior counts and the hierarchy of a relation component (see the module)."""
+    """The prior counts and the hierarchy of a relation component (see the module).
 
-    def __init__(self) -> None:
+    text_keys (bool): key entities without concept ids by their lowercased mention texts
+        (saved with the model); default: concept ids only.
+    """
+
+    def __init__(self, text_keys: bool = False) -> None:
+        self.text_keys = bool(text_keys)
         self.pairs: Dict[Tuple[str, str], List[int]] = {}  # (head key, tail key) -> [docs, positive docs]
         self.entities: Dict[Tuple[str, str], List[int]] = {}  # (role, key) -> [docs, positive docs]
-        self.counted: Set[str] = set()  # fingerprints of the counted Docs
+        self.counted: Set[str] = set()  # the counted Docs, for the leave-one-out; training state, not saved
         self.parents: Dict[str, List[str]] = {}
         self._ancestors: Dict[str, Set[str]] = {}
 
     # ---- keys ---------------------------------------------------------------------------
-    @staticmethod
-    def entity_keys(doc, inst: Instances, e: int) -> List[str]:
+    def entity_keys(self, doc, inst: Instances, e: int) -> List[str]:
+        """The prior keys of entity `e`: its concept ids; without ids, its lowercased
+        mention texts with `text_keys`, else none."""
         ent = inst.entities[e]
         ids = [ent.concept_id] if ent.concept_id else [i for m in ent.mentions for i in split_kb_id(inst.mention_ids[m])]
         ids = [i for i in ids if i and i != NIL]
         if ids:
             return sorted(set(ids))
-        return sorted({"text:" + doc[s:t].text.lower() for s, t in (inst.mentions[m] for m in ent.mentions)})
+        if not self.text_keys:
+            return []
+        return sorted({TEXT_KEY + doc[s:t].text.lower() for s, t in (inst.mentions[m] for m in ent.mentions)})
 
     def _doc_keys(self, doc, inst: Instances, positive: numpy.ndarray):
         """The pair keys and entity keys of one Doc's candidates, and which held."""
@@ -203,21 +222,54 @@ class RelationKnowledge:
 
     # ---- serialization ------------------------------------------------------------------
     def to_dict(self) -> Dict[str, object]:
+        """The counts, the key setting and the hierarchy; not the counted Docs (training state)."""
         return {
+            "text_keys": self.text_keys,
             "pairs": [[h, t, n, pos] for (h, t), (n, pos) in self.pairs.items()],
             "entities": [[r, k, n, pos] for (r, k), (n, pos) in self.entities.items()],
-            "counted": sorted(self.counted),
             "parents": self.parents,
         }
 
-    def from_dict(self, data: Dict[str, object]) -> "RelationKnowledge":
-        self.pairs = {(h, t): [int(n), int(pos)] for h, t, n, pos in data.get("pairs", [])}
-        self.entities = {(r, k): [int(n), int(pos)] for r, k, n, pos in data.get("entities", [])}
-        self.counted = set(data.get("counted", []))
-        self.parents = {str(k): list(v) for k, v in dict(data.get("parents", {})).items()}
+    def from_dict(self, data: Dict[str, object], source: str = "<dict>") -> "RelationKnowledge":
+        """Load what `to_dict` wrote. The counted Docs are not in it: a loaded prior leaves
+        nothing out until counted again. `source` names the file in errors."""
+        if not isinstance(data, dict):
+            raise ValueError(Errors.E050.format(path=source, reason=f"expected a mapping, found {type(data).__name__}"))
+        try:
+            pairs = {(str(h), str(t)): [int(n), int(pos)] for h, t, n, pos in data.get("pairs", [])}
+            entities = {(str(r), str(k)): [int(n), int(pos)] for r, k, n, pos in data.get("entities", [])}
+            parents = {str(k): [str(p) for p in v] for k, v in dict(data.get("parents", {})).items()}
+        except (TypeError, ValueError) as err:
+            raise ValueError(Errors.E050.format(path=source, reason=f"malformed counts or hierarchy ({err})")) from None
+        if "text_keys" in data:
+            self.text_keys = bool(data["text_keys"])
+        else:  # saved before the setting existed: as it was counted
+            self.text_keys = any(k.startswith(TEXT_KEY) for _, k in entities)
+        self.pairs, self.entities, self.parents = pairs, entities, parents
+        self.counted = set()
         self._ancestors = {}
         return self
 
+    def to_bytes(self) -> bytes:
+        return srsly.msgpack_dumps(self.to_dict())
+
+    def from_bytes(self, data: bytes, source: str = "<bytes>") -> "RelationKnowledge":
+        try:
+            msg = srsly.msgpack_loads(data)
+        except Exception as err:  # msgpack raises several types for garbage and truncation
+            raise ValueError(Errors.E050.format(path=source, reason=f"not msgpack ({type(err).__name__}: {err})")) from None
+        return self.from_dict(msg, source)
+
+    def to_disk(self, path: Union[str, Path]) -> None:
+        Path(path).write_bytes(self.to_bytes())
+
+    def from_disk(self, path: Union[str, Path]) -> "RelationKnowledge":
+        """Load a knowledge file; a pipeline saved before the knowledge existed has none:
+        no knowledge."""
+        path = Path(path)
+        if not path.exists():
+            return self.from_dict({}, str(path))
+        return self.from_bytes(path.read_bytes(), str(path))
+
     def __len__(self) -> int:
         return len(self.pairs)
-

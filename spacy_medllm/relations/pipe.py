@@ -309,6 +309,7 @@ class RelationExtractor(TrainablePipe):
     def initialize(
         self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
         labels: Optional[Sequence[str]] = None, prior: bool = True, hierarchy: Optional[str] = None,
+        text_keys: bool = False,
     ) -> None:
         """Collect the relation labels (from the reference records, or `labels`) and the
         entity labels of the training examples, count the prior, read the hierarchy and
@@ -320,6 +321,9 @@ class RelationExtractor(TrainablePipe):
         hierarchy (Optional[str]): a `head<TAB>relation<TAB>tail` file whose `isa` and
             `medic_parent` edges give the concept hierarchy (`medllm build-kg`'s
             triples.tsv); read by PairRepresentation.v2.
+        text_keys (bool): also key the prior of entities without concept ids by their
+            lowercased mention texts, which are then saved with the model (for corpora
+            without ids, e.g. Chia); default: concept ids only, no training text is saved.
         """
         found: Set[str] = set(labels or ()) | set(self.cfg["labels"])
         entity_labels: Set[str] = set()
@@ -334,7 +338,7 @@ class RelationExtractor(TrainablePipe):
             raise ValueError(Errors.E035.format(name=self.name))
         self.cfg["labels"] = sorted(found)
         self.cfg["entity_labels"] = sorted(entity_labels)
-        self.knowledge = RelationKnowledge()
+        self.knowledge = RelationKnowledge(text_keys=text_keys)
         if hierarchy:
             self.knowledge.load_hierarchy(hierarchy)
         if prior:
@@ -439,7 +443,7 @@ class RelationExtractor(TrainablePipe):
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "model": lambda p: self._load_model(p.read_bytes(), p),
             # pipelines saved before the knowledge existed have no file: no knowledge
-            "knowledge": lambda p: self.knowledge.from_dict(srsly.read_msgpack(p) if p.exists() else {}),
+            "knowledge": lambda p: self.knowledge.from_disk(p),
         }
         util.from_disk(path, deserialize, exclude)
         return self
@@ -456,7 +460,7 @@ class RelationExtractor(TrainablePipe):
         deserialize = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "model": lambda b: self._load_model(b, "bytes"),
-            "knowledge": lambda b: self.knowledge.from_dict(srsly.msgpack_loads(b)),
+            "knowledge": lambda b: self.knowledge.from_bytes(b, "bytes"),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self
