@@ -345,6 +345,7 @@ def pretrain(
     heldout_per_mille: int = typer.Option(10, help="share of each source held out (per 1,000 documents, fixed by text hash)"),
     heldout_max_docs: int = typer.Option(200, help="at most this many held-out documents per domain"),
     seed: int = typer.Option(0),
+    snapshots: bool = typer.Option(False, "--snapshots", help="also keep the encoder at every evaluation (OUTPUT/snapshots/step-N)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device, -1 for CPU"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/checkpoint"),
 ) -> None:
@@ -356,7 +357,7 @@ def pretrain(
         encoder=encoder, freeze_layers=freeze_layers, max_steps=max_steps, head_steps=head_steps,
         batch_size=batch_size, grad_accum=grad_accum, seq_len=seq_len, learn_rate=learn_rate,
         head_learn_rate=head_learn_rate, warmup_steps=warmup_steps, eval_every=eval_every, save_every=save_every,
-        heldout_per_mille=heldout_per_mille, heldout_max_docs=heldout_max_docs, seed=seed,
+        heldout_per_mille=heldout_per_mille, heldout_max_docs=heldout_max_docs, seed=seed, snapshots=snapshots,
     )
     try:
         metrics = run_pretrain(output, [TextSource.parse(t) for t in text], settings=settings, exclude=exclude, gpu_id=gpu_id, resume=resume)

@@ -172,11 +172,16 @@ def test_cli_pretrain(tiny_bert, corpus, tmp_path):
     out = tmp_path / "cli"
     args = ["pretrain", str(out), "--text", f"biomedical={corpus[0].path}", "--text", f"clinical={corpus[1].path}:transcription",
             "--encoder", str(tiny_bert), "--freeze-layers", "2", "--max-steps", "2", "--head-steps", "1",
-            "--batch-size", "8", "--seq-len", "32", "--eval-every", "2", "--save-every", "1", "--heldout-per-mille", "100"]
+            "--batch-size", "8", "--seq-len", "32", "--eval-every", "1", "--save-every", "1", "--snapshots",
+            "--heldout-per-mille", "100"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-1", "step-2"]
+    assert (out / "snapshots" / "step-2" / "model.safetensors").exists() and (out / "snapshots" / "step-2" / "vocab.txt").exists()
     assert "biomedical: held-out perplexity" in result.output and "clinical: held-out perplexity" in result.output
-    result = runner.invoke(app, args[:-2] + ["--freeze-layers", "3"])
-    assert result.exit_code == 1
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "already holds a pretraining checkpoint" in result.output
+    result = runner.invoke(app, ["pretrain", str(tmp_path / "deep")] + args[2:] + ["--freeze-layers", "3"])
+    assert result.exit_code == 1 and "cannot freeze 3 layers of an encoder with 2" in result.output
     result = runner.invoke(app, ["pretrain", str(tmp_path / "x"), "--text", str(tmp_path / "missing.jsonl"), "--encoder", str(tiny_bert)])
     assert result.exit_code == 1 and "file not found" in result.output

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 # settings a resumed run may change
-RESUMABLE = ("max_steps", "eval_every", "save_every")
+RESUMABLE = ("max_steps", "eval_every", "save_every", "snapshots")
 
 
 @dataclass
@@ -66,6 +66,8 @@ class PretrainSettings:
     heldout_per_mille: int = 10
     heldout_max_docs: int = 200
     seed: int = 0
+    # also keep the encoder of every evaluation step (snapshots/step-N): the downstream curve
+    snapshots: bool = False
     sources: List[Dict] = field(default_factory=list)
 
 
@@ -264,6 +266,11 @@ class Pretrainer:
             raise ValueError(Errors.E085.format(path=ckpt, reason=f"format version {state.get('format_version')}"))
         return state
 
+    def save_encoder(self, model, tokenizer, path: Path) -> None:
+        """The encoder without its MLM head, as a Hugging Face folder (safetensors + tokenizer)."""
+        getattr(model, model.base_model_prefix).save_pretrained(str(path), safe_serialization=True)
+        tokenizer.save_pretrained(str(path))
+
     # -- the run -------------------------------------------------------------------------
     def run(self, sources: Sequence[TextSource], *, exclude: Sequence[Path] = (), resume: bool = False) -> dict:
         import torch
@@ -368,6 +375,8 @@ class Pretrainer:
                 if phase == "encoder" and (main_step % s.eval_every == 0 or step == total_steps):
                     curve.append({"step": step, "tokens": tokens_seen, "heldout": self.evaluate(model, heldout, tokenizer)})
                     logger.info("step %d: %s", step, curve[-1]["heldout"])
+                    if s.snapshots:
+                        self.save_encoder(model, tokenizer, self.output / "snapshots" / f"step-{main_step}")
                 if step % s.save_every == 0 or step == total_steps:
                     self.save_checkpoint(model, optimizer, scheduler, snapshot())
         finally:
@@ -376,9 +385,7 @@ class Pretrainer:
             before = self.evaluate(model, heldout, tokenizer)
         after = curve[-1]["heldout"] if curve and curve[-1]["step"] == total_steps else self.evaluate(model, heldout, tokenizer)
         model_dir = self.output / "model"
-        base = getattr(model, model.base_model_prefix)
-        base.save_pretrained(str(model_dir), safe_serialization=True)
-        tokenizer.save_pretrained(str(model_dir))
+        self.save_encoder(model, tokenizer, model_dir)
         metrics = {
             "encoder": s.encoder, "settings": asdict(s), "parameters": counts,
             "train_rows": len(train), "train_tokens_available": train.n_tokens, "sources": stats,
