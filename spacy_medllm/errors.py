@@ -73,3 +73,22 @@ class Errors(metaclass=ErrorsWithCodes):
     E087 = "Pretraining needs a fast (Rust) tokenizer for whole-word masking; {name} has none"
     # relation knowledge, candidate index, augmenter (E050-E059)
     E050 = "{path}: not a relation knowledge file (prior counts and hierarchy): {reason}"
+    E051 = "{path}: not a candidate index file: {reason}; rebuild the index with `medllm build-kb`"
+    E052 = ("{path}: this candidate index was built from another knowledge base than {kb} ({reason}); "
+            "rebuild the index from this knowledge base with `medllm build-kb`, or load the knowledge base it was built from")
+    # linker, relations, KG attention fixes (E040-E049)
+    E040 = ("{name}: the linker is not initialized (its model has not been set up on training "
+            "examples); call nlp.initialize() or load a trained pipeline")
+    # de-identification (E060-E079)
+    E060 = "medllm_deid: unknown replace mode {value!r}; use one of: {modes}"
+    E061 = "medllm_deid: shift_days must be [low, high] with low <= high and not both 0; got {value}"
+    E062 = "No medllm_deid component wrote doc._.deid_text (pipeline: {pipes}); add one with replace = \"surrogate\" or \"tag\""
+    E063 = "{path}: the output exists; pass --force to replace it"
+    E064 = "{path}: the output is the input, or lies inside it ({input}); choose another output path"
+    E065 = "{path}, {position}: corrupt record: {reason}"
+    E066 = "{path}: unknown input format {fmt!r}; known: {known}"
+    E067 = "{path}: column {column!r} is missing (columns: {columns}); choose one with --column"
+    E068 = "{path}: input not found"
+    E069 = "{path}: a .spacy output needs a .spacy input, and a .spacy input a .spacy output"
+    E088 = "{path}: not a synonym list: expected a JSON object {{\"word\": [\"synonym\", ...]}}"
+    E089 = "Unknown EDA operation(s) {op!r}; use some of: {known}"
