@@ -370,6 +370,58 @@ def pretrain(
     typer.echo(f"{metrics['tokens_seen']:,} tokens in {metrics['seconds'] / 3600:.2f} h; adapted encoder: {metrics['model']}")
 
 
+@app.command()
+def deidentify(
+    input_path: Path = typer.Argument(..., help="notes: a .txt file or folder, .jsonl, .csv/.tsv(.gz), a MIMIC NOTEEVENTS csv, a PhysioNet id.text, or a .spacy DocBin"),
+    output: Path = typer.Argument(..., help="where to write the de-identified notes, in the input's format"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="pipeline with a medllm_deid component (default: the pattern layer alone on a blank English pipeline)"),
+    replace: str = typer.Option("surrogate", help="surrogate (realistic, consistent within a note), tag ([NAME], [DATE] ...)"),
+    seed: Optional[int] = typer.Option(None, help="seed for reproducible surrogates (default: random)"),
+    keep_weekday: bool = typer.Option(False, "--keep-weekday", help="shift dates by whole weeks"),
+    fmt: str = typer.Option("auto", "--format", help="auto, text, jsonl, csv, tsv, mimic, physionet, spacy"),
+    column: Optional[str] = typer.Option(None, help="CSV/TSV column with the note (default: text, or TEXT for mimic)"),
+    field: str = typer.Option("text", help="JSONL field with the note"),
+    on_error: str = typer.Option("skip", help="a corrupt record: skip (reported) or stop"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output"),
+    n_process: int = typer.Option(1, help="processes"),
+    batch_size: int = typer.Option(32, help="notes per batch"),
+    summary: Optional[Path] = typer.Option(None, help="JSON file for the summary (replacements per PHI type)"),
+) -> None:
+    """De-identify clinical notes: replace PHI with surrogates or tags, keep the format."""
+    import spacy
+    from tqdm import tqdm
+
+    from .deid.io import CorruptRecord, deidentify_path
+    from .deid.pipe import Deidentifier
+
+    if model:
+        nlp = spacy.load(model)
+        for name, pipe in nlp.pipeline:
+            if isinstance(pipe, Deidentifier):
+                pipe.replace, pipe.seed, pipe.keep_weekday = replace, seed, keep_weekday
+    else:
+        nlp = spacy.blank("en")
+        nlp.add_pipe("medllm_deid", config={"replace": replace, "seed": seed, "keep_weekday": keep_weekday})
+    bar = tqdm(desc="deidentify", unit=" notes", file=sys.stderr)
+    try:
+        result = deidentify_path(
+            nlp, input_path, output, fmt=fmt, column=column, field=field, on_error=on_error, force=force,
+            batch_size=batch_size, n_process=n_process, progress=lambda n: bar.update(n - bar.n),
+        )
+    except (CorruptRecord, FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    finally:
+        bar.close()
+    counts = ", ".join(f"{label} {n:,}" for label, n in sorted(result.replaced.items()))
+    typer.echo(f"{result.documents:,} notes -> {output}; replaced {sum(result.replaced.values()):,} ({counts or 'none'})", err=True)
+    for position, reason in result.skipped:
+        typer.echo(f"skipped {input_path}, {position}: {reason}", err=True)
+    if summary is not None:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(summary, result.to_dict())
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app()

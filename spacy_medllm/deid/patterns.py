@@ -1,0 +1,414 @@
+"""Regular expressions and dictionary rules that find PHI in note text.
+
+Each rule yields `(start, end, label)` character spans over the raw text; the component
+aligns them to tokens. The rules are written for recall: a leak is the costly error.
+
+Labels: NAME, DATE, AGE, PHONE, FAX, EMAIL, URL, IP, ID, STREET, CITY, STATE, ZIP, HOSPITAL,
+ORGANIZATION, LOCATION (a place of no finer type, e.g. a country or a ward).
+"""
+import regex as re
+from functools import lru_cache
+from typing import Callable, Iterator, List, Pattern, Sequence, Tuple
+
+from .lexicon import (
+    AMBIGUOUS_NAMES, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
+    KIN_WORDS, NAME_HEADERS, NOT_NAMES, PERSON_TITLES, STREET_WORDS, US_CITIES, US_STATE_ABBR,
+    US_STATES, person_names,
+)
+
+Match = Tuple[int, int, str]
+
+LABELS = (
+    "NAME", "DATE", "AGE", "PHONE", "FAX", "EMAIL", "URL", "IP", "ID", "STREET", "CITY", "STATE", "ZIP",
+    "HOSPITAL", "ORGANIZATION", "LOCATION",
+)
+# how long-standing overlaps are resolved: earlier labels win over later ones at equal length
+PRIORITY = {label: i for i, label in enumerate(("EMAIL", "URL", "IP", "DATE", "PHONE", "FAX", "ID", "AGE", "STREET", "ZIP", "HOSPITAL", "ORGANIZATION", "CITY", "STATE", "NAME", "LOCATION"))}
+
+MONTHS_FULL = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december")
+MONTHS_ABBR = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec")
+_MON = r"(?:" + "|".join(MONTHS_FULL) + r"|" + "|".join(m for m in MONTHS_ABBR if m != "may") + r")\.?"
+_MON_OR_MAY = r"(?:" + "|".join(MONTHS_FULL) + r"|" + "|".join(MONTHS_ABBR) + r")\.?"
+_DAY = r"(?:0?[1-9]|[12]\d|3[01])"
+_MONTH_NUM = r"(?:0?[1-9]|1[0-2])"
+_YEAR4 = r"(?:1[89]\d\d|20\d\d|21\d\d)"
+_YEAR = r"(?:" + _YEAR4 + r"|'?\d\d)"
+_ORD = r"(?:st|nd|rd|th)?"
+I = re.IGNORECASE
+
+
+def _words(words: Sequence[str]) -> str:
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
+
+# --- dates ------------------------------------------------------------------------------
+DATE_PATTERNS: List[Pattern] = [
+    # 2087-03-14, 2087/3/14, 2087.03.14
+    re.compile(r"(?<![\d/.-])" + _YEAR4 + r"([-/.])" + _MONTH_NUM + r"\1" + _DAY + r"(?![\d/-])"),
+    # 03/14/2087, 3-14-87, 3.14.2087
+    re.compile(r"(?<![\d/.-])" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    # 14/03/2087 (day first, when the first part cannot be a month)
+    re.compile(r"(?<![\d/.-])(?:1[3-9]|2\d|3[01])([-/.])" + _MONTH_NUM + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    # 3/14, 03/14 (no year); not a fraction of a dose or a ratio inside a longer number
+    re.compile(
+        r"(?<![\d/.:-])" + _MONTH_NUM + r"/" + _DAY + r"(?![\d/]|\.\d|\s*(?:tabs?|tablets?|strength|ns|inch|in\b|cm|mg|ml|cc|units?|dose|of\b))", I
+    ),
+    # 14-Mar-2087, 14 March 2087, 14 Mar 87, 14th of March, 14-MAR
+    re.compile(r"(?<![\d-])" + _DAY + _ORD + r"(?:[-\s/.]|\s+of\s+)" + _MON + r"(?:[-\s/.,]+" + _YEAR + r")?(?![a-z\d])", I),
+    # March 14th, Mar 14, 2087, March 14 '87, May 14
+    re.compile(r"\b" + _MON_OR_MAY + r"[-\s]?" + _DAY + _ORD + r"(?:,?[-\s]+" + _YEAR + r")?(?![\d:])", I),
+    # March 2087, Mar-2087, March of 2087
+    re.compile(r"\b" + _MON_OR_MAY + r"(?:[-\s,]+|\s+of\s+)" + _YEAR4 + r"\b", I),
+    # '92 (apostrophe year), the 1980s, 1990's
+    re.compile(r"(?<![\w'])'\d\d\b(?!\s*(?:mg|ml|cc|kg|lb|%))", I),
+    re.compile(r"\b(?:1[89]|20)\d0'?s\b", I),
+    # a four-digit year 1900-2099 not followed by a unit and not a time ("at 2000", "@ 1900")
+    re.compile(
+        r"(?<![\d.,:/#$-])(?<!@)(?<!@ )(?<!\bat )(?<!\bby )(?<!\bAT )(?<!\bBY )(?<!x)"
+        r"(?:19\d\d|20\d\d)(?![\d.,]\d|\s*(?:-|to)\s*\d{4}\s*(?:hrs?|h)\b|\s*(?:mg|mcg|ml|cc|units?|u\b|kg|g\b|gm|mmhg|hrs?\b|h\b|calories|kcal|cal\b|ml/|/|:|%|x\b|pm\b|am\b|hours|o'?clock))",
+        I,
+    ),
+    # two-digit year after a year cue ("in 92", "since 95", "class of 85")
+    re.compile(r"(?<=\b(?:in|since|from|circa|year|yr|dx|dx'd|diagnosed|of) )(?:19|20)?\d\d(?=\s*[,.;)]|\s*$|\s+(?:and|or|with|s/p)\b)", I),
+]
+WEEKDAY_DATE = re.compile(r"\b(?:mon|tues?|wed|thur?s?|fri|sat|sun)(?:day)?,?\s+(?=" + _MON_OR_MAY + r")", I)
+HOLIDAYS = re.compile(r"\b(?:christmas(?: eve| day)?|thanksgiving|easter|new year'?s(?: eve| day)?|independence day|memorial day|labor day|hanukkah|ramadan|halloween|valentine'?s day)\b", I)
+
+# --- ages over 89 -----------------------------------------------------------------------
+_UNITS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_AGE_WORDS = r"(?:ninety(?:[-\s](?:" + "|".join(_UNITS) + r"))?|one[-\s]hundred(?:(?:[-\s]and)?[-\s](?:" + "|".join(_UNITS + ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) + r"))?|a hundred|hundred)"
+_AGE_NUM = r"(?:9\d|1[01]\d|12[0-5])"
+_AGE_UNIT = r"(?:-|\s)?(?:y\.?o\.?\b|y/o|yo\b|yrs?\b|years?\b|year-old|y\b|yr-old|yoa\b|y\.o\b)"
+AGE_PATTERNS: List[Pattern] = [
+    re.compile(r"(?<![\d.])" + _AGE_NUM + r"(?=" + _AGE_UNIT + r")", I),
+    re.compile(r"(?<=\bage )" + _AGE_NUM + r"\b|(?<=\baged )" + _AGE_NUM + r"\b|(?<=\bage: )" + _AGE_NUM + r"\b|(?<=\bage of )" + _AGE_NUM + r"\b", I),
+    re.compile(r"\b" + _AGE_WORDS + r"(?=(?:-|\s)(?:years?|yrs?|year-old)\b)", I),
+    re.compile(r"(?<=\bin (?:her|his) )(?:90s|nineties)\b|\b(?:nonagenarian|centenarian)\b", I),
+]
+
+# --- contact ----------------------------------------------------------------------------
+EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|io|us|info|biz)(?:/[^\s<>\"')\]]*)?\b", I)
+IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.]\d)")
+_EXT = r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?"
+PHONE_PATTERNS: List[Pattern] = [
+    # (410) 555-1234, 410-555-1234, 410.555.1234, 410/555/1234, +1 410 555 1234, 1-800-555-1234
+    re.compile(r"(?<![\d-])(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s/])\d{3}[-.\s/]\d{4}(?!\d)" + _EXT, I),
+    # 555-1234 (seven digits)
+    re.compile(r"(?<![\d/.-])\d{3}-\d{4}(?![\d-])" + _EXT),
+    # extensions, pagers and beepers: "x45", "ext 1234", "pager 12345", "beeper #54321"
+    re.compile(r"(?<=\bx)\d{2,6}\b|(?<=\bext\.? )\d{2,6}\b|(?<=\bext)\d{2,6}\b", I),
+    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph|contact|number|no|#)[ :#.])\s*#?\s*\d{3,6}(?:[-\s]\d{3,5})?\b", I),
+    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph)[ :#.]{2})\s*\d{3,6}\b", I),
+]
+FAX_CUE = re.compile(r"\bfax\b[\s:#.]*$", I)
+
+# --- identifiers ------------------------------------------------------------------------
+SSN = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
+_ID_CUES = [
+    "mrn", "mr#", "mr #", "mr no", "medical record number", "medical record no", "medical record #", "medical record",
+    "record number", "record no", "record #", "unit no", "unit number", "acct", "acct#", "account", "account number",
+    "account no", "ssn", "social security", "social security number", "ss#", "license", "licence", "license number",
+    "lic", "lic#", "dea", "dea#", "npi", "upin", "serial", "serial number", "serial no", "sn", "s/n", "device",
+    "device id", "model", "lot", "policy", "policy number", "member id", "member #", "insurance id", "group number",
+    "id", "id#", "id number", "pt id", "patient id", "case number", "case #", "case no", "accession", "accession number",
+    "specimen", "specimen number", "job", "job number", "job #", "order number", "claim", "claim number",
+    "plate", "plate number", "vin", "passport", "badge", "room", "bed",
+]
+ID_CUED = re.compile(r"(?<![\w])(?:" + _words(_ID_CUES) + r")\s*(?:number|no\.?|num|#|nbr)?\s*[:#=]?\s*(?:is\s+)?([A-Z]{0,4}[-#]?\d[\w-]{2,}|\d{2,})", I)
+LONG_NUMBER = re.compile(r"(?<![\w.,/-])(?:[A-Z]{1,3}-?)?\d{6,}(?:-\d+)?(?![\w.,/]\d|\w)")
+MIXED_ID = re.compile(r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z]{1,4}-?\d{4,}[A-Z0-9]*(?![\w-])")
+
+# --- places -----------------------------------------------------------------------------
+_CAP = r"(?:[A-Z][a-zA-Z'.&-]*|St\.|Mt\.)"
+_STREET = _words(STREET_WORDS)
+STREET_PATTERNS: List[Pattern] = [
+    re.compile(r"\b\d{1,6}[A-Z]?\s+(?:[NSEW]\.?\s+|North\s+|South\s+|East\s+|West\s+)?(?:(?:[A-Za-z][\w'.-]*|\d+(?:st|nd|rd|th))\s+){1,3}(?:" + _STREET + r")\b\.?(?:\s*,?\s*(?:apt|apartment|suite|ste|unit|#|fl|floor)\.?\s*#?\s*[\w-]+)?", I),
+    re.compile(r"\bp\.?\s?o\.?\s+box\s+\d+\b", I),
+]
+ZIP_PATTERNS: List[Pattern] = [
+    re.compile(r"(?<=\b(?:" + "|".join(US_STATE_ABBR) + r"))[\s,]+\d{5}(?:-\d{4})?\b"),
+    re.compile(r"(?<=\b(?:" + _words([s.lower() for s in US_STATES]) + r"))[\s,]+\d{5}(?:-\d{4})?\b", I),
+    re.compile(r"(?<=\bzip)(?:\s*code)?[\s:#]*\d{5}(?:-\d{4})?\b", I),
+    re.compile(r"(?<![\d-])\d{5}-\d{4}(?![\d-])"),
+]
+STATE_NAME = re.compile(r"\b(?:" + _words(US_STATES) + r")\b", I)
+# "Baltimore, MD", "Towson MD 21204": a state code only after a capitalized word and a comma or before a ZIP
+STATE_ABBR = re.compile(r"(?<=[a-z]), (?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z])|(?<=[A-Za-z] )(?:" + "|".join(US_STATE_ABBR) + r")(?=,?\s+\d{5}\b)")
+_TITLE_WORD = r"(?:[A-Z][a-z][a-zA-Z'.-]*|St\.|Mt\.)"
+CITY_BEFORE_STATE = re.compile(
+    r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z])|,?\s+(?:" + _words(US_STATES) + r")\b)"
+)
+CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
+COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
+PLACE_CUE = re.compile(
+    r"(?<=\b(?:lives in|living in|resides in|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
+    r"((?:" + _CAP + r")(?:\s(?:" + _CAP + r"|of)){0,4})",
+)
+_HOSP = _words([w.title() for w in HOSPITAL_WORDS] + [w.upper() for w in HOSPITAL_WORDS] + list(HOSPITAL_WORDS))
+HOSPITAL_PATTERNS: List[Pattern] = [
+    # "Calvert Hospital", "St. Mary's Medical Center", "CALVERT HOSPITAL", "Sacred Heart"
+    re.compile(r"\b((?:(?:St\.?|Saint|Mt\.?|Mount|Our Lady of|University of|U\.?\s?of)\s+)?(?:" + _CAP + r"\s+){1,4})(?:" + _HOSP + r")\b(?:\s+(?:Hospital|Center|Centre))?"),
+    # "Hospital of the University of X", "Clinic of X"
+    re.compile(r"\b(?:Hospital|Clinic|Infirmary|Medical Center) (?:of|for) (?:the )?(?:" + _CAP + r"\s?){1,5}"),
+    re.compile(r"\b(?:St\.?|Saint|Mt\.?|Mount)\s+" + _CAP + r"(?:'s)?(?:\s+" + _CAP + r")?", I),
+    re.compile(r"\b(?:Sacred Heart|Holy Cross|Good Samaritan|Beth Israel|Mass General|Mayo|Johns Hopkins|Cleveland Clinic|Kaiser|Brigham|Mercy|Presbyterian|Methodist|Baptist|Lutheran|Adventist|Shriners)\b", I),
+    re.compile(r"\b(?:VAMC|VA hospital|V\.A\.)\b"),
+]
+ORG_PATTERN = re.compile(r"\b(?:" + _CAP + r"\s+){1,4}(?:" + _words([w.title() for w in COMPANY_WORDS] + [w.upper() for w in COMPANY_WORDS]) + r")(?![\w])")
+# words that a capitalized-sequence rule must not take as part of a place or hospital name
+_LEAD_STOP = frozenset(
+    "the a an to at from in of for this our same outside local another other his her their that which and or "
+    "was is were been by with on as per s/p admitted transferred transfer seen sent taken via home called "
+    "previous prior current new general memorial children's cancer university va osh ed er icu ccu".split()
+)
+
+# --- names ------------------------------------------------------------------------------
+_NAME_TOKEN = r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Z]\.?"
+TITLE_NAME = re.compile(
+    r"\b(?:" + _words(PERSON_TITLES + CLINICIAN_TITLES) + r")\.?\s+((?:" + _NAME_TOKEN + r")(?:\s+(?:" + _NAME_TOKEN + r")){0,2})", I
+)
+KIN_NAME = re.compile(
+    r"\b(?:" + _words(KIN_WORDS) + r")s?\s*(?:,|\(|named|name is|is|-|:|was|called)?\s*(?:\()?((?:" + _NAME_TOKEN + r")(?:\s+(?:" + _NAME_TOKEN + r")){0,2})", I
+)
+HEADER_NAME = re.compile(
+    r"(?:^|\n|\s)(?:" + _words(NAME_HEADERS) + r")\s*:\s*((?:" + _NAME_TOKEN + r")(?:,?\s+(?:" + _NAME_TOKEN + r")){0,3})", I
+)
+CREDENTIAL_NAME = re.compile(
+    r"\b((?:[A-Z][A-Za-z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z'’-]+|[A-Z]\.)){0,3}),?\s+(?:" + _words([c.upper() for c in CREDENTIALS] + list(CREDENTIALS)) + r")(?![\w])"
+)
+CAP_SEQUENCE = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-zA-Z'’-]+){1,2}\b")
+LAST_FIRST = re.compile(r"\b([A-Z][a-zA-Z'’-]+),\s+([A-Z][a-zA-Z'’-]+)(?:\s+[A-Z]\.?)?\b")
+SIGNATURE = re.compile(r"(?:^|\n)\s*(?:-{1,3}|/s/)?\s*((?:[A-Z][a-zA-Z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'’-]+|[A-Z]\.)){0,2})\s*,?\s*(?:RN|MD|NP|PA)\b")
+
+# --- MIMIC placeholders -----------------------------------------------------------------
+PLACEHOLDER = re.compile(r"\[\*\*(.*?)\*\*\]", re.DOTALL)
+_PLACEHOLDER_TYPES = [
+    (re.compile(r"e-?mail", I), "EMAIL"),
+    (re.compile(r"\burl\b|web", I), "URL"),
+    (re.compile(r"\bip\b", I), "IP"),
+    (re.compile(r"fax", I), "FAX"),
+    (re.compile(r"telephone|phone|pager|beeper", I), "PHONE"),
+    (re.compile(r"age over 90|age over 89", I), "AGE"),
+    (re.compile(r"street|apartment|address", I), "STREET"),
+    (re.compile(r"hospital|wardname|ward name|clinic", I), "HOSPITAL"),
+    (re.compile(r"company|university|college|organization", I), "ORGANIZATION"),
+    (re.compile(r"\bstate\b", I), "STATE"),
+    (re.compile(r"zip|postal", I), "ZIP"),
+    (re.compile(r"\bcity\b|town", I), "CITY"),
+    (re.compile(r"country|location|\bplace\b", I), "LOCATION"),
+    (re.compile(r"number|\bno\b|\bid\b|serial|medical record|social security|ssn|account|license|clip|job|unit|provider|md number|dictator", I), "ID"),
+    (re.compile(r"name|doctor|initials|first|last|known", I), "NAME"),
+    (re.compile(r"date|month|year|day|holiday|season|\d{4}-\d{1,2}|\d{1,2}-\d{1,2}|\d{1,2}/\d{1,4}|^\s*\d{4}\s*$", I), "DATE"),
+]
+
+
+def placeholder_label(content: str) -> str:
+    """The PHI type of a MIMIC `[** ... **]` placeholder, from its content."""
+    for pattern, label in _PLACEHOLDER_TYPES:
+        if pattern.search(content):
+            return label
+    return "ID" if re.search(r"\d", content) else "NAME"
+
+
+@lru_cache(maxsize=1)
+def _name_sets():
+    first, last = person_names()
+    return first, last, first | last
+
+
+def _is_name_word(word: str, strict: bool) -> bool:
+    """A word that may be (part of) a name: not a common word; when strict, also in the name lists."""
+    w = word.strip(".,'’-").lower()
+    if not w or w in NOT_NAMES:
+        return False
+    if not strict:
+        return True
+    first, last, both = _name_sets()
+    return w in both and w not in AMBIGUOUS_NAMES
+
+
+def _name_run(text: str, start: int, end: int, strict: bool = False) -> List[Tuple[int, int]]:
+    """The leading run of name words of text[start:end], as (start, end) offsets; may be empty."""
+    out: List[Tuple[int, int]] = []
+    for m in re.finditer(r"[A-Za-z][A-Za-z'’.-]*", text[start:end]):
+        word = m.group(0).rstrip(".")
+        if len(word) == 0 or not _is_name_word(word, strict and len(word) > 1):
+            break
+        if len(word) > 1 and word.islower() and out and strict:
+            break
+        s = start + m.start()
+        out.append((s, s + len(m.group(0).rstrip(".")) + (1 if len(word) == 1 and m.group(0).endswith(".") else 0)))
+    return out
+
+
+def _merge_run(run: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    return [(run[0][0], run[-1][1])] if run else []
+
+
+def find_names(text: str) -> Iterator[Match]:
+    """Names by context (titles, credentials, kinship words, headers) and by the name lists."""
+    first, last, both = _name_sets()
+    for pattern in (TITLE_NAME, KIN_NAME, HEADER_NAME):
+        for m in pattern.finditer(text):
+            for s, e in _merge_run(_name_run(text, m.start(1), m.end(1))):
+                yield s, e, "NAME"
+    for pattern in (CREDENTIAL_NAME, SIGNATURE):
+        for m in pattern.finditer(text):
+            words = list(re.finditer(r"[A-Za-z][A-Za-z'’.-]*", m.group(1)))
+            # keep the trailing words that are not common words ("seen by Smith MD" -> Smith)
+            keep = []
+            for w in reversed(words):
+                if not _is_name_word(w.group(0), strict=False) or w.group(0).lower() in _LEAD_STOP:
+                    break
+                keep.append(w)
+            if keep:
+                yield m.start(1) + keep[-1].start(), m.start(1) + keep[0].end(), "NAME"
+    for m in LAST_FIRST.finditer(text):
+        a, b = m.group(1).lower(), m.group(2).lower()
+        if a in last and b in first and a not in NOT_NAMES and b not in NOT_NAMES:
+            yield m.start(), m.end(), "NAME"
+    for m in CAP_SEQUENCE.finditer(text):
+        words = m.group(0).split()
+        w0, wn = words[0].lower(), words[-1].lower()
+        if w0 in first and wn in last and w0 not in AMBIGUOUS_NAMES and w0 not in NOT_NAMES and wn not in NOT_NAMES:
+            yield m.start(), m.end(), "NAME"
+    # ALL-CAPS notes: FIRST LAST when both are in the lists and neither is a common word
+    for m in re.finditer(r"\b([A-Z][A-Z'-]+)\s+([A-Z][A-Z'-]+)\b", text):
+        a, b = m.group(1).lower(), m.group(2).lower()
+        if a in first and b in last and a not in AMBIGUOUS_NAMES and b not in AMBIGUOUS_NAMES and a not in NOT_NAMES and b not in NOT_NAMES:
+            yield m.start(), m.end(), "NAME"
+
+
+def _trim_lead(text: str, start: int, end: int) -> int:
+    """Move `start` past leading words that cannot begin a proper name ("the", "to", ...)."""
+    for m in re.finditer(r"\S+", text[start:end]):
+        if m.group(0).lower().strip(".,") in _LEAD_STOP:
+            continue
+        return start + m.start()
+    return end
+
+
+def find_places(text: str) -> Iterator[Match]:
+    for pattern in STREET_PATTERNS:
+        for m in pattern.finditer(text):
+            yield m.start(), m.end(), "STREET"
+    for pattern in ZIP_PATTERNS:
+        for m in pattern.finditer(text):
+            s = m.start() + len(m.group(0)) - len(m.group(0).lstrip(" ,:#zipcodeZIPCODE"))
+            yield s, m.end(), "ZIP"
+    for pattern in HOSPITAL_PATTERNS:
+        for m in pattern.finditer(text):
+            s = _trim_lead(text, m.start(), m.end())
+            if s < m.end():
+                words = text[s : m.end()].split()
+                if len(words) == 1 and words[0].lower().strip(".") in HOSPITAL_WORDS:
+                    continue
+                yield s, m.end(), "HOSPITAL"
+    for m in ORG_PATTERN.finditer(text):
+        s = _trim_lead(text, m.start(), m.end())
+        if s < m.end() and len(text[s : m.end()].split()) > 1:
+            yield s, m.end(), "ORGANIZATION"
+    for m in STATE_NAME.finditer(text):
+        yield m.start(), m.end(), "STATE"
+    for m in STATE_ABBR.finditer(text):
+        s = m.start() + len(m.group(0)) - len(m.group(0).lstrip(", "))
+        yield s, m.end(), "STATE"
+    for m in CITY_BEFORE_STATE.finditer(text):
+        s = _trim_lead(text, m.start(1), m.end(1))
+        if s < m.end(1):
+            yield s, m.end(1), "CITY"
+    for m in CITY_NAME.finditer(text):
+        yield m.start(), m.end(), "CITY"
+    for m in COUNTRY.finditer(text):
+        yield m.start(), m.end(), "LOCATION"
+    for m in PLACE_CUE.finditer(text):
+        s = _trim_lead(text, m.start(1), m.end(1))
+        if s < m.end(1):
+            yield s, m.end(1), "LOCATION"
+
+
+def find_dates(text: str) -> Iterator[Match]:
+    for pattern in DATE_PATTERNS:
+        for m in pattern.finditer(text):
+            yield m.start(), m.end(), "DATE"
+    for m in HOLIDAYS.finditer(text):
+        yield m.start(), m.end(), "DATE"
+
+
+def find_ages(text: str) -> Iterator[Match]:
+    for pattern in AGE_PATTERNS:
+        for m in pattern.finditer(text):
+            yield m.start(), m.end(), "AGE"
+
+
+def find_contacts(text: str) -> Iterator[Match]:
+    for m in EMAIL.finditer(text):
+        yield m.start(), m.end(), "EMAIL"
+    for m in URL.finditer(text):
+        yield m.start(), m.end(), "URL"
+    for m in IP.finditer(text):
+        yield m.start(), m.end(), "IP"
+    for pattern in PHONE_PATTERNS:
+        for m in pattern.finditer(text):
+            s = m.start() + len(m.group(0)) - len(m.group(0).lstrip(" #"))
+            label = "FAX" if FAX_CUE.search(text[max(0, s - 12) : s]) else "PHONE"
+            yield s, m.end(), label
+
+
+def find_ids(text: str) -> Iterator[Match]:
+    for m in SSN.finditer(text):
+        yield m.start(), m.end(), "ID"
+    for m in ID_CUED.finditer(text):
+        yield m.start(1), m.end(1), "ID"
+    for m in LONG_NUMBER.finditer(text):
+        yield m.start(), m.end(), "ID"
+    for m in MIXED_ID.finditer(text):
+        yield m.start(), m.end(), "ID"
+
+
+def find_placeholders(text: str) -> Iterator[Match]:
+    for m in PLACEHOLDER.finditer(text):
+        yield m.start(), m.end(), placeholder_label(m.group(1))
+
+
+FINDERS: Tuple[Callable[[str], Iterator[Match]], ...] = (
+    find_placeholders, find_contacts, find_ids, find_dates, find_ages, find_places, find_names,
+)
+
+
+def find_phi(text: str) -> List[Match]:
+    """All PHI candidates of `text` as (start, end, label), before overlaps are resolved."""
+    out: List[Match] = []
+    for finder in FINDERS:
+        for s, e, label in finder(text):
+            # never end on whitespace or trailing punctuation other than an initial's period
+            while e > s and (text[e - 1].isspace() or text[e - 1] in ",;:"):
+                e -= 1
+            while s < e and text[s].isspace():
+                s += 1
+            if e > s:
+                out.append((s, e, label))
+    return out
+
+
+def resolve(matches: Sequence[Match]) -> List[Match]:
+    """Non-overlapping spans: overlapping candidates merge into their union, labelled by the
+    longest candidate (ties by `PRIORITY`), so no character of any candidate is left out."""
+    if not matches:
+        return []
+    ordered = sorted(matches, key=lambda m: (m[0], -m[1]))
+    groups: List[List[Match]] = [[ordered[0]]]
+    end = ordered[0][1]
+    for m in ordered[1:]:
+        if m[0] < end:
+            groups[-1].append(m)
+            end = max(end, m[1])
+        else:
+            groups.append([m])
+            end = m[1]
+    out = []
+    for g in groups:
+        best = min(g, key=lambda m: (-(m[1] - m[0]), PRIORITY.get(m[2], 99)))
+        out.append((min(m[0] for m in g), max(m[1] for m in g), best[2]))
+    return out
