@@ -82,3 +82,54 @@ def create_mimic_reader(
         yield from _examples(nlp, docs, 0)
 
     return reader
+
+
+# Chia's entity types (Kury et al., 2020): the domain entities and the field entities a
+# criterion is built from; its annotation-error and scope categories are not entity types.
+CHIA_NER_LABELS = [
+    "Condition", "Device", "Drug", "Measurement", "Mood", "Multiplier", "Negation", "Observation",
+    "Person", "Procedure", "Qualifier", "Reference_point", "Temporal", "Value", "Visit",
+]
+
+
+@registry.readers("spacy_medllm.LabelledCorpus.v1")
+def create_labelled_corpus(
+    path: Path, labels: Sequence[str], span_key: str = "mentions", limit: int = 0,
+) -> Callable[[Language], Iterable[Example]]:
+    """Examples from a `.spacy` file whose entities are rebuilt from a span group, keeping `labels`.
+
+    A corpus converted with nested or overlapping mentions (Chia) keeps all of them in
+    `doc.spans[span_key]`; `doc.ents` holds the longest of each overlap over every label. To
+    train a NER on a subset of labels, the entities are chosen again among the mentions of
+    those labels only (longest first, as spaCy's `filter_spans`), so a mention hidden by an
+    overlapping span of a dropped label (e.g. Chia's `Scope`) comes back.
+
+    path (Path): the `.spacy` file (saved with user data).
+    labels (Sequence[str]): the entity labels to keep.
+    span_key (str): the span group holding every mention; Docs without it use `doc.ents`.
+    limit (int): at most this many documents (0: all).
+    """
+    from spacy.tokens import DocBin, Span
+    from spacy.util import filter_spans
+
+    from ..errors import Errors
+
+    keep = set(labels)
+    if not keep:
+        raise ValueError(Errors.E007.format(fmt="labels=[]", known="at least one entity label"))
+
+    def reader(nlp: Language) -> Iterator[Example]:
+        if not Path(path).exists():
+            raise FileNotFoundError(Errors.E003.format(path=path))
+        docs = DocBin().from_disk(path).get_docs(nlp.vocab)
+
+        def relabelled():
+            for doc in docs:
+                spans = doc.spans[span_key] if span_key in doc.spans else doc.ents
+                chosen = filter_spans([s for s in spans if s.label_ in keep and len(s)])
+                doc.ents = [Span(doc, s.start, s.end, label=s.label_, kb_id=s.kb_id_) for s in chosen]
+                yield doc
+
+        yield from _examples(nlp, relabelled(), limit)
+
+    return reader
