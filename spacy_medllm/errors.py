@@ -92,3 +92,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E069 = "{path}: a .spacy output needs a .spacy input, and a .spacy input a .spacy output"
     E088 = "{path}: not a synonym list: expected a JSON object {{\"word\": [\"synonym\", ...]}}"
     E089 = "Unknown EDA operation(s) {op!r}; use some of: {known}"
+    # vocabularies, alternative ids (E090-E099)
+    E090 = "Unknown primary_ids {value!r}; use one of: {known}"
+    E091 = "Unknown KB use {value!r}; use one of: {known}"
+    # augmenters, evaluation (E100-E109)
+    E100 = "Unknown replacement mode {mode!r}; use one of: {known}"

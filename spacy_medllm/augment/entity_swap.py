@@ -97,6 +97,21 @@ def swap_entities(nlp: Language, doc: Doc, names: Names, rng: random.Random, swa
         choices, id_map = _choose_by_concept(doc, ents, mentions, records, names, rng, swap_prob)
     else:
         choices, id_map = _choose_by_mention(ents, names, rng, swap_prob), {}
+    return apply_swaps(nlp, doc, choices, id_map)
+
+
+def apply_swaps(nlp: Language, doc: Doc, choices: List["Choice"], id_map: Dict[str, str]) -> Union[Doc, None]:
+    """A new Doc with `doc.ents[i]` replaced by `choices[i]` = (text, kb_id) (None: kept).
+
+    id_map (Dict[str, str]): old concept id -> new id, applied to the relation records'
+        ids. The entities, categories, the `mentions` span group and the relation records
+        are carried over, their offsets re-mapped. None if nothing changed, or if a record
+        could not be re-mapped (never a wrong record).
+    """
+    install_extensions()
+    records = get_relations(doc)
+    mentions = list(doc.spans[MENTIONS_KEY]) if MENTIONS_KEY in doc.spans else []
+    ents = list(doc.ents)
     if not any(c is not None and c[0] != ent.text for ent, c in zip(ents, choices)):
         return None
     # the new text, and per entity (old start, old end, new start, new end, swapped)
