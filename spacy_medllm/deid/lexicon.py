@@ -59,8 +59,8 @@ COUNTRIES = [
 ]
 
 # words before a name
-PERSON_TITLES = ("dr", "doctor", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "sr", "sister", "rev", "father")
-CLINICIAN_TITLES = ("nurse", "rn", "np", "pa", "attending", "resident", "fellow", "intern", "surgeon", "physician", "pcp")
+PERSON_TITLES = ("dr", "doctor", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "rev")
+CLINICIAN_TITLES = ("nurse", "attending", "resident", "fellow", "intern", "surgeon", "physician", "pcp", "ho", "cardiologist", "neurologist", "hospitalist")
 KIN_WORDS = (
     "wife", "husband", "spouse", "partner", "son", "daughter", "mother", "father", "mom", "dad", "brother",
     "sister", "niece", "nephew", "aunt", "uncle", "cousin", "grandson", "granddaughter", "grandmother",
@@ -75,7 +75,7 @@ NAME_HEADERS = (
     "transcribed by", "provider", "physician", "nurse", "contact", "emergency contact",
 )
 # credentials after a name
-CREDENTIALS = ("md", "m.d.", "do", "d.o.", "rn", "r.n.", "np", "pa-c", "pa", "phd", "ph.d.", "fnp", "cnm", "crna", "lpn", "msw", "lcsw", "dds", "dpm", "facs", "facp")
+CREDENTIALS = ("md", "m.d.", "d.o.", "rn", "r.n.", "np", "pa-c", "phd", "ph.d.", "fnp", "cnm", "crna", "lpn", "msw", "lcsw", "dds", "dpm", "facs", "facp", "bsn", "msn", "rn/bsn", "bsn/rn", "rrt")
 
 HOSPITAL_WORDS = (
     "hospital", "hosp", "medical center", "med ctr", "medical centre", "health center", "health centre",
@@ -106,6 +106,18 @@ in. at. to. home room floor unit icu ccu micu sicu ed er or pacu nicu ward
 pt patient patients pts family members member dtr son. husband. wife.
 """.split())
 
+# words of nursing and clinical shorthand that follow a title or kinship word, or stand capitalized
+CLINICAL_WORDS = frozenset("""
+line lines sat sats today tonight tomorrow yesterday catheter cath gi w w/ w/o wo needed readings admission
+please doing review renal died unclear peep sbp dbp hr bp rr abg abgs cxr ct mri ekg ecg echo iv po pr prn
+npo ngt ogt ett foley picc cvp svt vt af afib nsr st sb ivf ns lr d5w kcl mg ca k na bun cr wbc hct hgb plt
+inr ptt pt/inr lopressor heparin lasix haldol ativan morphine dilaudid insulin coumadin levophed dopamine
+neo pressors vent trach cpap bipap ps fio2 o2 nc nrb rn md np ho icu micu sicu ccu csru nicu ed er or pacu
+cardiology surgery medicine neuro resp cv gu id heme onc social skin access plan assessment family
+team aware notified called paged updated discussed spoke visited visiting bedside given held increased
+decreased started stopped continued changed remains remained pain lungs abd extremities monitor
+""".split())
+
 # common words that also occur as given names; a dictionary match on them needs a second cue
 AMBIGUOUS_NAMES = frozenset("""
 will may june april august mark bill rose grace hope faith joy art pat sue don ray rich
@@ -117,6 +129,14 @@ mo ned norm rod ron roy sal sam ted tom val van von
 young white black brown green gray grey long short small little strong hill hall wood woods
 price rice bell bush page north south east west love moody sharp wise ward street
 """.split())
+
+
+@lru_cache(maxsize=1)
+def common_words() -> FrozenSet[str]:
+    """Words that are not names: faker's English word list (971 common words), the clinical
+    shorthand above and `NOT_NAMES`."""
+    provider = importlib.import_module("faker.providers.lorem.en_US").Provider
+    return frozenset(w.lower() for w in provider.word_list) | CLINICAL_WORDS | NOT_NAMES
 
 
 def ascii_fold(text: str) -> str:

