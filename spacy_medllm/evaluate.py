@@ -8,7 +8,6 @@ is measured in its own process (`run_isolated`), so the peak resident memory
 reported is that of loading that pipeline and annotating those texts, nothing else.
 """
 import multiprocessing as mp
-import resource
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -17,6 +16,25 @@ import spacy
 from spacy.scorer import Scorer
 from spacy.tokens import DocBin
 from spacy.training import Example
+
+try:  # Unix only
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
+
+def peak_rss_mb() -> Optional[float]:
+    """The peak resident memory of this process in MB: `resource` on Unix, psutil's
+    peak working set on Windows (when psutil is installed), else None."""
+    if resource is not None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    try:
+        import psutil
+    except ImportError:
+        return None
+    peak = getattr(psutil.Process().memory_info(), "peak_wset", None)
+    return round(peak / (1024 * 1024), 1) if peak is not None else None
 
 
 def _prf(scores: Dict[str, float]) -> Dict[str, float]:
@@ -70,8 +88,7 @@ def evaluate_ner(
             "overall": {"p": round(100 * (scores["ents_p"] or 0), 2), "r": round(100 * (scores["ents_r"] or 0), 2), "f": round(100 * (scores["ents_f"] or 0), 2)},
             "per_type": per_type,
         }
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["peak_rss_mb"] = round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -106,6 +123,6 @@ def markdown_table(results: Dict[str, Dict[str, object]]) -> str:
             rows: List[Tuple[str, Dict[str, float]]] = [("overall", d["overall"])] + list(d["per_type"].items())
             for label, s in rows:
                 speed = f"{d['words_per_second']:,}" if label == "overall" else ""
-                mem = f"{res['peak_rss_mb']:,}" if label == "overall" else ""
+                mem = ("n/a" if res["peak_rss_mb"] is None else f"{res['peak_rss_mb']:,}") if label == "overall" else ""
                 lines.append(f"| {name} | {ds} | {label} | {s['p']:.2f} | {s['r']:.2f} | {s['f']:.2f} | {speed} | {mem} |")
     return "\n".join(lines) + "\n"

@@ -10,8 +10,12 @@ exactly (after case and whitespace normalization) come first with score 1.0.
 
 Everything is stored in safe formats: the vocabulary as JSON, idf and the name ->
 concept mapping as `.npy`, the name matrix as a scipy `.npz` (loaded with
-`allow_pickle=False`).
+`allow_pickle=False`). The index records a fingerprint of the knowledge base it was
+built from (its concept ids and names, hashed): loading it beside another knowledge base,
+whose ids and names the rows would silently misname, is refused; so is a damaged file.
 """
+import hashlib
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -25,8 +29,20 @@ from .knowledge_base import KnowledgeBase, normalize_alias
 
 INDEX_FORMAT = "spacy_medllm.candidate_index"
 INDEX_VERSION = 1
+INDEX_FILES = ("index.json", "idf.npy", "owners.npy", "names.npz")
 
 Candidate = Tuple[str, float]
+
+
+def kb_fingerprint(kb: KnowledgeBase) -> str:
+    """A hash of what an index is built from: the concept ids and their names, in order."""
+    h = hashlib.sha256()
+    for concept in kb:
+        h.update(concept.concept_id.encode("utf8") + b"\x00")
+        for name in concept.names:
+            h.update(normalize_alias(name).encode("utf8") + b"\x01")
+        h.update(b"\x02")
+    return h.hexdigest()
 
 
 def _vectorizer(vocabulary: Optional[Dict[str, int]] = None) -> TfidfVectorizer:
@@ -92,28 +108,66 @@ class CandidateGenerator:
     def to_disk(self, path: Union[str, Path]) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        srsly.write_json(path / "index.json", {"format": INDEX_FORMAT, "version": INDEX_VERSION, "vocabulary": {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}, "concept_ids": self.concept_ids})
+        srsly.write_json(path / "index.json", {
+            "format": INDEX_FORMAT, "version": INDEX_VERSION, "kb_fingerprint": kb_fingerprint(self.kb),
+            "vocabulary": {k: int(v) for k, v in self.vectorizer.vocabulary_.items()}, "concept_ids": self.concept_ids,
+        })
         np.save(path / "idf.npy", self.vectorizer.idf_.astype(np.float32))
         np.save(path / "owners.npy", self.owners)
         sp.save_npz(path / "names.npz", self.matrix)
 
     @classmethod
-    def from_disk(cls, path: Union[str, Path], kb: KnowledgeBase) -> "CandidateGenerator":
+    def from_disk(cls, path: Union[str, Path], kb: KnowledgeBase, kb_source: Optional[str] = None) -> "CandidateGenerator":
+        """Load an index written by `to_disk` for the knowledge base `kb`; a damaged file
+        (E051) or an index of another knowledge base (E052) is refused, naming the file.
+
+        kb_source (str): where `kb` came from, for the error message.
+        """
         path = Path(path)
+        for name in INDEX_FILES:
+            if not (path / name).exists():
+                raise FileNotFoundError(Errors.E003.format(path=path / name))
         meta_file = path / "index.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(Errors.E003.format(path=meta_file))
-        meta = srsly.read_json(meta_file)
-        if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(Errors.E010.format(path=meta_file, reason=f"not a {INDEX_FORMAT} file"))
+        try:
+            meta = srsly.read_json(meta_file)
+        except ValueError as err:
+            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not valid JSON ({err})")) from None
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not a {INDEX_FORMAT} file"))
         if not isinstance(meta.get("version"), int) or meta["version"] > INDEX_VERSION:
             raise ValueError(Errors.E011.format(path=meta_file, version=meta.get("version"), supported=INDEX_VERSION))
+        if not isinstance(meta.get("vocabulary"), dict) or not isinstance(meta.get("concept_ids"), list):
+            raise ValueError(Errors.E051.format(path=meta_file, reason="'vocabulary' or 'concept_ids' missing"))
+        kb_name = kb_source or f"the given one ({len(kb)} concepts)"
+        ids = [c.concept_id for c in kb]
+        if meta.get("kb_fingerprint") is not None:
+            if meta["kb_fingerprint"] != kb_fingerprint(kb):
+                reason = ("its concepts differ" if meta["concept_ids"] != ids else "the same concept ids with other names")
+                raise ValueError(Errors.E052.format(path=meta_file, kb=kb_name, reason=f"{reason}: {len(meta['concept_ids'])} concepts in the index, {len(ids)} in the knowledge base"))
+        elif meta["concept_ids"] != ids:  # an index saved before the fingerprint existed
+            raise ValueError(Errors.E052.format(path=meta_file, kb=kb_name, reason=f"its concepts differ: {len(meta['concept_ids'])} in the index, {len(ids)} in the knowledge base"))
+        idf = _load_npy(path / "idf.npy")
+        owners = _load_npy(path / "owners.npy")
+        try:
+            matrix = sp.load_npz(path / "names.npz").tocsr()
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(Errors.E051.format(path=path / "names.npz", reason=f"not a scipy sparse .npz matrix ({type(err).__name__}: {err})")) from None
+        n_terms = len(meta["vocabulary"])
+        if idf.ndim != 1 or len(idf) != n_terms:
+            raise ValueError(Errors.E051.format(path=path / "idf.npy", reason=f"expected {n_terms} idf values, found shape {idf.shape}"))
+        if matrix.shape[1] != n_terms:
+            raise ValueError(Errors.E051.format(path=path / "names.npz", reason=f"expected {n_terms} columns, found {matrix.shape[1]}"))
+        if owners.ndim != 1 or len(owners) != matrix.shape[0] or (len(owners) and not 0 <= int(owners.min()) <= int(owners.max()) < len(ids)):
+            raise ValueError(Errors.E051.format(path=path / "owners.npy", reason=f"expected {matrix.shape[0]} concept rows below {len(ids)}, found shape {owners.shape}"))
         vectorizer = _vectorizer(meta["vocabulary"])
-        vectorizer.idf_ = np.load(path / "idf.npy", allow_pickle=False)
-        state = {
-            "concept_ids": list(meta["concept_ids"]),
-            "vectorizer": vectorizer,
-            "matrix": sp.load_npz(path / "names.npz").tocsr(),
-            "owners": np.load(path / "owners.npy", allow_pickle=False),
-        }
+        vectorizer.idf_ = idf
+        state = {"concept_ids": list(meta["concept_ids"]), "vectorizer": vectorizer, "matrix": matrix, "owners": owners}
         return cls(kb, _state=state)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        # object arrays (which would need pickle), truncated and garbage files end up here
+        raise ValueError(Errors.E051.format(path=path, reason=f"not a plain .npy array ({err})")) from None

@@ -91,8 +91,8 @@ class EmbeddingTable:
             raise ValueError(Errors.E015.format(path=path / IDS_FILE, reason="expected a JSON list of id strings"))
         try:
             vectors = numpy.load(path / VECTORS_FILE, allow_pickle=False)
-        except ValueError as err:
-            # object arrays (which would need pickle) and truncated files end up here
+        except (ValueError, EOFError, OSError) as err:
+            # object arrays (which would need pickle), truncated and empty files end up here
             raise ValueError(Errors.E015.format(path=path / VECTORS_FILE, reason=f"not a plain numeric .npy array ({err})")) from None
         if vectors.dtype.kind != "f":
             raise ValueError(Errors.E015.format(path=path / VECTORS_FILE, reason=f"expected floats, found dtype {vectors.dtype}"))
