@@ -3,7 +3,6 @@ import gzip
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 # PyKEEN reads PYKEEN_HOME once, at import: point it away from the home folder first
@@ -79,20 +78,23 @@ def sources(tmp_path_factory):
     return root, kb
 
 
+SOURCE_TRIPLES = [
+    ("D006", ISA, "D001"),
+    ("D002", ISA, "D006"),
+    ("D003", ISA, "D006"),
+    ("D004", ISA, "D005"),
+    ("D007", MEDIC_PARENT, "D002"),
+    ("OMIM:123", MEDIC_PARENT, "D003"),
+    ("D004", INDUCES, "D002"),
+    ("D004", INDUCES, "D003"),
+    ("D004", INDUCES, "D007"),
+]
+
+
 def test_build_kg_sources(sources):
     root, kb = sources
     graph = build_kg(kb, mesh_dir=root / "mesh", medic=root / "CTD_diseases.tsv.gz", relation_files=[root / "train.spacy"], semantic_network=False)
-    assert graph.triples == [
-        ("D006", ISA, "D001"),
-        ("D002", ISA, "D006"),
-        ("D003", ISA, "D006"),
-        ("D004", ISA, "D005"),
-        ("D007", MEDIC_PARENT, "D002"),
-        ("OMIM:123", MEDIC_PARENT, "D003"),
-        ("D004", INDUCES, "D002"),
-        ("D004", INDUCES, "D003"),
-        ("D004", INDUCES, "D007"),
-    ]
+    assert graph.triples == SOURCE_TRIPLES
     assert graph.sources["medic_parent"] == {"read": 4, "kept": 2, "dropped_same_as_isa": 1, "dropped_not_in_kb": 1}
     assert graph.sources["cid_relations"] == {"read": 4, "kept": 3, "dropped_duplicate": 1}
     stats = graph.stats(kb)
@@ -120,10 +122,10 @@ def test_build_kg_cli(sources, tmp_path):
         "--medic", str(root / "CTD_diseases.tsv.gz"), "--relations", str(root / "train.spacy"), "--no-semantic-network",
     ])
     assert result.exit_code == 0, result.output
-    assert len(read_triples(tmp_path / "kg" / "triples.tsv")) == 9
-    assert srsly.read_json(tmp_path / "kg" / "stats.json")["relations"][ISA] == 4
+    assert read_triples(tmp_path / "kg" / "triples.tsv") == SOURCE_TRIPLES
+    assert srsly.read_json(tmp_path / "kg" / "stats.json")["relations"] == {ISA: 4, INDUCES: 3, MEDIC_PARENT: 2}
     bad = CliRunner().invoke(app, ["build-kg", str(tmp_path / "kg2"), "--kb", str(tmp_path / "missing")])
-    assert bad.exit_code == 1 and "file not found" in bad.output
+    assert bad.exit_code == 1 and bad.output == f"error: [E003] {tmp_path / 'missing'}: file not found\n"
 
 
 def test_read_triples_errors(tmp_path):
@@ -151,12 +153,10 @@ def test_transe_ranks_planted_triple_first(tmp_path):
     from spacy_medllm.kg.train import train_kg
 
     triples, planted = composition_graph()
-    t0 = time.perf_counter()
     result = train_kg(
         triples, heldout=[planted], embedding_dim=16, num_epochs=400, batch_size=64, learning_rate=0.02,
         early_stopping=False, per_relation=False, seed=0, scoring_norm=2,
     )
-    assert time.perf_counter() - t0 < 60
     assert result.predict_tails(planted[0], planted[1], k=1)[0][0] == planted[2]
     assert result.metrics["heldout_tail"]["hits@1"] == 1.0
     table = result.table
@@ -180,7 +180,8 @@ def test_train_kg_split_early_stopping_cli(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = srsly.read_json(tmp_path / "kg.json")
     assert set(metrics["heldout"]) == {"mrr", "hits@1", "hits@3", "hits@10"}
-    assert metrics["triples"]["testing"] > 0 and metrics["heldout_by_relation"]
+    assert metrics["triples"] == {"training": 28, "validation": 3, "testing": 4}  # 35 triples, seeded split
+    assert set(metrics["heldout_by_relation"]) == {"treats"}
     assert EmbeddingTable.from_disk(tmp_path / "emb").dimension == 8
 
 
@@ -222,8 +223,16 @@ def test_embedding_table_errors(tmp_path):
     with pytest.raises(ValueError, match=r"E015.*meta.json: not a knowledge graph embedding table"):
         EmbeddingTable.from_disk(other)
 
+    for name, data in [("truncated", "half"), ("empty", b""), ("garbage", b"\x93NUMPY\x01\x00")]:
+        broken = tmp_path / name
+        shutil.copytree(tmp_path / "t", broken)
+        vectors = broken / "embeddings.npy"
+        vectors.write_bytes(vectors.read_bytes()[: len(vectors.read_bytes()) // 2] if data == "half" else data)
+        with pytest.raises(ValueError, match=rf"\[E015\] .*{name}/embeddings.npy: not a knowledge graph embedding table: not a plain numeric .npy array"):
+            EmbeddingTable.from_disk(broken)
+
     (tmp_path / "t" / "ids.json").unlink()
-    with pytest.raises(FileNotFoundError, match="ids.json"):
+    with pytest.raises(FileNotFoundError, match=r"\[E003\] .*t/ids.json: file not found"):
         EmbeddingTable.from_disk(tmp_path / "t")
     with pytest.raises(ValueError, match="more than once"):
         EmbeddingTable(numpy.ones((2, 3)), ["A", "A"])

@@ -90,10 +90,11 @@ def test_empty_doc(trained):
 def test_long_document_beyond_512_wordpieces(trained):
     text = " ".join(t for t, _ in TRAIN) * 40
     doc = trained(text)
-    wordpieces = sum(len(s) for s in doc._.trf_data.wordpieces.input_ids) if hasattr(doc._.trf_data, "wordpieces") else None
-    assert len(doc) > 512
-    assert wordpieces is None or wordpieces > 512
-    # the last sentence, far past the first 512 word pieces, is still tagged
+    assert len(doc) == 960
+    # word pieces of all the strided windows (16 wide, stride 12), far beyond one 512-piece window
+    assert sum(len(s) for s in doc._.trf_data.wordpieces.input_ids) == 4480
+    # the last sentence, far past the first 512 word pieces, is still tagged (a tiny model in
+    # an unseen 40-fold repetition does not tag every mention: only this one is asserted)
     last = text.rindex("Lithium")
     assert (last, last + 7, "Chemical") in ents(doc)
 
@@ -122,12 +123,57 @@ def test_cli_evaluate_and_annotate(trained, tmp_path):
     assert metrics["datasets"]["gold"]["overall"] == {"p": 100.0, "r": 100.0, "f": 100.0}
     assert set(metrics["datasets"]["gold"]["per_type"]) == {"Chemical", "Disease"}
     assert set(metrics["datasets"]["gold-disease"]["per_type"]) == {"Disease"}
-    assert metrics["datasets"]["gold"]["words_per_second"] > 0 and metrics["peak_rss_mb"] > 50
-    assert "| tiny | gold | Chemical | 100.00 | 100.00 | 100.00 |" in (tmp_path / "metrics" / "ner.md").read_text()
+    # counts, not speed: timing belongs to the benchmarks
+    assert (metrics["datasets"]["gold"]["docs"], metrics["datasets"]["gold"]["words"]) == (3, 24)
+    assert isinstance(metrics["datasets"]["gold"]["words_per_second"], int) and isinstance(metrics["peak_rss_mb"], float)
+    table = (tmp_path / "metrics" / "ner.md").read_text().splitlines()
+    assert [line.rsplit("|", 3)[0] for line in table] == [  # without the words/s and memory columns
+        "| pipeline | data | label | P | R | F ", "|---|---|---|---:|---:|---:",
+        "| tiny | gold | overall | 100.00 | 100.00 | 100.00 ", "| tiny | gold | Chemical | 100.00 | 100.00 | 100.00 ",
+        "| tiny | gold | Disease | 100.00 | 100.00 | 100.00 ", "| tiny | gold-disease | overall | 100.00 | 100.00 | 100.00 ",
+        "| tiny | gold-disease | Disease | 100.00 | 100.00 | 100.00 ",
+    ]
 
     (tmp_path / "in.txt").write_text("Cisplatin induced acute renal failure in rats.\n\nLithium toxicity caused seizures and fever.\n")
     result = runner.invoke(app, ["annotate", str(tmp_path / "model"), str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl")])
     assert result.exit_code == 0, result.output
     out = list(srsly.read_jsonl(tmp_path / "out.jsonl"))
-    assert [(e["start"], e["end"], e["label"]) for e in out[0]["entities"]] == TRAIN[1][1]
-    assert len(out) == 2
+    assert [[(e["start"], e["end"], e["label"]) for e in o["entities"]] for o in out] == [TRAIN[1][1], TRAIN[2][1]]
+
+
+def test_peak_memory_without_resource(monkeypatch):
+    """`resource` is Unix-only: without it the peak comes from psutil's peak working set
+    (Windows), else it is reported as None; the table then shows n/a."""
+    import sys
+    import types
+
+    from spacy_medllm import evaluate
+
+    assert isinstance(evaluate.peak_rss_mb(), float)
+    monkeypatch.setattr(evaluate, "resource", None)
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    assert evaluate.peak_rss_mb() is None
+    fake = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(memory_info=lambda: types.SimpleNamespace(peak_wset=300 * 1024 * 1024)))
+    monkeypatch.setitem(sys.modules, "psutil", fake)
+    assert evaluate.peak_rss_mb() == 300.0
+    fake_linux = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(memory_info=lambda: types.SimpleNamespace(rss=1)))
+    monkeypatch.setitem(sys.modules, "psutil", fake_linux)
+    assert evaluate.peak_rss_mb() is None  # no peak to report
+    result = {"tiny": {"peak_rss_mb": None, "datasets": {"gold": {"words_per_second": 10, "overall": {"p": 1.0, "r": 1.0, "f": 1.0}, "per_type": {}}}}}
+    assert evaluate.markdown_table(result).splitlines()[-1] == "| tiny | gold | overall | 1.00 | 1.00 | 1.00 | 10 | n/a |"
+
+
+def test_package_imports_without_resource():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['resource'] = None; sys.modules['psutil'] = None\n"
+        "import importlib, pkgutil, spacy_medllm\n"
+        "for m in pkgutil.walk_packages(spacy_medllm.__path__, 'spacy_medllm.'):\n"
+        "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "from spacy_medllm.evaluate import peak_rss_mb; print(peak_rss_mb())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "None"

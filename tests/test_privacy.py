@@ -182,3 +182,14 @@ def test_corrupted_knowledge_file_in_a_pipeline(default_nlp, tmp_path):
     (tmp_path / "nlp" / "medllm_rel" / "knowledge").write_bytes(b"\x00\x01truncated")
     with pytest.raises(ValueError, match=r"\[E050\] .*medllm_rel/knowledge: not a relation knowledge file"):
         spacy.load(tmp_path / "nlp")
+
+
+def test_corrupted_relation_model_file(default_nlp, tmp_path):
+    """The relation model's weights: garbage or a truncated file raise E032 naming the file."""
+    default_nlp.to_disk(tmp_path / "nlp")
+    model = tmp_path / "nlp" / "medllm_rel" / "model"
+    data = model.read_bytes()
+    for broken in (data[: len(data) // 2], b"\x00garbage"):
+        model.write_bytes(broken)
+        with pytest.raises(ValueError, match=r"\[E032\] medllm_rel: the relation model could not be loaded from .*nlp/medllm_rel/model"):
+            spacy.load(tmp_path / "nlp")

@@ -8,6 +8,8 @@ from spacy_medllm.corpus.base import NIL, CorpusError, ReadStats, get_relations,
 from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.corpus.pubtator import NCBI_LABELS, read_pubtator
 
+from corpus_paths import require_corpus
+
 GOOD = (
     "9000001|t|Propofol blunted the pressor responses seen with lidocaine.\n"
     "9000001|a|In rats clonidine caused hypotension; nalozone did not.\n"
@@ -33,6 +35,12 @@ def nlp():
     return blank_biomedical()
 
 
+@pytest.fixture(scope="module")
+def shared_corpus():
+    """../shared/corpus: a skip naming the path locally, a failure under CI=true."""
+    return require_corpus()
+
+
 def write(tmp_path, text, name="sample.txt", encoding="utf8"):
     path = tmp_path / name
     path.write_bytes(text.encode(encoding))
@@ -45,7 +53,7 @@ def test_good_sample(tmp_path, nlp):
     assert (stats.documents, stats.mentions, stats.relations) == (2, 9, 1)
     d1, d2 = docs
     assert d1._.medllm_doc_id == "9000001"
-    assert d1.text.startswith("Propofol blunted") and " In rats" in d1.text
+    assert d1.text == "Propofol blunted the pressor responses seen with lidocaine. In rats clonidine caused hypotension; nalozone did not."
     assert [(e.text, e.label_, e.kb_id_) for e in d1.ents] == [
         ("Propofol", "Chemical", "D009270"), ("lidocaine", "Chemical", "D003000"),
         ("clonidine", "Chemical", "D003000"), ("hypotension", "Disease", "D007022"),
@@ -95,18 +103,20 @@ def test_duplicate_document_and_text_mismatch(tmp_path, nlp):
     assert len(docs) == 1
     assert docs[0].ents[0].text == "Machado-Joseph disease"  # the offsets win
     assert stats.notes == {"mention_text_mismatch": 1, "duplicate_documents_dropped": 1}
-    messages = " ".join(str(w.message) for w in caught)
-    assert "W002" in messages and "line 3" in messages and "W003" in messages
+    assert [str(w.message) for w in caught] == [
+        f"[W002] {tmp_path / 'sample.txt'}, line 3: mention text 'Machado-Joseph disease  ' differs from the text at its offsets 'Machado-Joseph disease'; the offsets are kept",
+        f"[W003] {tmp_path / 'sample.txt'}: document 1 occurs more than once; the later copy (line 5) is dropped",
+    ]
 
 
 @pytest.mark.parametrize(
     "line,reason",
     [
-        ("9\t0\t4\tAcne", "expected at least 5 tab-separated columns, found 4"),
-        ("9\tx\t4\tAcne\tDisease\tD1", "not integers"),
-        ("9\t0\t400\tAcne\tDisease\tD1", "outside the document text"),
-        ("9\t5\t5\tAcne\tDisease\tD1", "outside the document text"),
-        ("8\t0\t4\tAcne\tDisease\tD1", "belongs to document '8'"),
+        ("9\t0\t4\tAcne", "expected at least 5 tab-separated columns, found 4 (truncated line?)"),
+        ("9\tx\t4\tAcne\tDisease\tD1", "offsets 'x', '4' are not integers"),
+        ("9\t0\t400\tAcne\tDisease\tD1", "offsets 0-400 lie outside the document text (length 22) or are empty"),
+        ("9\t5\t5\tAcne\tDisease\tD1", "offsets 5-5 lie outside the document text (length 22) or are empty"),
+        ("8\t0\t4\tAcne\tDisease\tD1", "line belongs to document '8' inside the block of '9' (missing blank line?)"),
     ],
 )
 def test_malformed_mention_line(tmp_path, nlp, line, reason):
@@ -114,8 +124,8 @@ def test_malformed_mention_line(tmp_path, nlp, line, reason):
     path = write(tmp_path, text)
     with pytest.raises(CorpusError) as err:
         list(read_pubtator(path, nlp))
-    msg = str(err.value)
-    assert str(path) in msg and "line 4" in msg and reason in msg
+    assert (err.value.path, err.value.line, err.value.reason) == (str(path), 4, reason)
+    assert str(err.value) == f"[E001] {path}, line 4: {reason}"
     # skipping: the bad line is counted, the rest of the document is kept
     stats = ReadStats()
     with pytest.warns(UserWarning, match="W001"):
@@ -153,7 +163,7 @@ def test_bc5cdr_counts(shared_corpus, nlp):
     }
     for name, (n_docs, n_chem, n_dis, n_rel, n_nil) in expected.items():
         stats = ReadStats()
-        docs = list(read_pubtator(shared_corpus / "bc5cdr" / name, nlp, stats=stats))
+        docs = list(read_pubtator(require_corpus("bc5cdr", name), nlp, stats=stats))
         assert (stats.documents, stats.labels["Chemical"], stats.labels["Disease"], stats.relations) == (n_docs, n_chem, n_dis, n_rel)
         assert sum(e.kb_id_ == NIL for d in docs for e in d.spans["mentions"]) == n_nil
         assert stats.skipped == {} and stats.notes == {}
@@ -162,8 +172,25 @@ def test_bc5cdr_counts(shared_corpus, nlp):
 def test_ncbi_disease_quirks(shared_corpus, nlp):
     stats = ReadStats()
     with pytest.warns(UserWarning) as caught:
-        docs = list(read_pubtator(shared_corpus / "ncbi_disease" / "NCBItrainset_corpus.txt", nlp, ent_label_map=NCBI_LABELS, stats=stats))
+        docs = list(read_pubtator(require_corpus("ncbi_disease", "NCBItrainset_corpus.txt"), nlp, ent_label_map=NCBI_LABELS, stats=stats))
     assert stats.documents == 592  # 593 abstracts, PMID 8528200 twice
     assert stats.notes == {"mention_text_mismatch": 1, "duplicate_documents_dropped": 1}
-    assert any("8528200" in str(w.message) for w in caught)
+    path = require_corpus("ncbi_disease", "NCBItrainset_corpus.txt")
+    assert [str(w.message) for w in caught] == [
+        f"[W002] {path}, line 3249: mention text 'generalized epilepsy and febrile seizures \" plus \"  ' differs from the text at its offsets 'generalized epilepsy and febrile seizures \" plus \"'; the offsets are kept",
+        f"[W003] {path}: document 8528200 occurs more than once; the later copy (line 4557) is dropped",
+    ]
     assert {e.label_ for d in docs for e in d.ents} == {"Disease"}
+
+
+def test_missing_corpus_is_named(monkeypatch):
+    """Locally a missing corpus skips, naming the path; under CI=true it fails, naming it."""
+    import corpus_paths
+
+    missing = corpus_paths.SHARED_CORPUS / "no_such_corpus" / "x.txt"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"corpus file {missing} not found"):
+        require_corpus("no_such_corpus", "x.txt")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=f"corpus file {missing} not found .*CI=true: a missing corpus is a failure"):
+        require_corpus("no_such_corpus", "x.txt")

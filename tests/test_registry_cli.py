@@ -1,6 +1,6 @@
-"""Entry points, registered readers, the tokenizer, the augmenter and the `medllm` CLI."""
+"""Registered readers, the tokenizer, the augmenter and the `medllm` CLI (the entry points
+of every registered name: tests/test_entry_points.py)."""
 import random
-from importlib.metadata import entry_points
 
 import spacy
 import srsly
@@ -9,27 +9,11 @@ from typer.testing import CliRunner
 
 from spacy_medllm.augment.entity_swap import swap_entities
 from spacy_medllm.cli import app
-from spacy_medllm.corpus.convert import blank_biomedical
+from spacy_medllm.corpus.convert import CORPORA, blank_biomedical
 
 from test_pubtator import GOOD
 
 runner = CliRunner()
-
-
-def test_entry_points_declared():
-    groups = {
-        "spacy_architectures": {"spacy_medllm.TransformerModel.v1"},
-        "spacy_tokenizers": {"spacy_medllm.BiomedicalTokenizer.v1"},
-        "spacy_readers": {"spacy_medllm.PubTatorCorpus.v1", "spacy_medllm.ADECorpus.v1", "spacy_medllm.ChiaCorpus.v1", "spacy_medllm.MimicNotes.v1"},
-        "spacy_augmenters": {"spacy_medllm.entity_swap_augmenter.v1"},
-        "console_scripts": {"medllm"},
-    }
-    for group, names in groups.items():
-        declared = {ep.name for ep in entry_points(group=group) if ep.value.startswith("spacy_medllm")}
-        assert names <= declared, group
-        for ep in entry_points(group=group):
-            if ep.name in names:
-                assert callable(ep.load())
 
 
 def test_registered_reader_in_config(tmp_path):
@@ -76,7 +60,10 @@ def test_augmenter_from_docbin(tmp_path):
 
     out = list(augment(nlp, Example(nlp.make_doc(doc.text), doc)))
     assert len(out) == 2 and out[0].reference is doc
-    assert {e.label_ for e in out[1].reference.ents} == {"Chemical", "Disease"}
+    # level and swap_prob 1: both mentions replaced by the other training names
+    assert out[1].reference.text == "Lithium caused seizures."
+    assert [(e.text, e.label_) for e in out[1].reference.ents] == [("Lithium", "Chemical"), ("seizures", "Disease")]
+    assert out[1].predicted.text == out[1].reference.text and not out[1].predicted.ents
 
 
 def test_cli_convert_and_errors(tmp_path):
@@ -86,7 +73,10 @@ def test_cli_convert_and_errors(tmp_path):
         (src / f"{name}.PubTator.txt").write_text(GOOD)
     result = runner.invoke(app, ["convert", "bc5cdr", str(src), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "bc5cdr train: 2 documents, 9 mentions, 1 relations" in result.output
+    assert result.output.splitlines() == [
+        "bc5cdr train: 2 documents, 9 mentions, 1 relations", "bc5cdr dev: 2 documents, 9 mentions, 1 relations",
+        "bc5cdr test: 2 documents, 9 mentions, 1 relations", f"wrote {tmp_path / 'out'}/{{train,dev,test}}.spacy and stats.json",
+    ]
     stats = srsly.read_json(tmp_path / "out" / "stats.json")
     assert stats["test"]["labels"] == {"Chemical": 5, "Disease": 3, "SpecificDisease": 1}
     docs = list(DocBin().from_disk(tmp_path / "out" / "dev.spacy").get_docs(blank_biomedical().vocab))
@@ -95,11 +85,16 @@ def test_cli_convert_and_errors(tmp_path):
     (src / "CDR_TestSet.PubTator.txt").write_text(GOOD.replace("9000001\t85\t96", "9000001\t85\t960"))
     result = runner.invoke(app, ["convert", "bc5cdr", str(src), str(tmp_path / "out2")])
     assert result.exit_code == 1
-    assert "CDR_TestSet.PubTator.txt, line 6: offsets 85-960 lie outside" in result.output
+    assert result.output == f"error: [E001] {src / 'CDR_TestSet.PubTator.txt'}, line 6: offsets 85-960 lie outside the document text (length 115) or are empty\n"
     assert not (tmp_path / "out2").exists()
     # the earlier output is intact
     assert (tmp_path / "out" / "train.spacy").exists()
     result = runner.invoke(app, ["convert", "bc5cdr", str(src), str(tmp_path / "out2"), "--skip-errors"])
-    assert result.exit_code == 0 and "8 mentions, 1 relations, 1 skipped" in result.output
+    assert result.exit_code == 0
+    assert result.output.splitlines()[:4] == [
+        "bc5cdr train: 2 documents, 9 mentions, 1 relations", "bc5cdr dev: 2 documents, 9 mentions, 1 relations",
+        "bc5cdr test: 2 documents, 8 mentions, 1 relations, 1 skipped", f"wrote {tmp_path / 'out2'}/{{train,dev,test}}.spacy and stats.json",
+    ]
     result = runner.invoke(app, ["convert", "nope", str(src), str(tmp_path / "out3")])
-    assert result.exit_code == 1 and "Unknown corpus format 'nope'" in result.output
+    assert result.exit_code == 1 and result.output == f"error: [E007] Unknown corpus format 'nope'. Known: {', '.join(sorted(CORPORA))}.\n"
+    assert {"ade", "bc5cdr", "chia", "ncbi_disease"} <= set(CORPORA)
