@@ -1,9 +1,11 @@
-"""medllm_linker: exact links after overfitting, NIL, abbreviations, serialization, empty docs."""
+"""medllm_linker: exact links after overfitting, NIL, abbreviations, serialization, empty docs,
+the shared transformer's update."""
+import numpy
 import pytest
 import spacy
 from spacy.tokens import DocBin, Span
 from spacy.training import Example
-from thinc.api import Adam, fix_random_seed
+from thinc.api import SGD, Adam, fix_random_seed
 
 from spacy_medllm.corpus.base import NIL
 from spacy_medllm.kb import Concept, KnowledgeBase
@@ -139,7 +141,10 @@ def test_round_trips(trained, tmp_path):
     doc = predict(trained, *TRAIN[0])
     back = list(DocBin(store_user_data=True, docs=[doc]).get_docs(trained.vocab))[0]
     assert [e.kb_id_ for e in back.ents] == ["D009270", "D007022", "D003000"]
-    assert [tuple(c) for c in back.ents[1]._.kb_candidates] == [tuple(c) for c in doc.ents[1]._.kb_candidates]
+    # plain lists, the same before and after
+    assert doc.ents[1]._.kb_candidates == back.ents[1]._.kb_candidates
+    assert [type(c) for c in doc.ents[1]._.kb_candidates] == [list] * len(doc.ents[1]._.kb_candidates)
+    assert doc.ents[1]._.kb_candidates[0] == ["D007022", pytest.approx(doc.ents[1]._.kb_candidates[0][1])]
 
 
 def test_pipe_equals_call(trained):
@@ -197,3 +202,116 @@ def test_listener_linker_round_trip(tiny_bert, tmp_path):
 
     for text, ents in TRAIN:
         assert run(loaded, text, ents) == run(nlp, text, ents)
+
+
+# ---- scispaCy's abbreviation detector, both output forms ----------------------------------------
+ABBREVIATION_TEXT = "Low blood pressure ( LBP ) followed clonidine ; LBP resolved ."
+
+
+@pytest.mark.parametrize("serializable", [False, True])
+def test_scispacy_abbreviation_detector(trained, serializable):
+    """scispaCy's detector gives Spans, or with make_serializable=True (for n_process)
+    dicts; the linker reads both and links both "LBP" through "Low blood pressure"."""
+    pytest.importorskip("scispacy")
+    from scispacy.abbreviation import AbbreviationDetector
+
+    detector = AbbreviationDetector(trained, make_serializable=serializable)
+    doc = detector(trained.make_doc(ABBREVIATION_TEXT))
+    assert type(doc._.abbreviations[0]) is (dict if serializable else Span)
+    doc.ents = [Span(doc, 4, 5, label="Disease"), Span(doc, 9, 10, label="Disease")]
+    doc = trained.get_pipe("medllm_linker")(doc)
+    assert [e.kb_id_ for e in doc.ents] == ["D007022", "D007022"]
+    assert [e._.kb_candidates[0][0] for e in doc.ents] == ["D007022", "D007022"]
+
+
+# ---- uninitialized: saved and loaded, a clear error only when used --------------------------------
+def test_uninitialized_linker_saves_and_loads(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_linker")
+    nlp.to_disk(tmp_path / "nlp")
+    assert sorted(p.name for p in (tmp_path / "nlp" / "medllm_linker").iterdir()) == ["cfg", "model", "priors"]
+    loaded = spacy.load(tmp_path / "nlp")
+    linker = loaded.get_pipe("medllm_linker")
+    assert linker.kb is None and linker.generator is None and "width" not in linker.cfg
+    doc = loaded.make_doc("Naloxone .")
+    doc.ents = [Span(doc, 0, 1, label="Chemical")]
+    with pytest.raises(ValueError, match="E013"):
+        linker(doc)
+    # bytes too
+    linker2 = spacy.blank("en").add_pipe("medllm_linker")
+    linker2.from_bytes(linker.to_bytes())
+    assert linker2.kb is None and linker2.cfg == linker.cfg
+    # with a KB but never initialized: saved with its KB, and says it is not initialized
+    with_kb = spacy.blank("en")
+    with_kb.add_pipe("medllm_linker").set_kb(KnowledgeBase(CONCEPTS))
+    with_kb.to_disk(tmp_path / "with_kb")
+    loaded = spacy.load(tmp_path / "with_kb")
+    assert len(loaded.get_pipe("medllm_linker").kb) == len(CONCEPTS)
+    doc = loaded.make_doc("Naloxone .")
+    doc.ents = [Span(doc, 0, 1, label="Chemical")]
+    with pytest.raises(ValueError, match="E040"):
+        loaded.get_pipe("medllm_linker")(doc)
+    assert loaded("") is not None  # nothing to link: nothing to complain about
+
+
+# ---- the shared transformer keeps training --------------------------------------------------------
+LISTENER = {"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
+            "pooling": {"@layers": "reduce_mean.v1"}, "upstream": "*"}
+# "Xyzzy" shares no 3-gram with any KB name: its gold id is among no candidates
+UNREACHABLE = [("Xyzzy was given .", [(0, 5, "Chemical", "D009270")])]
+
+
+def trf_pipeline(tiny_bert, with_linker: bool):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {"@architectures": "spacy_medllm.TransformerModel.v1", "name": str(tiny_bert),
+                                                  "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 16, "stride": 12}}})
+    nlp.add_pipe("ner", config={"model": {"@architectures": "spacy.TransitionBasedParser.v2", "state_type": "ner", "extra_state_tokens": False,
+                                          "hidden_width": 16, "maxout_pieces": 2, "use_upper": False, "tok2vec": LISTENER}})
+    if with_linker:
+        linker = nlp.add_pipe("medllm_linker", config={"model": {"@architectures": "spacy_medllm.LinkerModel.v1", "tok2vec": LISTENER}})
+        linker.set_kb(KnowledgeBase(CONCEPTS))
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    return nlp
+
+
+def trf_torch_model(nlp):
+    return next(node for node in nlp.get_pipe("transformer").model.walk() if node.shims).shims[0]._model
+
+
+def trf_weights(nlp) -> numpy.ndarray:
+    return numpy.concatenate([p.detach().numpy().ravel().copy() for p in trf_torch_model(nlp).parameters()])
+
+
+def trf_grads(nlp) -> numpy.ndarray:
+    return numpy.concatenate([p.grad.numpy().ravel().copy() for p in trf_torch_model(nlp).parameters() if p.grad is not None] or [numpy.zeros(0)])
+
+
+@pytest.mark.parametrize("data", ["reachable", "unreachable"])
+def test_linker_listener_keeps_the_transformer_training(tiny_bert, data):
+    """The last listener backpropagates into the transformer for all of them: the linker does
+    it on every batch, also when no gold id is among the candidates (then the transformer's
+    gradient is the NER's alone)."""
+    nlp = trf_pipeline(tiny_bert, with_linker=True)
+    assert nlp.get_pipe("transformer").listening_components == ["ner", "medllm_linker"]
+    rows = TRAIN if data == "reachable" else UNREACHABLE
+    batch = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in rows]
+    optimizer = SGD(0.05, L2=0.0, grad_clip=0.0)  # no momentum, no decay: a zero gradient moves nothing
+    start = trf_weights(nlp)
+    fix_random_seed(1)  # the transformer's dropout
+    losses = nlp.update(batch, sgd=optimizer, losses={})
+    assert losses["medllm_linker"] > 0.0 if data == "reachable" else losses["medllm_linker"] == 0.0
+    grads = trf_grads(nlp)
+    assert grads.size == start.size - 32 * 32 - 32 and numpy.abs(grads).sum() > 0  # all but the unused pooler
+    # spaCy calls each component's finish_update right after its update, before the listeners
+    # backpropagate: the transformer applies a batch's gradient in the next update
+    nlp.update(batch, sgd=optimizer, losses={})
+    assert numpy.abs(trf_weights(nlp) - start).sum() > 0
+    if data == "unreachable":
+        ner_only = trf_pipeline(tiny_bert, with_linker=False)
+        numpy.testing.assert_array_equal(trf_weights(ner_only), start)
+        fix_random_seed(1)
+        ner_only.update([Example(ner_only.make_doc(t), gold_doc(ner_only, t, e)) for t, e in rows], sgd=optimizer, losses={})
+        numpy.testing.assert_allclose(trf_grads(ner_only), grads, rtol=1e-5, atol=1e-8)
+

@@ -114,18 +114,23 @@ def set_input_width(model: Model, width: int) -> None:
     """
     shim = model.get_ref("scorer").shims[0]
     if shim._model.width != width:
-        import torch
-
         attrs = model.attrs
-        shim._model = CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"])
-        if model.ops.device_type != "cpu":
-            shim._model.to(torch.device("cuda"))
+        # on the device of the module it replaces (the one `--gpu-id` chose)
+        device = shim.device
+        shim._model = CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"]).to(device)
 
 
 def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
     docs, batch = inputs
     ops = model.ops
     tokvecs, bp_tokvecs = model.get_ref("tok2vec")(docs, is_train)
+    if not batch.spans:
+        # no mention: zero gradients still go back, so that a shared encoder whose last
+        # listener this is finishes its update (the other listeners' gradients included)
+        def backprop_empty(d_logits: Floats2d) -> List[Doc]:
+            return bp_tokvecs([ops.alloc2f(*t.shape) for t in tokvecs])
+
+        return ops.alloc2f(0, batch.feats.shape[1]), backprop_empty
     width = tokvecs[0].shape[1] if tokvecs else 1
     pooled = ops.alloc2f(len(batch.spans), width)
     for i, (d, start, end) in enumerate(batch.spans):
@@ -144,6 +149,8 @@ def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool)
 
 def forward_features(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
     docs, batch = inputs
+    if not batch.spans:
+        return model.ops.alloc2f(0, batch.feats.shape[1]), lambda d_logits: docs
     pooled = model.ops.alloc2f(len(batch.spans), 0)
     logits, bp_scorer = model.get_ref("scorer")((pooled, batch), is_train)
 

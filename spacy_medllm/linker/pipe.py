@@ -11,9 +11,11 @@ earlier in the pipeline, and are otherwise found by the same algorithm inside th
 component (without writing `doc._.abbreviations`).
 
 Writes `ent.kb_id_` (the concept id, or `NIL`), `Span._.kb_candidates` (list of
-`(concept_id, probability)`, best first) and `Span._.kb_concept` (the chosen concept's
+`[concept_id, probability]` lists, best first: plain lists, so a Doc from a DocBin or
+from `nlp.pipe(n_process=...)` holds the same value) and `Span._.kb_concept` (the chosen concept's
 id, name, types and definition). The knowledge base, the index, the priors and the
-model are saved with `nlp.to_disk`.
+model are saved with `nlp.to_disk`; an uninitialized component saves and loads too, and
+says what is missing when it is used.
 """
 import math
 import warnings
@@ -30,13 +32,14 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..corpus.base import NIL, split_kb_id
 from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.builders import CHEMICAL, DISEASE
 from ..kb.knowledge_base import normalize_alias
+from ..layers.threads import torch_fork_safe
 from .model import LinkerBatch, input_width, set_input_width
 
 N_FEATURES = 12
@@ -52,11 +55,45 @@ n_concept_rows = 65536
 DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
 
 
+def _plain(value):
+    """Tuples as lists, all the way down: a DocBin gives its user data back with tuples
+    (`use_list=False`), `Doc.from_bytes` (`n_process`) with lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# getters and setters over the `doc.user_data` key a plain (default=None) extension uses,
+# giving the value back in one form whatever carried the Doc; module-level functions, so
+# that spaCy can hand the extensions to spawned worker processes
+def _get_kb_candidates(span: Span):
+    return _plain(span.doc.user_data.get(("._.", "kb_candidates", span.start_char, span.end_char)))
+
+
+def _set_kb_candidates(span: Span, value) -> None:
+    span.doc.user_data[("._.", "kb_candidates", span.start_char, span.end_char)] = _plain(value)
+
+
+def _get_kb_concept(span: Span):
+    return _plain(span.doc.user_data.get(("._.", "kb_concept", span.start_char, span.end_char)))
+
+
+def _set_kb_concept(span: Span, value) -> None:
+    span.doc.user_data[("._.", "kb_concept", span.start_char, span.end_char)] = _plain(value)
+
+
+SPAN_EXTENSIONS = {"kb_candidates": (_get_kb_candidates, _set_kb_candidates), "kb_concept": (_get_kb_concept, _set_kb_concept)}
+
+
 def install_span_extensions() -> None:
-    if not Span.has_extension("kb_candidates"):
-        Span.set_extension("kb_candidates", default=None)
-    if not Span.has_extension("kb_concept"):
-        Span.set_extension("kb_concept", default=None)
+    """`Span._.kb_candidates` and `Span._.kb_concept` (idempotent). A plain extension of
+    the same name that something else registered first is replaced: both store under the
+    same key, so what was written through it stays readable."""
+    for name, (getter, setter) in SPAN_EXTENSIONS.items():
+        if not Span.has_extension(name) or Span.get_extension(name)[2] is not getter:
+            Span.set_extension(name, getter=getter, setter=setter, force=True)
 
 
 @Language.factory(
@@ -111,6 +148,7 @@ class MedLinker(TrainablePipe):
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
     ):
         install_span_extensions()
+        torch_fork_safe()
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -134,6 +172,12 @@ class MedLinker(TrainablePipe):
         if self.kb is None or self.generator is None:
             raise ValueError(Errors.E013.format(name=self.name))
 
+    def _require_initialized(self) -> None:
+        """A KB and a model that `initialize` (or a trained pipeline) has set up."""
+        self._require_kb()
+        if "width" not in self.cfg:
+            raise ValueError(Errors.E040.format(name=self.name))
+
     # ---- mentions and candidates ---------------------------------------------------------
     def _mentions(self, doc: Doc, spans: Optional[Sequence[Span]] = None) -> List[Tuple[Span, str, bool]]:
         """(entity, text to link, expanded from an abbreviation) for the entities to link.
@@ -151,13 +195,27 @@ class MedLinker(TrainablePipe):
         return out
 
     def _long_forms(self, doc: Doc) -> Dict[str, str]:
-        """Short form text -> long form text of the abbreviations defined in the document."""
-        pairs: List[Tuple[Span, Span]] = []
+        """Short form text -> long form text of the abbreviations defined in the document.
+
+        scispaCy's detector writes `doc._.abbreviations` as short-form Spans whose
+        `._.long_form` is a Span, or, with `make_serializable=True` (what `n_process`
+        needs), as dicts with `short_text` and `long_text` (the Spans' `._.long_form`
+        then holds the text); both are read.
+        """
         if Doc.has_extension("abbreviations") and doc._.abbreviations:
-            pairs = [(short._.long_form, short) for short in doc._.abbreviations if getattr(short._, "long_form", None) is not None]
-        elif len(doc):
-            pairs = [(long, short) for long, shorts in self._abbreviation_finder(doc) for short in shorts]
-        return {short.text: long.text for long, short in pairs}
+            out: Dict[str, str] = {}
+            for abbreviation in doc._.abbreviations:
+                if isinstance(abbreviation, dict):
+                    short, long = abbreviation.get("short_text"), abbreviation.get("long_text")
+                else:
+                    short, long = abbreviation.text, getattr(abbreviation._, "long_form", None)
+                    long = long.text if isinstance(long, Span) else long
+                if short and long:
+                    out[str(short)] = str(long)
+            return out
+        if len(doc):
+            return {short.text: long.text for long, shorts in self._abbreviation_finder(doc) for short in shorts}
+        return {}
 
     def _abbreviation_finder(self, doc: Doc):
         """scispaCy's Schwartz-Hearst matching, run on a doc without annotating it."""
@@ -235,6 +293,8 @@ class MedLinker(TrainablePipe):
     def predict(self, docs: Iterable[Doc]):
         docs = list(docs)
         mentions = [self._mentions(doc) for doc in docs]
+        if any(mentions):
+            self._require_initialized()
         batch, cands = self._batch(docs, mentions)
         if not batch.spans:
             return mentions, cands, numpy.zeros((0, self.cfg["top_k"] + 1), dtype="float32")
@@ -257,7 +317,7 @@ class MedLinker(TrainablePipe):
                     kb_id = cs[best_slot - 1][0]
                 for token in ent:
                     token.ent_kb_id_ = kb_id
-                ent._.kb_candidates = [(cid, round(p, 4)) for cid, p in ranked]
+                ent._.kb_candidates = [[cid, round(p, 4)] for cid, p in ranked]
                 if kb_id != NIL and self.kb is not None:
                     c = self.kb[kb_id]
                     ent._.kb_concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
@@ -267,11 +327,21 @@ class MedLinker(TrainablePipe):
 
     # ---- training ------------------------------------------------------------------------
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
-        """Learn from the gold entities (aligned to the predicted tokens) and their gold ids."""
+        """Learn from the gold entities (aligned to the predicted tokens) and their gold ids.
+
+        The model runs on every batch with tokens, even one with no mention whose answer
+        is among its candidates, and hands its (then zero) gradient back: a shared
+        transformer applies the gradients of all its listeners when the last one
+        backpropagates, so a listener that skipped a batch would drop the others' too.
+        """
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, "MedLinker.update")
+        self._require_initialized()
+        if not any(len(eg.predicted) for eg in examples):
+            # no tokens: the transformer does not run either, no listener waits
+            return losses
         docs = [eg.predicted for eg in examples]
         discard = set(self.cfg["labels_discard"])
         mentions, gold_ids = [], []
@@ -295,10 +365,13 @@ class MedLinker(TrainablePipe):
             if slot is not None:
                 keep.append(j)
                 targets.append(slot)
-        if not keep:
-            return losses
+        set_dropout_rate(self.model, drop)
         logits, backprop = self.model.begin_update((docs, batch))
-        loss, d_logits = self._loss(self.model.ops.to_numpy(logits), keep, targets)
+        logits = self.model.ops.to_numpy(logits)
+        if keep:
+            loss, d_logits = self._loss(logits, keep, targets)
+        else:
+            loss, d_logits = 0.0, numpy.zeros_like(logits)
         backprop(self.model.ops.asarray(d_logits))
         if sgd is not None:
             self.finish_update(sgd)
@@ -347,14 +420,17 @@ class MedLinker(TrainablePipe):
 
     # ---- serialization -------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
-        self._require_kb()
+        """Save cfg, model, priors and, once set, the KB and its index (an uninitialized
+        component saves without them and loads back uninitialized)."""
         serialize = {
             "cfg": lambda p: srsly.write_json(p, self.cfg),
             "model": lambda p: self.model.to_disk(p),
-            "kb": lambda p: self.kb.to_disk(p),
-            "index": lambda p: self.generator.to_disk(p),
             "priors": lambda p: srsly.write_msgpack(p, {"priors": self.priors, "concepts": self.concept_counts}),
         }
+        if self.kb is not None:
+            serialize["kb"] = lambda p: self.kb.to_disk(p)
+        if self.generator is not None:
+            serialize["index"] = lambda p: self.generator.to_disk(p)
         util.to_disk(path, serialize, exclude)
 
     def from_disk(self, path, *, exclude=tuple()) -> "MedLinker":
@@ -367,8 +443,14 @@ class MedLinker(TrainablePipe):
             except AttributeError:
                 raise ValueError(Errors.E014.format(path=p)) from None
 
+        # what a component saved before it had a KB is not there: it stays without
         def load_kb(p):
-            self.kb = KnowledgeBase.from_disk(p)
+            if p.exists():
+                self.kb = KnowledgeBase.from_disk(p)
+
+        def load_index(p):
+            if p.exists() and self.kb is not None:
+                self.generator = CandidateGenerator.from_disk(p, self.kb)
 
         def load_priors(p):
             data = srsly.read_msgpack(p)
@@ -378,7 +460,7 @@ class MedLinker(TrainablePipe):
         deserialize = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "kb": load_kb,
-            "index": lambda p: setattr(self, "generator", CandidateGenerator.from_disk(p, self.kb)),
+            "index": load_index,
             "priors": load_priors,
             "model": load_model,
         }
