@@ -1,6 +1,7 @@
 """medllm_rel: candidate pairs, exact relations after overfitting, bounds, serialization,
-nlp.pipe, thresholds, scorer, rendering, configs. Texts are invented."""
-import time
+nlp.pipe, thresholds, scorer, rendering, configs, two relation components. Texts are
+invented. `nlp.pipe(n_process=2)` is tested in test_multiprocess.py."""
+from collections import Counter
 from pathlib import Path
 
 import numpy
@@ -62,17 +63,6 @@ ADE_TRAIN = [
     ("Aspirin 100 mg was well tolerated .", [(0, 7, "Drug"), (8, 14, "Dose")], [("DOSE", 0, 1)]),
 ]
 ADE_PAIRS = [["Drug", "Effect"], ["Drug", "Dose"]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The pair encoder is tiny here; on a busy machine torch's thread pool only costs time."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def cid_doc(nlp, text, ents, pairs=None, with_ids=True):
@@ -166,8 +156,7 @@ def test_mention_level_instances_and_wildcards():
 
 
 def test_many_entities_are_bounded():
-    """A long document with hundreds of entities: pairs are capped (the closest kept) and
-    building them stays fast."""
+    """A long document with hundreds of entities: pairs are capped, the closest kept."""
     n = 400
     words = []
     for i in range(n):
@@ -175,11 +164,10 @@ def test_many_entities_are_bounded():
     doc = Doc(spacy.blank("en").vocab, words=words)
     doc.ents = [Span(doc, 2 * i, 2 * i + 1, label="Drug" if i % 2 == 0 else "Effect") for i in range(n)]
     for level in ("mention", "concept"):
-        t0 = time.perf_counter()
         inst = make_type_pairs([["Drug", "Effect"]], level=level, max_pairs=500)(doc)
-        assert time.perf_counter() - t0 < 5.0
         assert inst.n_candidates == (n // 2) ** 2 and len(inst.pairs) == 500
-        assert max(inst.gaps) <= 2 * 16  # the closest ones
+        # the closest: the 399 neighbours (1 token apart), then 101 of the 397 pairs 5 apart
+        assert Counter(inst.gaps) == {1: 399, 5: 101}
     inst = make_type_pairs([["Drug", "Effect"]], level="mention", max_distance=3)(doc)
     assert len(inst.pairs) == n - 1 and max(inst.gaps) <= 3
 
@@ -234,10 +222,15 @@ def test_long_document_runs_bounded(ade_nlp):
         words += ["lithium" if i % 2 == 0 else "tremor", "then"]
     doc = Doc(ade_nlp.vocab, words=words)
     doc.ents = [Span(doc, 2 * i, 2 * i + 1, label="Drug" if i % 2 == 0 else "Effect") for i in range(300)]
-    t0 = time.perf_counter()
-    doc = ade_nlp.get_pipe("medllm_rel")(doc)
-    assert time.perf_counter() - t0 < 20.0
-    assert len(doc._.medllm_rels) <= 2 * 100  # max_pairs pairs, at most two labels each
+    rel = ade_nlp.get_pipe("medllm_rel")
+    instances, probs = rel.predict([doc])
+    assert instances[0].n_candidates == 150 * 150 and len(instances[0].pairs) == 100  # max_pairs
+    thresholds = numpy.array([rel.threshold_of(label) for label in rel.labels])
+    doc = rel(doc)
+    # one record per (candidate, label) at or above the label's threshold, nothing else
+    assert Counter(r["label"] for r in doc._.medllm_rels) == {
+        label: int((probs[:, k] >= thresholds[k]).sum()) for k, label in enumerate(rel.labels) if (probs[:, k] >= thresholds[k]).any()
+    }
 
 
 def test_round_trips(cid_nlp, tmp_path):
@@ -255,23 +248,26 @@ def test_round_trips(cid_nlp, tmp_path):
     assert get_relations(back) == get_relations(doc)
 
 
+ADE_PATTERNS = (
+    [{"label": "Drug", "pattern": w} for w in ("lithium", "clonidine", "cisplatin", "Naloxone", "Aspirin")]
+    + [{"label": "Effect", "pattern": w} for w in ("tremor", "dizziness", "Rash", "hypotension")]
+    + [{"label": "Dose", "pattern": [{"LIKE_NUM": True}, {"LOWER": "mg"}]}]
+)
+
+
 def test_pipe_equals_call(cid_nlp, ade_nlp, tmp_path):
     rel = cid_nlp.get_pipe("medllm_rel")
     docs = [cid_doc(cid_nlp, t, e) for t, e, _ in CID_TRAIN]
     piped = [rels_of(d, True) for d in rel.pipe([d.copy() for d in docs], batch_size=2)]
     assert piped == [rels_of(rel(d.copy()), True) for d in docs]
-    # a whole pipeline from raw text, in two processes: an entity ruler finds the entities
+    # a whole pipeline from raw text: an entity ruler finds the entities
     ade_nlp.to_disk(tmp_path / "ade")
     nlp = spacy.load(tmp_path / "ade")
-    ruler = nlp.add_pipe("entity_ruler", first=True)
-    ruler.add_patterns([{"label": "Drug", "pattern": w} for w in ("lithium", "clonidine", "cisplatin", "Naloxone", "Aspirin")]
-                       + [{"label": "Effect", "pattern": w} for w in ("tremor", "dizziness", "Rash", "hypotension")]
-                       + [{"label": "Dose", "pattern": [{"LIKE_NUM": True}, {"LOWER": "mg"}]}])
+    nlp.add_pipe("entity_ruler", first=True).add_patterns(ADE_PATTERNS)
     texts = [t for t, _, _ in ADE_TRAIN] * 2
     single = [rels_of(nlp(t), True) for t in texts]
-    assert single[0][0][:3] == ("ADE", (2, 3), (4, 5))
+    assert [r[:3] for r in single[0]] == [("ADE", (2, 3), (4, 5)), ("DOSE", (2, 3), (6, 8))]  # the ruler's dose: "600 mg"
     assert [rels_of(d, True) for d in nlp.pipe(texts, batch_size=3)] == single
-    assert [rels_of(d, True) for d in nlp.pipe(texts, batch_size=2, n_process=2)] == single
 
 
 def test_uninitialized_fails_clearly():
@@ -296,13 +292,29 @@ def test_tune_thresholds(cid_nlp):
     saved = dict(rel.cfg["thresholds"])
     try:
         report = rel.tune_thresholds(examples)
-        assert report["CID"]["f"] == 1.0 and report["CID"]["gold"] == 4
-        assert 0.0 < rel.cfg["thresholds"]["CID"] < 1.0
+        # the scored pairs separate: halfway between the lowest gold pair and the highest other
+        low, high = separation(rel, examples)
+        assert low > high
+        assert report == {"CID": {"threshold": round((low + high) / 2, 4), "relative_threshold": None, "f": 1.0, "gold": 4}}
+        assert rel.cfg["thresholds"] == {"CID": round((low + high) / 2, 4)}
     finally:
         rel.cfg["thresholds"] = saved
 
 
+def separation(rel, examples):
+    """The lowest probability of a gold concept pair and the highest of another pair with ids."""
+    gold, other = [], []
+    for eg, (_, _, pairs) in zip(examples, CID_TRAIN):
+        (inst,), probs = rel.predict([eg.predicted])
+        for (h, t), prob in zip(inst.pairs, probs[:, 0]):
+            key = (inst.entities[h].concept_id, inst.entities[t].concept_id)
+            if None not in key:
+                (gold if key in set(pairs) else other).append(float(prob))
+    return min(gold), max(other)
+
+
 def test_scorer_mention_level_by_characters():
+    install_extensions()
     nlp = spacy.blank("en")
     text, ents, rels = ADE_TRAIN[0]
     gold = ade_doc(nlp, text, ents, rels)
@@ -391,7 +403,9 @@ def test_configs_build(name, tiny_bert):
     config["training"]["frozen_components"] = ["transformer"]
     nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
     assert nlp.pipe_names == pipeline
-    assert nlp.get_pipe("medllm_rel").cfg["level"] in ("concept", "mention")
+    level = {"rel_bc5cdr.cfg": "concept", "rel_bc5cdr_ft.cfg": "concept", "rel_ade.cfg": "mention", "rel_chia.cfg": "mention"}[name]
+    rel = nlp.get_pipe("medllm_rel")
+    assert (rel.level, rel.cfg["level"], rel.candidates.level) == (level, level, level)
 
 
 def test_render_command(tmp_path):
@@ -589,10 +603,11 @@ def test_best_threshold_with_a_relative_threshold():
     # (probability, gold, probability / its Doc's top): the gold pairs of the second and
     # third Docs are their tops but score low
     scored = [(0.9, True, 1.0), (0.6, False, 0.67), (0.2, True, 1.0), (0.1, True, 1.0), (0.05, False, 0.25)]
-    t, f = _best_threshold(scored, 3)
-    assert f == pytest.approx(2 * 3 / (4 + 3)) and 0.05 < t <= 0.1
-    t, f = _best_threshold(scored, 3, relative=1.0)
-    assert f == pytest.approx(1.0) and t > 0.6  # the tops alone: all three, nothing else
+    # without: accept down to 0.1 (3 of 4 right), halfway to the next score
+    assert _best_threshold(scored, 3) == (pytest.approx(0.075), pytest.approx(2 * 3 / (4 + 3)))
+    # with: the tops alone, all three and nothing else; the absolute threshold halfway
+    # between the highest other pair (0.6) and 1
+    assert _best_threshold(scored, 3, relative=1.0) == (pytest.approx(0.8), 1.0)
     assert _best_threshold([(0.3, False, 1.0)], 1, relative=1.0) == (None, 0.0)
 
 
@@ -603,10 +618,131 @@ def test_tune_relative_thresholds(cid_nlp):
     saved = (dict(rel.cfg["thresholds"]), dict(rel.cfg.get("relative_thresholds") or {}))
     try:
         report = rel.tune_thresholds(examples, relative=True)
-        assert report["CID"]["f"] == 1.0
-        r = report["CID"]["relative_threshold"]
-        assert r is None or 0.25 <= r <= 1.0
-        assert rel.cfg["relative_thresholds"]["CID"] == (r or 0.0)
+        # the absolute threshold alone already separates the pairs: the relative one is
+        # tuned off (0), the absolute one is the one tuned without it
+        low, high = separation(rel, examples)
+        assert report == {"CID": {"threshold": round((low + high) / 2, 4), "relative_threshold": None, "f": 1.0, "gold": 4}}
+        assert rel.cfg["relative_thresholds"] == {"CID": 0.0}
         assert [(x["head_id"], x["tail_id"]) for x in get_relations(rel(examples[0].predicted))] == [("C1", "D1"), ("C1", "D2")]
     finally:
         rel.cfg["thresholds"], rel.cfg["relative_thresholds"] = saved
+
+
+def test_tune_relative_thresholds_picks_the_grid_value(cid_nlp, monkeypatch):
+    """Scores where each Doc's gold pairs are its top ones but low in absolute terms: the
+    tuning picks the largest grid value that accepts every gold pair (0.9: the second gold
+    pair of each Doc scores 0.9 of the first), with an absolute threshold above the rest."""
+    rel = cid_nlp.get_pipe("medllm_rel")
+    gold = [cid_doc(cid_nlp, t, e, p) for t, e, p in CID_TRAIN]
+    examples = list(gold_entity_docs(cid_nlp, gold, upto="medllm_rel"))
+    probs = {("C1", "D1"): 0.3, ("C1", "D2"): 0.27, ("C3", "D3"): 0.9, ("C3", "D4"): 0.81}
+
+    def fake_probabilities(docs, instances):
+        rows = []
+        for inst in instances:
+            for h, t in inst.pairs:
+                key = (inst.entities[h].concept_id, inst.entities[t].concept_id)
+                rows.append([probs.get(key, 0.6 if key[0] == "C3" or key[0] == "C4" else 0.1)])
+        return numpy.asarray(rows, dtype="float32").reshape(-1, 1)
+
+    monkeypatch.setattr(rel, "_probabilities", fake_probabilities)
+    saved = (dict(rel.cfg["thresholds"]), dict(rel.cfg.get("relative_thresholds") or {}))
+    try:
+        # without the relative threshold: 0.9 and 0.81 only (2 of 4 gold, 6 others at 0.6)
+        report = rel.tune_thresholds(examples)
+        assert report == {"CID": {"threshold": 0.705, "relative_threshold": None, "f": 0.6667, "gold": 4}}
+        rel.cfg["thresholds"] = saved[0]
+        report = rel.tune_thresholds(examples, relative=True)
+        assert report == {"CID": {"threshold": 0.8, "relative_threshold": 0.9, "f": 1.0, "gold": 4}}
+        assert rel.cfg["thresholds"] == {"CID": 0.8} and rel.cfg["relative_thresholds"] == {"CID": 0.9}
+    finally:
+        rel.cfg["thresholds"], rel.cfg["relative_thresholds"] = saved
+
+
+# ---- two relation components in one pipeline --------------------------------------------------
+ADE_EXPECTED = [
+    [("ADE", (2, 3), (4, 5), None, None), ("DOSE", (2, 3), (6, 9), None, None)],
+    [("ADE", (6, 7), (8, 9), None, None)],
+    [("ADE", (4, 5), (0, 1), None, None)],
+    [("DOSE", (0, 1), (1, 3), None, None)],
+]
+
+
+@pytest.fixture(scope="module")
+def two_rel_nlp():
+    """ADE (Drug -> Effect) and DOSE (Drug -> Dose) from two components."""
+    install_extensions()
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_rel", config={"model": SMALL_MODEL, "candidates": {
+        "@misc": "spacy_medllm.type_pairs.v1", "pairs": [["Drug", "Effect"]], "level": "mention", "max_pairs": 100}})
+    nlp.add_pipe("medllm_rel", name="rel_dose", config={"model": SMALL_MODEL, "candidates": {
+        "@misc": "spacy_medllm.type_pairs.v1", "pairs": [["Drug", "Dose"]], "level": "mention", "max_pairs": 100}})
+    nlp.config["initialize"]["components"] = {"medllm_rel": {"labels": ["ADE"]}, "rel_dose": {"labels": ["DOSE"]}}
+    examples = [Example(nlp.make_doc(t), ade_doc(nlp, t, e, r)) for t, e, r in ADE_TRAIN]
+    return train(nlp, examples, 60)
+
+
+def run_all(nlp, doc):
+    for _, proc in nlp.pipeline:
+        doc = proc(doc)
+    return doc
+
+
+def test_two_relation_components_keep_each_others_records(two_rel_nlp):
+    nlp = two_rel_nlp
+    assert (nlp.get_pipe("medllm_rel").labels, nlp.get_pipe("rel_dose").labels) == (("ADE",), ("DOSE",))
+    docs = [run_all(nlp, ade_doc(nlp, t, e)) for t, e, _ in ADE_TRAIN]
+    assert [rels_of(d) for d in docs] == ADE_EXPECTED
+    assert [r["component"] for r in get_relations(docs[0])] == ["medllm_rel", "rel_dose"]
+    ade_score, dose_score = [r["score"] for r in get_relations(docs[0])]
+    # running one again replaces its own records only
+    again = nlp.get_pipe("medllm_rel")(docs[0])
+    assert [(r["label"], r["component"]) for r in get_relations(again)] == [("DOSE", "rel_dose"), ("ADE", "medllm_rel")]
+    # gold records (no component) stay
+    text, ents, rels = ADE_TRAIN[0]
+    doc = run_all(nlp, ade_doc(nlp, text, ents, [("ADE", 0, 1)]))
+    assert [(r["label"], r.get("component"), r["score"]) for r in get_relations(doc)] == [
+        ("ADE", None, 1.0), ("ADE", "medllm_rel", ade_score), ("DOSE", "rel_dose", dose_score)]
+
+
+def test_each_component_scores_its_own_labels(two_rel_nlp):
+    nlp = two_rel_nlp
+    examples = [Example(run_all(nlp, ade_doc(nlp, t, e)), ade_doc(nlp, t, e, r)) for t, e, r in ADE_TRAIN]
+    perfect = {"p": 1.0, "r": 1.0, "f": 1.0}
+    assert nlp.get_pipe("medllm_rel").score(examples) == {"medllm_rel_p": 1.0, "medllm_rel_r": 1.0, "medllm_rel_f": 1.0, "medllm_rel_per_type": {"ADE": perfect}}
+    assert nlp.get_pipe("rel_dose").score(examples) == {"medllm_rel_p": 1.0, "medllm_rel_r": 1.0, "medllm_rel_f": 1.0, "medllm_rel_per_type": {"DOSE": perfect}}
+    # a wrong DOSE record counts against rel_dose only
+    examples[0].predicted._.medllm_rels = get_relations(examples[0].predicted) + [
+        {"head": [2, 3], "tail": [4, 5], "head_id": None, "tail_id": None, "label": "DOSE", "score": 0.9, "component": "rel_dose"}]
+    assert nlp.get_pipe("medllm_rel").score(examples)["medllm_rel_f"] == 1.0
+    assert nlp.get_pipe("rel_dose").score(examples)["medllm_rel_per_type"] == {"DOSE": {"p": 2 / 3, "r": 1.0, "f": 0.8}}
+
+
+def test_score_uses_the_components_level(cid_nlp):
+    """Gold CID records that carry mention offsets (other mentions than the predicted
+    evidence): guessed from the gold records the level would be "mention"; the component
+    scores at its own, "concept"."""
+    rel = cid_nlp.get_pipe("medllm_rel")
+    examples = []
+    for text, ents, pairs in CID_TRAIN[:2]:
+        gold = cid_doc(cid_nlp, text, ents)
+        first = {}
+        for ent in gold.ents:
+            first.setdefault(ent.kb_id_, ent)
+        gold._.medllm_rels = [relation("CID", first[h], first[t]) for h, t in pairs]
+        examples.append(Example(predict_cid(cid_nlp, text, ents), gold))
+    # by offsets only (C1, D1) agrees: the gold records join the concepts' first mentions,
+    # the predicted evidence of the other three starts at a later mention of the chemical
+    assert score_relations(examples)["medllm_rel_per_type"] == {"CID": {"p": 0.25, "r": 0.25, "f": 0.25}}
+    concept = {"medllm_rel_p": 1.0, "medllm_rel_r": 1.0, "medllm_rel_f": 1.0, "medllm_rel_per_type": {"CID": {"p": 1.0, "r": 1.0, "f": 1.0}}}
+    assert score_relations(examples, level="concept") == concept
+    assert rel.score(examples) == concept
+    # the level is the candidate generator's, whatever a (stale) cfg says
+    saved = rel.cfg["level"]
+    try:
+        rel.cfg["level"] = "mention"
+        assert rel.level == "concept" and rel.score(examples) == concept
+    finally:
+        rel.cfg["level"] = saved
+

@@ -39,6 +39,7 @@ from thinc.types import Floats2d
 from ..errors import Errors
 from ..kb.knowledge_base import KnowledgeBase, normalize_alias
 from .kg_attention_torch import KGAttentionModule, deserialize_module, serialize_module
+from .threads import torch_fork_safe
 
 if TYPE_CHECKING:
     from ..kg.embeddings import EmbeddingTable
@@ -228,6 +229,7 @@ def build_kg_attention(
     """
     if n_heads <= 0 or attention_width <= 0 or attention_width % n_heads:
         raise ValueError(Errors.E019.format(width=attention_width, n_heads=n_heads))
+    torch_fork_safe()
     width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
     # a placeholder module: the real shapes are known at initialize (or from saved weights)
     module = KGAttentionModule(width or 1, 1, 1, n_heads, attention_width, freeze_embeddings)
@@ -296,9 +298,8 @@ def set_knowledge(model: Model, table: "EmbeddingTable", kb: KnowledgeBase, widt
     )
     module.set_embeddings(torch.from_numpy(table.vectors))
     shim = model.get_ref("attention").shims[0]
-    if model.ops.device_type != "cpu":
-        module.to(torch.device("cuda"))
-    shim._model = module
+    # on the device of the placeholder it replaces (the one `--gpu-id` chose)
+    shim._model = module.to(shim.device)
     model.set_dim("nO", width)
 
 

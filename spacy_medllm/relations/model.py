@@ -230,11 +230,8 @@ def set_input_width(model: Model, width: int) -> None:
     """
     shim = model.layers[0].shims[0]
     if shim._model.project.in_features != width:
-        import torch
-
-        shim._model = _make_encoder(width, model.attrs)
-        if model.ops.device_type != "cpu":
-            shim._model.to(torch.device("cuda"))
+        # on the device of the module it replaces (the one `--gpu-id` chose)
+        shim._model = _make_encoder(width, model.attrs).to(shim.device)
     model.set_dim("nI", width, force=True)
 
 

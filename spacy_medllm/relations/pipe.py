@@ -14,9 +14,12 @@ that state at least one relation each, tuned jointly on dev).
 
 Writes `doc._.medllm_rels`: a list of plain records in the format of the corpus readers
 (`spacy_medllm.corpus.base.relation`): `head` and `tail` token offsets, `head_id`,
-`tail_id`, `label` and `score`. A concept-pair prediction is one record whose `head` and
-`tail` are its closest pair of mentions (the evidence) and whose ids are the concepts';
-`spacy_medllm.relations.concept_pairs(doc)` gives the concept-pair view of any Doc.
+`tail_id`, `label` and `score`, plus `component`, the name of the component that wrote
+it. A component replaces only its own records: those of another `medllm_rel` in the
+pipeline, and gold records (without `component`), stay. A concept-pair prediction is one
+record whose `head` and `tail` are its closest pair of mentions (the evidence) and whose
+ids are the concepts'; `spacy_medllm.relations.concept_pairs(doc)` gives the concept-pair
+view of any Doc.
 """
 from collections import Counter, defaultdict
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -33,6 +36,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..corpus.base import get_relations, install_extensions, relation, split_kb_id
 from ..errors import Errors
+from ..layers.threads import torch_fork_safe
 from .instances import Instances, aligned_gold_entities, concept_keys
 from .knowledge import RelationKnowledge
 from .model import make_batch, set_input_width
@@ -137,6 +141,7 @@ class RelationExtractor(TrainablePipe):
         relative_threshold: Optional[float] = None,
     ):
         install_extensions()
+        torch_fork_safe()
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -167,6 +172,12 @@ class RelationExtractor(TrainablePipe):
         self._allow_extra_label()
         self.cfg["labels"] = list(self.cfg["labels"]) + [label]
         return 1
+
+    @property
+    def level(self) -> str:
+        """The candidate level, "concept" or "mention": the instance generator's own (a
+        loaded cfg may hold another one when the generator was overridden at load time)."""
+        return str(getattr(self.candidates, "level", None) or self.cfg["level"])
 
     def threshold_of(self, label: str) -> float:
         return float(self.cfg["thresholds"].get(label, self.cfg["threshold"]))
@@ -215,6 +226,9 @@ class RelationExtractor(TrainablePipe):
         relative = numpy.asarray([self.relative_threshold_of(label) or numpy.inf for label in labels], dtype="float32")
         j = 0
         for doc, inst in zip(docs, instances):
+            # what another component (or the gold data) put there stays; this one's own
+            # earlier records are replaced
+            kept = [r for r in get_relations(doc) if r.get("component") != self.name]
             records = []
             doc_probs = probs[j : j + len(inst.pairs)]
             # a label's pairs count when above its threshold, or (relative threshold) close
@@ -228,7 +242,7 @@ class RelationExtractor(TrainablePipe):
                     records.append(self._record(doc, inst, eh, et, p, labels[k], float(row[k])))
             j += len(inst.pairs)
             records.sort(key=lambda r: (r["head"], r["tail"], r["label"]))
-            doc._.medllm_rels = records
+            doc._.medllm_rels = kept + records
 
     def _record(self, doc: Doc, inst: Instances, eh: int, et: int, p: int, label: str, score: float) -> Dict[str, object]:
         hm, tm = inst.evidence[p]
@@ -236,8 +250,21 @@ class RelationExtractor(TrainablePipe):
         tail = doc[inst.mentions[tm][0] : inst.mentions[tm][1]]
         if inst.level == "concept":
             # a group of unlinked mentions has no concept id: the mention's own (NIL or none)
-            return relation(label, head, tail, head_id=inst.entities[eh].concept_id, tail_id=inst.entities[et].concept_id, score=round(score, 4))
-        return relation(label, head, tail, score=round(score, 4))
+            record = relation(label, head, tail, head_id=inst.entities[eh].concept_id, tail_id=inst.entities[et].concept_id, score=round(score, 4))
+        else:
+            record = relation(label, head, tail, score=round(score, 4))
+        record["component"] = self.name
+        return record
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
+        """Score the predicted relations of this component's labels at its own candidate
+        level (`spacy_medllm.relation_scorer.v1`, unless the config names another).
+
+        RETURNS (Dict[str, object]): medllm_rel_p / _r / _f and medllm_rel_per_type.
+        """
+        if self.scorer is None:
+            return {}
+        return self.scorer(examples, **{**kwargs, "level": kwargs.get("level", self.level), "labels": kwargs.get("labels", self.labels)})
 
     # ---- training ------------------------------------------------------------------------
     def _gold(self, eg: Example, leave_out: bool = False, features: bool = True) -> Tuple[Instances, numpy.ndarray, Counter]:
@@ -260,7 +287,7 @@ class RelationExtractor(TrainablePipe):
                     by_offsets.add((r["label"], h, t))
             else:
                 by_ids.update(concept_keys([r]))
-        if self.cfg["level"] == "concept":
+        if self.level == "concept":
             n_gold.update(key[0] for key in concept_keys(records))
         else:
             n_gold.update(key[0] for key in {(r["label"], tuple(r["head"]), tuple(r["tail"])) for r in records if r["head"] is not None and r["tail"] is not None})
@@ -446,6 +473,7 @@ class RelationExtractor(TrainablePipe):
             "knowledge": lambda p: self.knowledge.from_disk(p),
         }
         util.from_disk(path, deserialize, exclude)
+        self.cfg["level"] = self.level
         return self
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
@@ -463,6 +491,7 @@ class RelationExtractor(TrainablePipe):
             "knowledge": lambda b: self.knowledge.from_bytes(b, "bytes"),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
+        self.cfg["level"] = self.level
         return self
 
     def _load_model(self, data: bytes, where) -> None:

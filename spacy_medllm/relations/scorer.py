@@ -1,6 +1,6 @@
 """`spacy_medllm.relation_scorer.v1`: relation precision, recall and F1, micro and per label."""
 from collections import defaultdict
-from typing import Any, Dict, Iterable, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Set, Tuple
 
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -22,7 +22,9 @@ def _mention_keys(doc: Doc) -> Set[Tuple[str, int, int, int, int]]:
     return out
 
 
-def score_relations(examples: Iterable[Example], *, level: Optional[str] = None, **kwargs) -> Dict[str, Any]:
+def score_relations(
+    examples: Iterable[Example], *, level: Optional[str] = None, labels: Optional[Sequence[str]] = None, **kwargs
+) -> Dict[str, Any]:
     """Score `doc._.medllm_rels` of the predicted Docs against the reference Docs.
 
     level (str): "concept" compares (label, head concept id, tail concept id) per Doc,
@@ -30,10 +32,14 @@ def score_relations(examples: Iterable[Example], *, level: Optional[str] = None,
         in BC5CDR's CID evaluation; "mention" compares (label, head span, tail span) by
         character offsets. Default: "concept" for a Doc whose gold records have no
         offsets, else "mention". The component passes its own level.
+    labels (Optional[Sequence[str]]): score only relations of these labels, gold and
+        predicted (the component passes its own, so that a second relation component's
+        labels do not count against it); default: every label.
     RETURNS (Dict[str, Any]): medllm_rel_p / _r / _f (micro) and medllm_rel_per_type
         ({label: {p, r, f}}); None when there is nothing to score.
     """
     counts: Dict[str, list] = defaultdict(lambda: [0, 0, 0])  # tp, predicted, gold
+    keep = set(labels) if labels is not None else None
     for eg in examples:
         gold_records = get_relations(eg.reference)
         mode = level or ("concept" if any(r["head"] is None for r in gold_records) else "mention")
@@ -43,6 +49,9 @@ def score_relations(examples: Iterable[Example], *, level: Optional[str] = None,
         else:
             gold = _mention_keys(eg.reference)
             pred = _mention_keys(eg.predicted)
+        if keep is not None:
+            gold = {key for key in gold if key[0] in keep}
+            pred = {key for key in pred if key[0] in keep}
         for key in pred:
             counts[key[0]][1] += 1
             counts[key[0]][0] += key in gold
