@@ -132,6 +132,12 @@ def build_kb_cmd(
     mentions: List[Path] = typer.Option([], help="training-split .spacy file whose linked mentions add aliases (repeatable)"),
     umls: Optional[Path] = typer.Option(None, help="UMLS META folder with MRCONSO.RRF (+ MRSTY.RRF, MRDEF.RRF)"),
     scispacy_kb: List[Path] = typer.Option([], help="scispaCy KB file (.json list or .jsonl) (repeatable)"),
+    mesh_thesaurus: Optional[Path] = typer.Option(None, help="MeSH thesaurus table with entry terms (mesh2024_thesaurus.tsv.gz)"),
+    mesh_actions: Optional[Path] = typer.Option(None, help="MeSH pharmacological actions table (mesh2024_pharmacological_actions.tsv)"),
+    drugcentral: Optional[Path] = typer.Option(None, help="DrugCentral identifiers.tsv(.gz)"),
+    pharmgkb: Optional[Path] = typer.Option(None, help="PharmGKB drugs.tsv(.gz) (CC BY-SA: share-alike for a package that ships the KB)"),
+    primary_ids: str = typer.Option("old", help="a supplementary record that became a new descriptor: answer with the old record id (old: 2015-era corpora such as BC5CDR) or the new descriptor id (new)"),
+    use: str = typer.Option("local", help="local: every source given; package: leave out sources that may not be redistributed (CTD MEDIC, UMLS, scispaCy KB files)"),
 ) -> None:
     """Build a knowledge base from vocabularies and training mentions, with its candidate index."""
     import time
@@ -140,15 +146,30 @@ def build_kb_cmd(
     from .kb import CandidateGenerator, build_kb
 
     t0 = time.perf_counter()
+    report: dict = {}
     try:
-        kb = build_kb(mesh_dir=mesh, medic=medic, mention_files=mentions, umls_meta=umls, scispacy_kbs=scispacy_kb)
-    except (CorpusError, FileNotFoundError) as err:
+        kb = build_kb(
+            mesh_dir=mesh, medic=medic, mention_files=mentions, umls_meta=umls, scispacy_kbs=scispacy_kb,
+            mesh_thesaurus=mesh_thesaurus, mesh_actions=mesh_actions, drugcentral=drugcentral, pharmgkb=pharmgkb,
+            primary_ids=primary_ids, use=use, report=report,
+        )
+    except (CorpusError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     if not len(kb):
-        typer.echo("error: no source given (--mesh, --medic, --mentions, --umls, --scispacy-kb)", err=True)
+        typer.echo("error: no source given (--mesh, --medic, --mesh-thesaurus, --drugcentral, --pharmgkb, --mentions, --umls, --scispacy-kb)", err=True)
         raise typer.Exit(1)
     kb.to_disk(out_dir)
+    for source in kb.sources:
+        typer.echo(f"  {source['name']}: {source.get('names', 0):,} names on {source.get('concepts', 0):,} concepts "
+                   f"({source.get('new_concepts', 0):,} new); {source.get('licence', '')}", err=True)
+    for name in report.get("left_out", []):
+        typer.echo(f"  {name}: left out (--use package)", err=True)
+    if report.get("merges"):
+        typer.echo(f"  alternative ids: {len(report['merges']):,} supplementary records merged with the new descriptor they became "
+                   f"(primary: {primary_ids} id), e.g. {report['merges'][0]['primary']} = {report['merges'][0]['alt']}", err=True)
+    if any(s.get("redistribution") == "share-alike" for s in kb.sources):
+        typer.echo("  note: a package that ships this knowledge base takes PharmGKB's CC BY-SA 4.0 licence", err=True)
     typer.echo(f"{len(kb):,} concepts, {sum(len(c.names) for c in kb):,} names ({time.perf_counter() - t0:.1f} s)", err=True)
     t0 = time.perf_counter()
     CandidateGenerator(kb).to_disk(out_dir / "index")
@@ -163,6 +184,7 @@ def build_kg_cmd(
     medic: Optional[Path] = typer.Option(None, help="CTD MEDIC CTD_diseases.tsv(.gz) (parent edges)"),
     relations: List[Path] = typer.Option([], help="TRAINING-split .spacy file with CID relations (repeatable); dev/test would leak"),
     semantic_network: bool = typer.Option(True, "--semantic-network/--no-semantic-network", help="add PyKEEN's UMLS semantic network and concept types"),
+    mesh_actions: Optional[Path] = typer.Option(None, help="MeSH pharmacological actions table (has_pharmacological_action edges)"),
 ) -> None:
     """Build the knowledge graph over KB concept ids: a triples TSV and its statistics."""
     import time
@@ -176,13 +198,13 @@ def build_kg_cmd(
         knowledge_base = KnowledgeBase.from_disk(kb)
         graph = build_kg(
             knowledge_base, mesh_dir=mesh, medic=medic, relation_files=relations, semantic_network=semantic_network,
-            progress=lambda source: typer.echo(f"reading {source} ...", err=True),
+            mesh_actions=mesh_actions, progress=lambda source: typer.echo(f"reading {source} ...", err=True),
         )
     except (CorpusError, FileNotFoundError, ValueError, ModuleNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     if not graph.triples:
-        typer.echo("error: no triples (give --mesh, --medic, --relations or keep --semantic-network)", err=True)
+        typer.echo("error: no triples (give --mesh, --medic, --mesh-actions, --relations or keep --semantic-network)", err=True)
         raise typer.Exit(1)
     stats = graph.to_disk(out_dir, knowledge_base)
     for relation, n in stats["relations"].items():

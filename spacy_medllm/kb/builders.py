@@ -4,17 +4,36 @@ Concept ids follow the corpora: bare MeSH ids (`D008750`, supplementary `C012345
 and `OMIM:` prefixed OMIM ids; CTD's `MESH:` prefix is dropped. Types are MeSH
 tree numbers, UMLS semantic types (`T047`), and a coarse category (`Chemical`,
 `Disease`) that the linker compares with the NER label.
+
+`build_kb` layers the sources in a fixed order (MeSH descriptors, CTD MEDIC, the MeSH
+thesaurus with entry terms, MeSH pharmacological actions, DrugCentral, PharmGKB, UMLS,
+scispaCy KB files; then training mentions): a concept keeps the canonical name of the
+first source that has it, every name keeps the source that gave it first, and the KB
+lists every source with its licence (`SOURCES`). Between the vocabularies and the
+mentions, supplementary records that became new descriptors are merged into one
+concept with two ids (`spacy_medllm.kb.ids`).
 """
+import csv
 import gzip
+import io
+import logging
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import srsly
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from ..corpus.base import CorpusError, decode, iter_lines, read_text, split_kb_id
+from ..errors import Errors, Warnings
+from .ids import DRUG_NAME, OLD, RECORD_NAME, link_renamed_records
 from .knowledge_base import Concept, KnowledgeBase
+
+logger = logging.getLogger("spacy_medllm")
 
 CHEMICAL, DISEASE = "Chemical", "Disease"
 
@@ -116,6 +135,205 @@ def _rrf_rows(path: Path, n_cols: int, layout: str) -> Iterator[Tuple[int, List[
         yield line_no, cols
 
 
+MESH_DESCRIPTOR = re.compile(r"^D\d{6}(\d{3})?$")
+MESH_RECORD = re.compile(r"^[CD]\d{6}(\d{3})?$")
+_PHARMGKB_MESH = re.compile(r"^MeSH:(.*?)\((.*)\)$", re.S)
+
+
+def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """(line number, {column: value}) for the rows of a tab-separated file with a header,
+    `.gz` or plain, quoted as pandas writes it (a field with a quote or tab is quoted, its
+    quotes doubled). A missing column, bad quoting or a row of the wrong width raises a
+    `CorpusError` naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(Errors.E003.format(path=path))
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise CorpusError(path, None, f"not a readable gzip file ({err})") from None
+    reader = csv.reader(io.StringIO(decode(data, path), newline=""), delimiter="\t", strict=True)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # PharmGKB's cross-reference lists exceed the 128 kB default
+    try:
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            raise CorpusError(path, reader.line_num, f"malformed quoting ({err})") from None
+        missing = [c for c in required if header is None or c not in header]
+        if header is None or missing:
+            found = ", ".join(header or []) or "nothing"
+            raise CorpusError(path, 1, f"not a {what} file: missing column(s) {', '.join(missing)} in the header (found: {found[:300]})")
+        index = {c: header.index(c) for c in required}
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise CorpusError(path, reader.line_num, f"malformed quoting ({err})") from None
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise CorpusError(path, reader.line_num, f"expected {len(header)} tab-separated columns ({', '.join(header[:4])}, ...), found {len(row)}")
+            yield reader.line_num, {c: row[i] for c, i in index.items()}
+    finally:
+        csv.field_size_limit(limit)
+
+
+def read_mesh_thesaurus(path: Union[str, Path]) -> Iterator[Concept]:
+    """MeSH descriptors with their entry terms from a thesaurus table (one row per term:
+    `DescriptorUI`, `DescriptorName`, `TermName`, `IsPermutedTermYN`, ...; e.g. the MeSH
+    2024 `mesh2024_thesaurus.tsv.gz`). Permuted terms (`IsPermutedTermYN` = Y, "A23187,
+    Antibiotic") are skipped. The table has no tree numbers: the concepts carry no types.
+    """
+    path = Path(path)
+    concepts: Dict[str, Concept] = {}
+    seen: Dict[str, Set[str]] = {}
+    for line, row in _read_table(path, ("DescriptorUI", "DescriptorName", "TermName", "IsPermutedTermYN"), "MeSH thesaurus"):
+        did, name, term, permuted = row["DescriptorUI"].strip(), row["DescriptorName"].strip(), row["TermName"].strip(), row["IsPermutedTermYN"].strip()
+        if not MESH_DESCRIPTOR.match(did):
+            raise CorpusError(path, line, f"DescriptorUI {did!r} is not a MeSH descriptor id (D and 6 or 9 digits)")
+        if not name:
+            raise CorpusError(path, line, f"descriptor {did}: empty DescriptorName")
+        if permuted not in ("Y", "N"):
+            raise CorpusError(path, line, f"IsPermutedTermYN {permuted!r}: expected Y or N")
+        concept = concepts.get(did)
+        if concept is None:
+            concept = concepts[did] = Concept(did, name)
+            seen[did] = {name}
+        if permuted == "N" and term and term not in seen[did]:
+            concept.aliases.append(term)
+            seen[did].add(term)
+    yield from concepts.values()
+
+
+def _mesh_action_rows(path: Union[str, Path]) -> Iterator[Tuple[int, str, str, str]]:
+    path = Path(path)
+    for line, row in _read_table(path, ("DescriptorUI", "DescriptorName", "PharmActionUI", "PharmActionName"), "MeSH pharmacological actions"):
+        rid, name, action = row["DescriptorUI"].strip(), row["DescriptorName"].strip(), row["PharmActionUI"].strip()
+        if not MESH_RECORD.match(rid):
+            raise CorpusError(path, line, f"DescriptorUI {rid!r} is not a MeSH descriptor or supplementary record id")
+        if not MESH_DESCRIPTOR.match(action):
+            raise CorpusError(path, line, f"PharmActionUI {action!r} is not a MeSH descriptor id")
+        if not name and rid.startswith("D"):
+            raise CorpusError(path, line, f"descriptor {rid}: empty DescriptorName")
+        yield line, rid, name, action
+
+
+def read_mesh_actions(path: Union[str, Path]) -> Iterator[Concept]:
+    """The named substances of a MeSH pharmacological-actions table (`DescriptorUI`,
+    `DescriptorName`, `PharmActionUI`, `PharmActionName`), typed `Chemical`.
+
+    In `mesh2024_pharmacological_actions.tsv` only the descriptor rows carry a name; the
+    supplementary record rows (`C…`, 7,561 ids) have an empty `DescriptorName`, so they
+    are no concepts here (a concept needs a name): `mesh_action_records` gives their ids,
+    and the actions themselves are knowledge graph edges
+    (`spacy_medllm.kg.build.mesh_action_triples`)."""
+    done: Set[str] = set()
+    for _, rid, name, _ in _mesh_action_rows(path):
+        if name and rid not in done:
+            done.add(rid)
+            yield Concept(rid, name, [], [CHEMICAL])
+
+
+def mesh_action_records(path: Union[str, Path]) -> List[str]:
+    """The supplementary record ids (`C…`) of a MeSH pharmacological-actions table: records
+    that are still supplementary records in that MeSH version."""
+    return list(dict.fromkeys(rid for _, rid, _, _ in _mesh_action_rows(path) if rid.startswith("C")))
+
+
+def mesh_action_pairs(path: Union[str, Path]) -> Iterator[Tuple[str, str]]:
+    """(substance id, pharmacological action descriptor id) for each row of the table."""
+    for _, rid, _, action in _mesh_action_rows(path):
+        yield rid, action
+
+
+def read_drugcentral(path: Union[str, Path]) -> Iterator[Concept]:
+    """MeSH ids of DrugCentral drugs (`identifiers.tsv`: `DRUG_ID`, `DRUG_NAME`, `ID_TYPE`,
+    `IDENTIFIER`, values quoted), each named by the drug's name.
+
+    A drug's name goes to its supplementary records (`MESH_SUPPLEMENTAL_RECORD_UI`), or,
+    when it has none, to its descriptors (`MESH_DESCRIPTOR_UI`): beside a record, the
+    descriptor is often a broader heading (asfotase alfa -> Alkaline Phosphatase).
+    """
+    path = Path(path)
+    drugs: Dict[str, Dict[str, List[str]]] = {}
+    names: Dict[str, str] = {}
+    kinds = {"MESH_SUPPLEMENTAL_RECORD_UI": "C", "MESH_DESCRIPTOR_UI": "D"}
+    for line, row in _read_table(path, ("DRUG_ID", "DRUG_NAME", "ID_TYPE", "IDENTIFIER"), "DrugCentral identifiers"):
+        kind = kinds.get(row["ID_TYPE"].strip())
+        if kind is None:
+            continue
+        drug, name, mid = row["DRUG_ID"].strip(), row["DRUG_NAME"].strip(), row["IDENTIFIER"].strip()
+        if not (MESH_RECORD.match(mid) and mid[0] == kind):
+            raise CorpusError(path, line, f"{row['ID_TYPE']} {mid!r} is not a MeSH {'supplementary record' if kind == 'C' else 'descriptor'} id")
+        if not drug or not name:
+            raise CorpusError(path, line, f"{mid}: empty DRUG_ID or DRUG_NAME")
+        ids = drugs.setdefault(drug, {"C": [], "D": []})[kind]
+        names.setdefault(drug, name)
+        if mid not in ids:
+            ids.append(mid)
+    for drug, ids in drugs.items():
+        for mid in ids["C"] or ids["D"]:
+            yield Concept(mid, names[drug], [], [CHEMICAL])
+
+
+def _list_field(value: str, path: Path, line: int, column: str) -> List[str]:
+    """A PharmGKB list cell: `"a","b"` (quoted, comma-separated) or a single bare value."""
+    value = value.strip()
+    if not value:
+        return []
+    if not value.startswith('"'):
+        return [value]
+    try:
+        items = next(csv.reader([value], delimiter=",", strict=True))
+    except csv.Error as err:
+        raise CorpusError(path, line, f"column {column}: malformed quoted list ({err}): {value[:80]!r}") from None
+    return [v.strip() for v in items if v.strip()]
+
+
+def read_pharmgkb(path: Union[str, Path]) -> Iterator[Concept]:
+    """MeSH records of PharmGKB drugs (`drugs.tsv`: `name`, `generic_names`, `trade_names`,
+    and MeSH cross-references written `MeSH:C106538(abacavir)` in `external_vocabulary`
+    or `cross_references`).
+
+    Each record is named by its own MeSH name (in the parentheses). The drug's name,
+    generic and trade names become its aliases only when the drug has exactly one MeSH
+    reference: a drug with several points at mixtures and relatives too (atropine ->
+    Donnatal, Bellergal), which its names do not name. A reference whose id is not a
+    MeSH id (`MeSH:homoharringtonine(...)`) is skipped, with one warning per file.
+    """
+    path = Path(path)
+    skipped: List[Tuple[int, str]] = []
+    for line, row in _read_table(path, ("pharmgkb_accession_id", "name", "generic_names", "trade_names", "cross_references", "external_vocabulary"), "PharmGKB drugs"):
+        refs = []
+        for column in ("external_vocabulary", "cross_references"):
+            for item in _list_field(row[column], path, line, column):
+                if not item.startswith("MeSH:"):
+                    continue
+                m = _PHARMGKB_MESH.match(item)
+                if m is None or not MESH_RECORD.match(m.group(1)):
+                    skipped.append((line, f"{item[:60]!r} is not MeSH:<id>(<name>) with a MeSH id"))
+                    continue
+                if m.group(1) not in [r[0] for r in refs]:
+                    refs.append((m.group(1), m.group(2).strip()))
+        if not refs:
+            continue
+        drug_names = [row["name"].strip()] + _list_field(row["generic_names"], path, line, "generic_names") + _list_field(row["trade_names"], path, line, "trade_names")
+        drug_names = [n for n in dict.fromkeys(drug_names) if n]
+        for mid, record_name in refs:
+            name = record_name or (drug_names[0] if drug_names else "")
+            if not name:
+                raise CorpusError(path, line, f"{mid}: no name (empty record name and drug name)")
+            yield Concept(mid, name, [n for n in drug_names if n != name] if len(refs) == 1 else [], [CHEMICAL])
+    if skipped:
+        reasons = Counter("not a MeSH id" for _ in skipped)
+        warnings.warn(Warnings.W001.format(path=path, n=len(skipped), reasons=", ".join(f"{k}: {v}" for k, v in reasons.items()), line=skipped[0][0], reason=skipped[0][1]))
+
+
 def read_scispacy_kb(path: Union[str, Path]) -> Iterator[Concept]:
     """scispaCy's KB format: a JSON list or JSONL of {concept_id, canonical_name, aliases, types, definition}."""
     path = Path(path)
@@ -161,33 +379,155 @@ def read_mentions(docbins: Iterable[Union[str, Path]], vocab: Optional[Vocab] = 
                 yield Concept(ids[0], span.text, [], [label])
 
 
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a KB records about a source: title, licence, and what the licence allows:
+    redistribution "yes", "attribution", "share-alike" (a package that ships it takes the
+    licence), "no" (local use only) or "check" (depends on where the file came from)."""
+
+    title: str
+    licence: str
+    redistribution: str
+
+
+NLM_TERMS = "NLM MeSH terms and conditions: free to use; attribute NLM (MeSH); no NLM endorsement"
+SOURCES: Dict[str, SourceInfo] = {
+    "mesh": SourceInfo("MeSH descriptors and tree numbers (terms.tsv, tree-numbers.tsv)", "CC0 (dhimmel/mesh); content NLM MeSH", "yes"),
+    "ctd_medic": SourceInfo("CTD MEDIC disease vocabulary", "CTD terms of use: local use only, may not be redistributed", "no"),
+    "mesh_thesaurus": SourceInfo("MeSH descriptors with their entry terms (thesaurus)", NLM_TERMS, "attribution"),
+    "mesh_actions": SourceInfo("MeSH pharmacological actions (substances typed Chemical; supplementary record ids)", NLM_TERMS, "attribution"),
+    "drugcentral": SourceInfo("DrugCentral drug identifiers (MeSH ids)", "CC BY 4.0: attribute DrugCentral", "attribution"),
+    "pharmgkb": SourceInfo("PharmGKB drugs (MeSH cross-references)", "CC BY-SA 4.0: attribute PharmGKB; a package that ships it is CC BY-SA", "share-alike"),
+    "umls": SourceInfo("UMLS Metathesaurus (MRCONSO, MRSTY, MRDEF)", "UMLS Metathesaurus License: licensees only, may not be redistributed", "no"),
+    "scispacy": SourceInfo("scispaCy knowledge base file", "as the file's origin states (scispaCy's KBs derive from UMLS)", "check"),
+    "mentions": SourceInfo("linked mentions of training splits", "the training corpus's terms", "check"),
+}
+
+LOCAL, PACKAGE = "local", "package"
+KB_USES = (LOCAL, PACKAGE)
+# sources a KB meant to ship inside a package leaves out (the user's own mentions stay)
+NOT_FOR_PACKAGES = ("ctd_medic", "umls", "scispacy")
+
+
 def build_kb(
     mesh_dir: Optional[Union[str, Path]] = None,
     medic: Optional[Union[str, Path]] = None,
     mention_files: Iterable[Union[str, Path]] = (),
     umls_meta: Optional[Union[str, Path]] = None,
     scispacy_kbs: Iterable[Union[str, Path]] = (),
+    *,
+    mesh_thesaurus: Optional[Union[str, Path]] = None,
+    mesh_actions: Optional[Union[str, Path]] = None,
+    drugcentral: Optional[Union[str, Path]] = None,
+    pharmgkb: Optional[Union[str, Path]] = None,
+    primary_ids: str = OLD,
+    use: str = LOCAL,
+    report: Optional[Dict[str, object]] = None,
 ) -> KnowledgeBase:
-    """Layer the sources into one knowledge base: MeSH, MEDIC, UMLS, scispaCy KBs, then mentions.
+    """Layer the sources into one knowledge base, in this order: MeSH descriptors, CTD
+    MEDIC, the MeSH thesaurus (entry terms), MeSH pharmacological actions, DrugCentral,
+    PharmGKB, UMLS, scispaCy KBs; then the alternative-id rule; then mentions.
 
     Mention aliases are added only to concepts that a vocabulary source defines, or as
-    new concepts named by their first mention (the many MeSH supplementary records that
-    MeSH 2015 descriptors lack).
+    new concepts named by their first mention (supplementary records that no vocabulary
+    names). Each name keeps its source (`Concept.sources`); `kb.sources` lists every
+    source used, with its licence and counts.
+
+    mesh_dir (Path): folder with MeSH `terms.tsv` and `tree-numbers.tsv` (MeSH 2015 here);
+        its ids are the "old" ids of the alternative-id rule, which needs it.
+    mesh_thesaurus (Path): MeSH thesaurus table (`mesh2024_thesaurus.tsv.gz`).
+    mesh_actions (Path): MeSH pharmacological actions table: `Chemical` types, and the ids of
+        current supplementary records (which the alternative-id rule leaves alone).
+    drugcentral (Path): DrugCentral `identifiers.tsv(.gz)`.
+    pharmgkb (Path): PharmGKB `drugs.tsv(.gz)`.
+    primary_ids (str): "old" (the id 2015-era corpora use) or "new" (the 2024 descriptor id)
+        when a supplementary record became a descriptor; see `spacy_medllm.kb.ids`.
+    use (str): "local" (every source given) or "package": leave out the sources that may
+        not be redistributed (CTD MEDIC, UMLS) or whose terms depend on the file (scispaCy).
+    report (dict): filled with "merges" (the alternative-id merges) and "left_out" (sources).
     """
+    from .ids import PRIMARY_IDS
+
+    if primary_ids not in PRIMARY_IDS:
+        raise ValueError(Errors.E090.format(value=primary_ids, known=", ".join(PRIMARY_IDS)))
+    if use not in KB_USES:
+        raise ValueError(Errors.E091.format(value=use, known=", ".join(KB_USES)))
+    report = report if report is not None else {}
+    report["left_out"] = []
     kb = KnowledgeBase()
-    if mesh_dir is not None:
+
+    def given(name: str, files: Sequence[Union[str, Path]]) -> bool:
+        if not files:
+            return False
+        if use == PACKAGE and name in NOT_FOR_PACKAGES:
+            report["left_out"].append(name)
+            logger.warning("knowledge base for a package: %s left out (%s)", name, SOURCES[name].licence)
+            return False
+        info = SOURCES[name]
+        kb.add_source(name, title=info.title, licence=info.licence, redistribution=info.redistribution, files=["/".join(Path(f).parts[-2:]) for f in files])
+        return True
+
+    def layer(name: str, concepts: Iterable[Concept]) -> None:
+        before = len(kb)
+        for c in concepts:
+            kb.add(c, source=name)
+        earlier = next((e.get("new_concepts", 0) for e in kb.sources if e["name"] == name), 0)
+        kb.add_source(name, new_concepts=earlier + len(kb) - before)
+
+    old_ids: Set[str] = set()
+    if mesh_dir is not None and given("mesh", [Path(mesh_dir) / "terms.tsv"]):
         mesh_dir = Path(mesh_dir)
-        for c in read_mesh(mesh_dir / "terms.tsv", mesh_dir / "tree-numbers.tsv"):
-            kb.add(c)
-    if medic is not None:
-        for c in read_medic(medic):
-            kb.add(c)
-    if umls_meta is not None:
-        for c in read_umls_rrf(umls_meta):
-            kb.add(c)
-    for path in scispacy_kbs:
-        for c in read_scispacy_kb(path):
-            kb.add(c)
-    for c in read_mentions(mention_files):
-        kb.add(c)
+        concepts = list(read_mesh(mesh_dir / "terms.tsv", mesh_dir / "tree-numbers.tsv"))
+        old_ids = {c.concept_id for c in concepts}
+        layer("mesh", concepts)
+    if medic is not None and given("ctd_medic", [medic]):
+        layer("ctd_medic", read_medic(medic))
+    thesaurus_ids: List[str] = []
+    if mesh_thesaurus is not None and given("mesh_thesaurus", [mesh_thesaurus]):
+        concepts = list(read_mesh_thesaurus(mesh_thesaurus))
+        thesaurus_ids = [c.concept_id for c in concepts]
+        layer("mesh_thesaurus", concepts)
+    current_records: Set[str] = set()
+    if mesh_actions is not None and given("mesh_actions", [mesh_actions]):
+        current_records = set(mesh_action_records(mesh_actions))
+        layer("mesh_actions", read_mesh_actions(mesh_actions))
+    record_names: Dict[str, List[Tuple[str, int]]] = {}
+    if drugcentral is not None and given("drugcentral", [drugcentral]):
+        concepts = list(read_drugcentral(drugcentral))
+        for c in concepts:
+            record_names.setdefault(c.concept_id, []).append((c.canonical_name, DRUG_NAME))
+        layer("drugcentral", concepts)
+    if pharmgkb is not None and given("pharmgkb", [pharmgkb]):
+        concepts = list(read_pharmgkb(pharmgkb))
+        for c in concepts:
+            record_names.setdefault(c.concept_id, []).append((c.canonical_name, RECORD_NAME))
+        layer("pharmgkb", concepts)
+    if umls_meta is not None and given("umls", [umls_meta]):
+        layer("umls", read_umls_rrf(umls_meta))
+    scispacy_kbs = list(scispacy_kbs)
+    if given("scispacy", scispacy_kbs):
+        for path in scispacy_kbs:
+            layer("scispacy", read_scispacy_kb(path))
+    # without the old MeSH there is no telling a renamed record's new descriptor from an old one
+    new_descriptors = [d for d in thesaurus_ids if d not in old_ids] if old_ids else []
+    report["merges"] = link_renamed_records(kb, new_descriptors, record_names, current_records, "mesh_thesaurus", primary=primary_ids)
+    if report["merges"]:
+        kb.add_source("mesh_thesaurus", merged_records=len(report["merges"]), primary_ids=primary_ids)
+    mention_files = list(mention_files)
+    if given("mentions", mention_files):
+        layer("mentions", read_mentions(mention_files))
+    _count_sources(kb)
     return kb
+
+
+def _count_sources(kb: KnowledgeBase) -> None:
+    """Per source: the names whose first source it is, and the concepts with such a name."""
+    names: Counter = Counter()
+    concepts: Counter = Counter()
+    for c in kb:
+        for origin in set(c.sources.values()):
+            concepts[origin] += 1
+        names.update(c.sources.values())
+    for entry in kb.sources:
+        entry["concepts"] = concepts[entry["name"]]
+        entry["names"] = names[entry["name"]]

@@ -5,7 +5,15 @@ aliases, types, definition), stored as one msgpack file of parallel columns: no
 pickle, and a MeSH + MEDIC knowledge base of ~40k concepts loads in well under a
 second. The file carries a format name and version; a file from a newer version
 is refused with a clear error instead of being misread.
+
+Format version 2 adds, each optional: a concept's alternative ids (`alt_ids`: the other
+ids of the same concept, e.g. the 2024 MeSH descriptor a 2015 supplementary record
+became; see `spacy_medllm.kb.ids`), the source of each name (`name_sources`: an index
+into `sources`, parallel to `Concept.names`), and `sources`: every vocabulary the
+knowledge base was built from, with its licence and what that allows. Version 1 files
+still load (no alternative ids, sources unknown).
 """
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Union
@@ -15,19 +23,26 @@ import srsly
 from ..errors import Errors
 
 KB_FORMAT = "spacy_medllm.kb"
-KB_VERSION = 1
+KB_VERSION = 2
 KB_FILE = "kb.msgpack"
 
 
 @dataclass
 class Concept:
-    """One concept: id, canonical name, other names, types, definition."""
+    """One concept: id, canonical name, other names, types, definition.
+
+    alt_ids: other ids of the same concept (`concept_id` is the primary one, the id
+        the linker answers with). sources: name -> the source that first gave it
+        (a key of `KnowledgeBase.sources`); a name without an entry has no known source.
+    """
 
     concept_id: str
     canonical_name: str
     aliases: List[str] = field(default_factory=list)
     types: List[str] = field(default_factory=list)
     definition: Optional[str] = None
+    alt_ids: List[str] = field(default_factory=list)
+    sources: Dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> List[str]:
@@ -46,6 +61,9 @@ class KnowledgeBase:
     def __init__(self, concepts: Iterable[Concept] = ()):
         self._concepts: Dict[str, Concept] = {}
         self._alias_index: Optional[Dict[str, List[str]]] = None
+        self._alt: Dict[str, str] = {}  # alternative id -> primary id
+        # the vocabularies this KB was built from, in layering order: name, licence, ...
+        self.sources: List[Dict[str, object]] = []
         for concept in concepts:
             self.add(concept)
 
@@ -64,29 +82,89 @@ class KnowledgeBase:
     def get(self, concept_id: str) -> Optional[Concept]:
         return self._concepts.get(concept_id)
 
-    def add(self, concept: Concept) -> None:
+    def add(self, concept: Concept, source: Optional[str] = None) -> None:
         """Add a concept, or merge it into the concept with the same id.
 
         Merging keeps the first canonical name and definition, and adds the new names
         and types, so sources can be layered (MeSH names, then MEDIC synonyms, then
-        training-set mentions).
+        training-set mentions). A concept whose id is another concept's alternative id
+        is merged into that concept.
+
+        source (str): the source of the concept's names (a key of `sources`), recorded
+            for each name that is new; otherwise `concept.sources` is used.
         """
         self._alias_index = None
-        old = self._concepts.get(concept.concept_id)
+        cid = self._alt.get(concept.concept_id, concept.concept_id)
+        old = self._concepts.get(cid)
         if old is None:
             aliases = [a for a in dict.fromkeys(concept.aliases) if a and a != concept.canonical_name]
-            self._concepts[concept.concept_id] = Concept(
-                concept.concept_id, concept.canonical_name, aliases, list(dict.fromkeys(concept.types)), concept.definition
-            )
+            new = Concept(cid, concept.canonical_name, aliases, list(dict.fromkeys(concept.types)), concept.definition)
+            self._concepts[cid] = new
+            for name in new.names:
+                origin = source or concept.sources.get(name)
+                if origin:
+                    new.sources[name] = origin
+            for alt in concept.alt_ids:
+                self._add_alt(new, alt)
             return
         known = set(old.names)
         for name in [concept.canonical_name] + list(concept.aliases):
             if name and name not in known:
                 old.aliases.append(name)
                 known.add(name)
+                origin = source or concept.sources.get(name)
+                if origin:
+                    old.sources[name] = origin
         old.types.extend(t for t in concept.types if t not in old.types)
         if old.definition is None:
             old.definition = concept.definition
+        for alt in ([concept.concept_id] if concept.concept_id != cid else []) + list(concept.alt_ids):
+            self._add_alt(old, alt)
+
+    def _add_alt(self, concept: Concept, alt: str) -> None:
+        if alt and alt != concept.concept_id and alt not in concept.alt_ids and alt not in self._concepts:
+            concept.alt_ids.append(alt)
+            self._alt[alt] = concept.concept_id
+
+    def merge(self, primary_id: str, other_id: str) -> None:
+        """Make `other_id` an alternative id of the concept `primary_id`: the other
+        concept's names (with their sources), types, definition and alternative ids move
+        into it and the other concept is removed; both must be primary ids."""
+        primary, other = self._concepts[primary_id], self._concepts.pop(other_id)
+        self._alias_index = None
+        known = set(primary.names)
+        for name in other.names:
+            if name not in known:
+                primary.aliases.append(name)
+                known.add(name)
+                if name in other.sources:
+                    primary.sources[name] = other.sources[name]
+        primary.types.extend(t for t in other.types if t not in primary.types)
+        if primary.definition is None:
+            primary.definition = other.definition
+        for alt in [other_id] + other.alt_ids:
+            self._add_alt(primary, alt)
+
+    def resolve(self, concept_id: str) -> Optional[str]:
+        """The primary id of the concept that has `concept_id` as its id or as an
+        alternative id; None when no concept has it. (`in` and `[]` take primary ids only.)"""
+        if concept_id in self._concepts:
+            return concept_id
+        return self._alt.get(concept_id)
+
+    def ids_of(self, concept_id: str) -> List[str]:
+        """All ids of the concept with this (primary or alternative) id, primary first; [] if none."""
+        primary = self.resolve(concept_id)
+        return [] if primary is None else [primary] + self._concepts[primary].alt_ids
+
+    def add_source(self, name: str, **info: object) -> None:
+        """Record a source of this KB (its licence, what it allows, counts) under `name`;
+        a source recorded again is updated."""
+        for entry in self.sources:
+            if entry["name"] == name:
+                entry.update(info)
+                return
+        self.sources.append({"name": name, **info})
 
     @property
     def alias_index(self) -> Dict[str, List[str]]:
@@ -107,6 +185,13 @@ class KnowledgeBase:
 
     def to_bytes(self) -> bytes:
         concepts = list(self._concepts.values())
+        sources = [dict(s) for s in self.sources]
+        position = {s["name"]: i for i, s in enumerate(sources)}
+        for c in concepts:
+            for origin in c.sources.values():
+                if origin not in position:  # a name from a source nobody recorded
+                    position[origin] = len(sources)
+                    sources.append({"name": origin})
         return srsly.msgpack_dumps(
             {
                 "format": KB_FORMAT,
@@ -116,11 +201,26 @@ class KnowledgeBase:
                 "aliases": [c.aliases for c in concepts],
                 "types": [c.types for c in concepts],
                 "definitions": [c.definition for c in concepts],
+                "alt_ids": [c.alt_ids for c in concepts],
+                "name_sources": [[position[c.sources[n]] if n in c.sources else -1 for n in c.names] for c in concepts],
+                "sources": sources,
             }
         )
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "KnowledgeBase":
+        # the cyclic garbage collector, triggered again and again by ~10^5 new lists,
+        # dicts and concepts, would take most of the load time; none of them is garbage
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return cls._from_bytes(data, source)
+        finally:
+            if enabled:
+                gc.enable()
+
+    @classmethod
+    def _from_bytes(cls, data: bytes, source: str) -> "KnowledgeBase":
         try:
             msg = srsly.msgpack_loads(data)
         except Exception as err:
@@ -133,11 +233,29 @@ class KnowledgeBase:
         columns = ("ids", "names", "aliases", "types", "definitions")
         if any(not isinstance(msg.get(c), (list, tuple)) for c in columns) or len({len(msg[c]) for c in columns}) != 1:
             raise ValueError(Errors.E010.format(path=source, reason="columns missing or of different lengths"))
+        n = len(msg["ids"])
+        # version 2 columns, absent from version 1 files
+        alt_ids = msg.get("alt_ids", [[]] * n)
+        name_sources = msg.get("name_sources", [[]] * n)
+        sources = msg.get("sources", [])
+        if not isinstance(alt_ids, (list, tuple)) or not isinstance(name_sources, (list, tuple)) or len(alt_ids) != n or len(name_sources) != n:
+            raise ValueError(Errors.E010.format(path=source, reason="columns missing or of different lengths"))
+        if not isinstance(sources, (list, tuple)) or any(not isinstance(s, dict) or not isinstance(s.get("name"), str) for s in sources):
+            raise ValueError(Errors.E010.format(path=source, reason="'sources' is not a list of {name: ...} records"))
+        source_names = [s["name"] for s in sources]
         kb = cls()
-        kb._concepts = {
-            cid: Concept(cid, name, list(aliases), list(types), definition)
-            for cid, name, aliases, types, definition in zip(*(msg[c] for c in columns))
-        }
+        kb.sources = [dict(s) for s in sources]
+        for cid, name, aliases, types, definition, alts, origins in zip(*(msg[c] for c in columns), alt_ids, name_sources):
+            concept = Concept(cid, name, list(aliases), list(types), definition, list(alts))
+            for text, i in zip(concept.names, origins):
+                if isinstance(i, int) and 0 <= i < len(source_names):
+                    concept.sources[text] = source_names[i]
+                elif i != -1:
+                    raise ValueError(Errors.E010.format(path=source, reason=f"concept {cid}: name source {i!r} is not an index into 'sources'"))
+            kb._concepts[cid] = concept
+        for concept in kb._concepts.values():
+            for alt in concept.alt_ids:
+                kb._alt[alt] = concept.concept_id
         return kb
 
     def to_disk(self, path: Union[str, Path]) -> None:

@@ -9,11 +9,18 @@ Sources, each a relation of its own:
   held-out triple be read off its twin in training.
 - `induces`: chemical -> disease pairs of the BC5CDR CID relations, from the training
   split only (dev / test relations in the graph would leak into the evaluation).
+- `has_pharmacological_action`: substance -> action descriptor (olanzapine ->
+  Antipsychotic Agents), from the MeSH pharmacological actions table (15,128 pairs in
+  MeSH 2024, substances being descriptors or supplementary records).
 - `has_semantic_type` and `semnet:<relation>`: the UMLS semantic network that ships
   inside PyKEEN (`pykeen.datasets.UMLS`, 135 semantic types, 46 relations), tied to the
   concepts through their MeSH tree numbers (an approximate map, `TREE_SEMANTIC_TYPES`),
   UMLS semantic type ids (`T047`) when the knowledge base has them, or the coarse
   `Chemical` / `Disease` category.
+
+Every id is mapped to its concept's primary id in the knowledge base first (a 2024
+descriptor id to the 2015 supplementary record it was, see `spacy_medllm.kb.ids`), so
+the graph's entities are the KB's concept ids (counted as `mapped_to_primary_id`).
 
 Triples are written as a three-column TSV (head, relation, tail; PyKEEN's format)
 with a `stats.json` beside it.
@@ -33,7 +40,7 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from ..corpus.base import CorpusError, decode, get_relations, install_extensions, iter_lines, split_kb_id
-from ..kb.builders import CHEMICAL, DISEASE, _tsv_rows, bare_id, read_mesh
+from ..kb.builders import CHEMICAL, DISEASE, _tsv_rows, bare_id, mesh_action_pairs, read_mesh
 from ..kb.knowledge_base import KnowledgeBase
 
 logger = logging.getLogger("spacy_medllm")
@@ -43,6 +50,7 @@ Triple = Tuple[str, str, str]
 ISA = "isa"
 MEDIC_PARENT = "medic_parent"
 INDUCES = "induces"
+HAS_PHARMACOLOGICAL_ACTION = "has_pharmacological_action"
 HAS_SEMANTIC_TYPE = "has_semantic_type"
 SEMNET_PREFIX = "semnet:"
 SEMTYPE_PREFIX = "semtype:"
@@ -217,6 +225,13 @@ def medic_parent_triples(path: Union[str, Path]) -> Iterator[Triple]:
                 yield (child, MEDIC_PARENT, bare_id(parent.strip()))
 
 
+def mesh_action_triples(path: Union[str, Path]) -> Iterator[Triple]:
+    """(substance, `has_pharmacological_action`, action descriptor) from a MeSH
+    pharmacological actions table (`DescriptorUI`, ..., `PharmActionUI`, ...)."""
+    for substance, action in mesh_action_pairs(path):
+        yield (substance, HAS_PHARMACOLOGICAL_ACTION, action)
+
+
 def relation_triples(docbins: Iterable[Union[str, Path]], label: str = "CID", relation: str = INDUCES, vocab: Optional[Vocab] = None) -> Iterator[Triple]:
     """(head id, `relation`, tail id) for the `label` records in `doc._.medllm_rels`.
 
@@ -305,6 +320,7 @@ def build_kg(
     relation_files: Iterable[Union[str, Path]] = (),
     semantic_network: bool = True,
     progress: Optional[Callable[[str], None]] = None,
+    mesh_actions: Optional[Union[str, Path]] = None,
 ) -> KnowledgeGraph:
     """Collect the triples of all sources over the concepts of `kb`.
 
@@ -314,6 +330,7 @@ def build_kg(
     relation_files (Iterable[Path]): training-split `.spacy` files with CID records.
     semantic_network (bool): add PyKEEN's UMLS semantic network and the concept types.
     progress (Callable[[str], None]): called with the name of each source as it starts.
+    mesh_actions (Path): MeSH pharmacological actions table (`has_pharmacological_action`).
     RETURNS (KnowledgeGraph): the deduplicated triples and per-source counts.
     """
     graph = KnowledgeGraph()
@@ -324,6 +341,10 @@ def build_kg(
         counts = graph.sources.setdefault(source, Counter())
         for h, r, t in triples:
             counts["read"] += 1
+            ph, pt = kb.resolve(h) or h, kb.resolve(t) or t
+            if (ph, pt) != (h, t):
+                counts["mapped_to_primary_id"] += 1
+                h, t = ph, pt
             if not (in_kb(h) and in_kb(t)):
                 counts["dropped_not_in_kb"] += 1
                 continue
@@ -361,6 +382,9 @@ def build_kg(
     if relation_files:
         note("BC5CDR CID relations")
         add("cid_relations", relation_triples(relation_files), is_concept)
+    if mesh_actions is not None:
+        note("MeSH pharmacological actions")
+        add("mesh_pharmacological_actions", mesh_action_triples(mesh_actions), is_concept)
     if semantic_network:
         note("UMLS semantic network")
         network = list(semantic_network_triples())

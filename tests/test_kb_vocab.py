@@ -1,0 +1,329 @@
+"""Chemical vocabularies for the knowledge base (MeSH thesaurus with entry terms, MeSH
+pharmacological actions, DrugCentral, PharmGKB), sources and licences in the KB, the
+alternative-id rule, and pharmacological actions in the knowledge graph.
+
+Fixtures are a few rows in each file's real format, written inline."""
+import gzip
+import warnings
+
+import pytest
+import srsly
+from typer.testing import CliRunner
+
+from spacy_medllm.cli import app
+from spacy_medllm.corpus.base import CorpusError
+from spacy_medllm.kb import Concept, KnowledgeBase, build_kb, ids_match
+from spacy_medllm.kb.builders import (
+    mesh_action_pairs, mesh_action_records, read_drugcentral, read_mesh_actions, read_mesh_thesaurus, read_pharmgkb,
+)
+from spacy_medllm.kb.knowledge_base import KB_FILE
+from spacy_medllm.kg.build import build_kg
+
+from corpus_paths import require_corpus
+
+THESAURUS_HEADER = "DescriptorUI\tDescriptorName\tConceptUI\tTermUI\tTermName\tConceptPreferredTermYN\tIsPermutedTermYN\tLexicalTag\tRecordPreferredTermYN\n"
+THESAURUS = THESAURUS_HEADER + (
+    "D000001\tCalcimycin\tM0000001\tT000002\tCalcimycin\tY\tN\tNON\tY\n"
+    "D000001\tCalcimycin\tM0353609\tT000001\tA-23187\tY\tN\tLAB\tN\n"
+    "D000001\tCalcimycin\tM0353609\tT000003\tA23187, Antibiotic\tN\tY\tNON\tN\n"
+    "D011136\tPolysorbates\tM0017226\tT033047\t\"Tween \"\"80\"\"\"\tN\tN\tTRD\tN\n"
+    "D000077152\tOlanzapine\tM0204623\tT000937046\tOlanzapine\tY\tN\tNON\tY\n"
+    "D000077152\tOlanzapine\tM0204622\tT234627\tZyprexa\tY\tN\tTRD\tN\n"
+    "D000077152\tOlanzapine\tM0535637\tT000937050\tOlanzapine Pamoate\tY\tN\tNON\tN\n"
+    "D000069348\tQuetiapine Fumarate\tM0000001\tT000001\tQuetiapine Fumarate\tY\tN\tNON\tY\n"
+    "D000069348\tQuetiapine Fumarate\tM0000002\tT000002\tQuetiapine\tY\tN\tNON\tN\n"
+    "D000077425\tFondaparinux\tM0000003\tT000003\tFondaparinux\tY\tN\tNON\tY\n"
+    "D000080000\tZetapine\tM0000004\tT000004\tZetapine\tY\tN\tNON\tY\n"
+)
+ACTIONS = (
+    "DescriptorUI\tDescriptorName\tPharmActionUI\tPharmActionName\n"
+    "D000077152\tOlanzapine\tD014150\tAntipsychotic Agents\n"
+    "C042390\t\tD017366\tSerotonin Receptor Agonists\n"
+    "C114158\t\tD014150\tAntipsychotic Agents\n"
+)
+DRUGCENTRAL = (
+    "DRUG_ID\tDRUG_NAME\tID_TYPE\tIDENTIFIER\n"
+    '1982\t"olanzapine"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C076029"\n'
+    '1982\t"olanzapine"\t"DRUGBANK_ID"\t"DB00334"\n'
+    '242\t"aripiprazole"\t"MESH_DESCRIPTOR_UI"\t"D000068180"\n'
+    '5\t"asfotase alfa"\t"MESH_DESCRIPTOR_UI"\t"D000469"\n'
+    '5\t"asfotase alfa"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C570710"\n'
+    '1200\t"fondaparinux"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C049714"\n'
+    '1200\t"fondaparinux"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C438268"\n'
+)
+PHARMGKB_COLUMNS = [
+    "pharmgkb_accession_id", "name", "generic_names", "trade_names", "brand_mixtures", "type", "cross_references", "smiles",
+    "inchi", "dosing_guideline", "external_vocabulary", "clinical_annotation_count", "variant_annotation_count",
+    "pathway_count", "vip_count", "dosing_guideline_sources", "top_clinical_annotation_level", "top_fda_label_testing_level",
+    "top_any_drug_label_testing_level", "label_has_dosing_info", "has_rx_annotation", "rxnorm_identifiers",
+    "atc_identifiers", "pubchem_compound_identifiers",
+]
+
+
+def pharmgkb_row(accession, name, generic="", trade="", external="", cross=""):
+    cells = dict.fromkeys(PHARMGKB_COLUMNS, "")
+    cells.update(pharmgkb_accession_id=accession, name=name, generic_names=generic, trade_names=trade, type="Drug",
+                 cross_references=cross, external_vocabulary=external, dosing_guideline="No")
+    return "\t".join(cells[c] for c in PHARMGKB_COLUMNS) + "\n"
+
+
+PHARMGKB = "\t".join(PHARMGKB_COLUMNS) + "\n" + (
+    pharmgkb_row("PA448004", "abacavir", '"""ABC"",""abacavir"""', '"""Epzicom"",""Ziagen"""',
+                 '"""MeSH:C106538(abacavir)"",""ATC:J05AF06(abacavir)"""', '"""DrugBank:DB01048"""')
+    + pharmgkb_row("PA448515", "atropine", "", "Atropen", '"""MeSH:C069202(Donnatal)"",""MeSH:C044435(Bellergal)"""')
+    + pharmgkb_row("PA10000", "quetiapine", "", "Seroquel", "MeSH:C069541(quetiapine)")
+    + pharmgkb_row("PA10001", "fondaparinux", "", "Arixtra", "MeSH:C438268(fondaparinux)")
+    + pharmgkb_row("PA10002", "zetapine", "", "", "MeSH:C114158(zetapine)")
+    + pharmgkb_row("PA10003", "A-23187", "", "", "MeSH:C000123(a-23187)")
+    + pharmgkb_row("PA166115103", "homoharringtonine", "", "", "MeSH:homoharringtonine(homoharringtonine)")
+)
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode("utf8")))
+    else:
+        path.write_text(text, encoding="utf8")
+    return path
+
+
+@pytest.fixture
+def vocab(tmp_path):
+    """The five vocabularies as files: MeSH 2015-style folder, thesaurus, actions, DrugCentral, PharmGKB."""
+    write(tmp_path / "mesh" / "terms.tsv", "mesh_id\tmesh_name\nD000001\tCalcimycin\nD011136\tPolysorbates\nD014150\tAntipsychotic Agents\n")
+    write(tmp_path / "mesh" / "tree-numbers.tsv", "mesh_id\tmesh_name\tmesh_tree_number\nD000001\tCalcimycin\tD03.438.221.173\n"
+          "D011136\tPolysorbates\tD10.351.801\nD014150\tAntipsychotic Agents\tD27.505.696.277.950.060\n")
+    return {
+        "mesh_dir": tmp_path / "mesh",
+        "mesh_thesaurus": write(tmp_path / "mesh2024_thesaurus.tsv.gz", THESAURUS),
+        "mesh_actions": write(tmp_path / "mesh2024_pharmacological_actions.tsv", ACTIONS),
+        "drugcentral": write(tmp_path / "drugcentral_identifiers.tsv.gz", DRUGCENTRAL),
+        "pharmgkb": write(tmp_path / "pharmgkb_drugs.tsv.gz", PHARMGKB),
+    }
+
+
+def build(vocab, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the homoharringtonine row (tested below)
+        return build_kb(**vocab, **kwargs)
+
+
+# ---- each builder on its real format ----------------------------------------------------
+def test_mesh_thesaurus(vocab):
+    concepts = {c.concept_id: c for c in read_mesh_thesaurus(vocab["mesh_thesaurus"])}
+    assert list(concepts) == ["D000001", "D011136", "D000077152", "D000069348", "D000077425", "D000080000"]
+    # the permuted "A23187, Antibiotic" is skipped; a quoted cell is unquoted
+    assert (concepts["D000001"].canonical_name, concepts["D000001"].aliases, concepts["D000001"].types) == ("Calcimycin", ["A-23187"], [])
+    assert concepts["D011136"].names == ["Polysorbates", 'Tween "80"']
+    assert concepts["D000077152"].names == ["Olanzapine", "Zyprexa", "Olanzapine Pamoate"]
+
+
+def test_mesh_actions(vocab):
+    # supplementary record rows have no name in this table: ids only
+    assert [(c.concept_id, c.canonical_name, c.types) for c in read_mesh_actions(vocab["mesh_actions"])] == [("D000077152", "Olanzapine", ["Chemical"])]
+    assert mesh_action_records(vocab["mesh_actions"]) == ["C042390", "C114158"]
+    assert list(mesh_action_pairs(vocab["mesh_actions"])) == [("D000077152", "D014150"), ("C042390", "D017366"), ("C114158", "D014150")]
+
+
+def test_drugcentral(vocab):
+    # a drug's name goes to its supplementary records, to its descriptors only when it has none
+    assert [(c.concept_id, c.canonical_name, c.types) for c in read_drugcentral(vocab["drugcentral"])] == [
+        ("C076029", "olanzapine", ["Chemical"]), ("D000068180", "aripiprazole", ["Chemical"]),
+        ("C570710", "asfotase alfa", ["Chemical"]), ("C049714", "fondaparinux", ["Chemical"]), ("C438268", "fondaparinux", ["Chemical"]),
+    ]
+
+
+def test_pharmgkb(vocab):
+    with pytest.warns(UserWarning, match=r"\[W001\] .*pharmgkb_drugs.tsv.gz: skipped 1 malformed record\(s\) \(not a MeSH id: 1\); first: line 8: "
+                                         r"'MeSH:homoharringtonine\(homoharringtonine\)' is not MeSH:<id>\(<name>\) with a MeSH id"):
+        concepts = list(read_pharmgkb(vocab["pharmgkb"]))
+    assert [(c.concept_id, c.canonical_name, c.aliases) for c in concepts] == [
+        # one MeSH reference: the drug's names are the record's aliases
+        ("C106538", "abacavir", ["ABC", "Epzicom", "Ziagen"]),
+        # several (mixtures): only the records' own names
+        ("C069202", "Donnatal", []), ("C044435", "Bellergal", []),
+        ("C069541", "quetiapine", ["Seroquel"]), ("C438268", "fondaparinux", ["Arixtra"]),
+        ("C114158", "zetapine", []), ("C000123", "a-23187", ["A-23187"]),
+    ]
+
+
+@pytest.mark.parametrize("reader,name,text,match", [
+    (read_mesh_thesaurus, "thesaurus.tsv", THESAURUS_HEADER + "D000001\tCalcimycin\tM1\tT1\tCalcimycin\tY\tN\tNON\tY\nD000002\tTemefos\tM2\tT2\tTemefos\tY\tN\tNON\n",
+     r"\[E001\] .*thesaurus.tsv, line 3: expected 9 tab-separated columns \(DescriptorUI, DescriptorName, ConceptUI, TermUI, \.\.\.\), found 8"),
+    (read_mesh_thesaurus, "thesaurus.tsv", THESAURUS_HEADER + "X000001\tCalcimycin\tM1\tT1\tCalcimycin\tY\tN\tNON\tY\n",
+     r"thesaurus.tsv, line 2: DescriptorUI 'X000001' is not a MeSH descriptor id"),
+    (read_mesh_thesaurus, "thesaurus.tsv", THESAURUS_HEADER + "D000001\tCalcimycin\tM1\tT1\tCalcimycin\tY\tmaybe\tNON\tY\n",
+     r"thesaurus.tsv, line 2: IsPermutedTermYN 'maybe': expected Y or N"),
+    (read_mesh_thesaurus, "thesaurus.tsv", "DescriptorUI\tDescriptorName\tTermName\nD000001\tCalcimycin\tCalcimycin\n",
+     r"thesaurus.tsv, line 1: not a MeSH thesaurus file: missing column\(s\) IsPermutedTermYN in the header"),
+    (read_mesh_actions, "actions.tsv", ACTIONS + "C042390\t\tC017366\tSerotonin Receptor Agonists\n",
+     r"actions.tsv, line 5: PharmActionUI 'C017366' is not a MeSH descriptor id"),
+    (read_mesh_actions, "actions.tsv", ACTIONS + "D000077152\t\tD014150\tAntipsychotic Agents\n",
+     r"actions.tsv, line 5: descriptor D000077152: empty DescriptorName"),
+    (read_drugcentral, "dc.tsv.gz", DRUGCENTRAL + '9\t"x"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"D012345"\n',
+     r"dc.tsv.gz, line 9: MESH_SUPPLEMENTAL_RECORD_UI 'D012345' is not a MeSH supplementary record id"),
+    (read_drugcentral, "dc.tsv", DRUGCENTRAL + '9\t"olanz"apine"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C076029"\n',
+     r"dc.tsv, line 9: malformed quoting"),
+    (read_pharmgkb, "pgkb.tsv", PHARMGKB + pharmgkb_row("PA1", "x", '"""ABC""x,""abacavir"""', "", "MeSH:C106538(abacavir)"),
+     r"pgkb.tsv, line 9: column generic_names: malformed quoted list"),
+    (read_pharmgkb, "pgkb.tsv", PHARMGKB + "PA1\tabacavir\n", r"pgkb.tsv, line 9: expected 24 tab-separated columns"),
+])
+def test_malformed_rows_name_file_line_reason(tmp_path, reader, name, text, match):
+    path = write(tmp_path / name, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CorpusError, match=match):
+            list(reader(path))
+
+
+def test_unreadable_gzip_and_missing_file(tmp_path):
+    (tmp_path / "dc.tsv.gz").write_bytes(b"not gzip")
+    with pytest.raises(CorpusError, match=r"dc.tsv.gz, line -: not a readable gzip file"):
+        list(read_drugcentral(tmp_path / "dc.tsv.gz"))
+    with pytest.raises(FileNotFoundError, match=r"\[E003\] .*missing.tsv: file not found"):
+        list(read_pharmgkb(tmp_path / "missing.tsv"))
+
+
+# ---- layering, sources and licences -----------------------------------------------------
+def test_layered_sources_and_licences(vocab, tmp_path):
+    kb = build(vocab)
+    assert [(s["name"], s["redistribution"], s["new_concepts"], s["concepts"], s["names"]) for s in kb.sources] == [
+        ("mesh", "yes", 3, 3, 3),
+        ("mesh_thesaurus", "attribution", 4, 6, 9),
+        ("mesh_actions", "attribution", 0, 0, 0),  # types only: its named rows are descriptors
+        ("drugcentral", "attribution", 5, 5, 5),
+        ("pharmgkb", "share-alike", 6, 7, 12),
+    ]
+    assert kb.sources[4]["licence"] == "CC BY-SA 4.0: attribute PharmGKB; a package that ships it is CC BY-SA"
+    assert kb.sources[1]["files"][0].endswith("/mesh2024_thesaurus.tsv.gz")  # parent folder and name, not the whole path
+    c = kb["D000001"]
+    assert (c.names, c.sources) == (["Calcimycin", "A-23187"], {"Calcimycin": "mesh", "A-23187": "mesh_thesaurus"})
+    # the version 2 file keeps alternative ids, per-name sources and the source list
+    kb.to_disk(tmp_path / "kb")
+    back = KnowledgeBase.from_disk(tmp_path / "kb")
+    assert [vars(x) for x in back] == [vars(x) for x in kb]
+    assert back.sources == kb.sources
+    assert back.resolve("D000077152") == "C076029"
+
+
+def test_version_1_file_still_loads(tmp_path):
+    v1 = {"format": "spacy_medllm.kb", "version": 1, "ids": ["D009270"], "names": ["Naloxone"], "aliases": [["Narcan"]],
+          "types": [["Chemical"]], "definitions": [None]}
+    (tmp_path / KB_FILE).write_bytes(srsly.msgpack_dumps(v1))
+    kb = KnowledgeBase.from_disk(tmp_path / KB_FILE)
+    assert [vars(c) for c in kb] == [{"concept_id": "D009270", "canonical_name": "Naloxone", "aliases": ["Narcan"], "types": ["Chemical"],
+                                      "definition": None, "alt_ids": [], "sources": {}}]
+    assert kb.sources == [] and kb.resolve("D009270") == "D009270" and kb.resolve("C1") is None
+    data = srsly.msgpack_loads(KnowledgeBase([Concept("D1", "x")]).to_bytes())
+    data["name_sources"] = [[7]]
+    (tmp_path / KB_FILE).write_bytes(srsly.msgpack_dumps(data))
+    with pytest.raises(ValueError, match=r"\[E010\] .*concept D1: name source 7 is not an index into 'sources'"):
+        KnowledgeBase.from_disk(tmp_path / KB_FILE)
+
+
+def test_package_use_leaves_out_medic_and_bad_options(vocab, tmp_path):
+    medic = write(tmp_path / "CTD_diseases.tsv", "Hypotension\tMESH:D007022\t\tLow blood pressure.\tMESH:D014652\tC14.907.514\tC14.907\tLow Blood Pressure\t\n")
+    assert [s["name"] for s in build(vocab, medic=medic).sources][:2] == ["mesh", "ctd_medic"]
+    report = {}
+    kb = build(vocab, medic=medic, use="package", report=report)
+    assert report["left_out"] == ["ctd_medic"] and "D007022" not in kb and "ctd_medic" not in [s["name"] for s in kb.sources]
+    with pytest.raises(ValueError, match=r"\[E091\] Unknown KB use 'ship'; use one of: local, package"):
+        build(vocab, use="ship")
+    with pytest.raises(ValueError, match=r"\[E090\] Unknown primary_ids '2015'; use one of: old, new"):
+        build(vocab, primary_ids="2015")
+
+
+# ---- the alternative-id rule ------------------------------------------------------------
+def test_alternative_id_rule(vocab):
+    report = {}
+    kb = build(vocab, report=report)
+    assert report["merges"] == [
+        # a new descriptor whose preferred name is a record's own MeSH name (PharmGKB) ranks first
+        {"primary": "C438268", "alt": "D000077425", "name": "fondaparinux", "match": "preferred name, record name"},
+        # then a drug's name (DrugCentral gives "olanzapine" to its record)
+        {"primary": "C076029", "alt": "D000077152", "name": "olanzapine", "match": "preferred name, drug name"},
+        # an entry term: "Quetiapine" of the 2024 descriptor "Quetiapine Fumarate"
+        {"primary": "C069541", "alt": "D000069348", "name": "quetiapine", "match": "entry term, record name"},
+    ]
+    olanzapine = kb["C076029"]
+    assert (olanzapine.canonical_name, olanzapine.alt_ids, olanzapine.types) == ("olanzapine", ["D000077152"], ["Chemical"])
+    assert olanzapine.sources == {"olanzapine": "drugcentral", "Olanzapine": "mesh_thesaurus", "Zyprexa": "mesh_thesaurus", "Olanzapine Pamoate": "mesh_thesaurus"}
+    assert "D000077152" not in kb and kb.resolve("D000077152") == "C076029" and kb.ids_of("D000077152") == ["C076029", "D000077152"]
+    assert kb.lookup("zyprexa") == ["C076029"]
+    # one record per descriptor: the other DrugCentral "fondaparinux" record stays itself
+    assert kb.ids_of("C049714") == ["C049714"] and kb.lookup("fondaparinux") == ["C049714", "C438268"]
+    # a record still supplementary in 2024 (listed in the actions table) is left alone
+    assert kb.ids_of("C114158") == ["C114158"] and kb.ids_of("D000080000") == ["D000080000"]
+    # two ids of the old MeSH stay two concepts
+    assert kb.ids_of("C000123") == ["C000123"] and kb.ids_of("D000001") == ["D000001"]
+    # a later source that uses the alternative id adds to the same concept
+    kb.add(Concept("D000077152", "LY170052"), source="mentions")
+    assert olanzapine.aliases[-1] == "LY170052" and olanzapine.sources["LY170052"] == "mentions"
+
+
+def test_primary_ids_new(vocab):
+    kb = build(vocab, primary_ids="new")
+    assert kb.ids_of("C076029") == ["D000077152", "C076029"]
+    assert kb["D000077152"].canonical_name == "Olanzapine" and "olanzapine" in kb["D000077152"].aliases
+
+
+def test_no_old_mesh_no_merges(vocab):
+    vocab = dict(vocab, mesh_dir=None)
+    report = {}
+    kb = build(vocab, report=report)
+    assert report["merges"] == [] and kb.ids_of("D000077152") == ["D000077152"]
+
+
+def test_ids_match(vocab):
+    kb = build(vocab)
+    assert ids_match(kb, "C076029", "D000077152") and ids_match(kb, "D000077152", "C076029")
+    assert ids_match(kb, "C076029", "D000001|D000077152") and ids_match(kb, "C076029", ["C076029"])
+    assert not ids_match(kb, "C076029", "C049714") and not ids_match(kb, "NIL", "NIL") and not ids_match(kb, "", "C076029")
+    assert ids_match(None, "C1", "C1|C2") and not ids_match(None, "C076029", "D000077152")
+    # ids unknown to the KB match only themselves
+    assert ids_match(kb, "C999999", "C999999") and not ids_match(kb, "C999999", "C999998")
+
+
+# ---- knowledge graph: pharmacological actions --------------------------------------------
+def test_pharmacological_actions_in_the_graph(vocab):
+    kb = build(vocab)
+    graph = build_kg(kb, mesh_actions=vocab["mesh_actions"], semantic_network=False)
+    assert graph.triples == [("C076029", "has_pharmacological_action", "D014150"), ("C114158", "has_pharmacological_action", "D014150")]
+    assert graph.sources == {"mesh_pharmacological_actions": {"read": 3, "mapped_to_primary_id": 1, "kept": 2, "dropped_not_in_kb": 1}}
+
+
+# ---- the commands -----------------------------------------------------------------------
+def test_build_kb_and_kg_commands(vocab, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "kb"
+    args = ["build-kb", str(out), "--mesh", str(vocab["mesh_dir"]), "--mesh-thesaurus", str(vocab["mesh_thesaurus"]),
+            "--mesh-actions", str(vocab["mesh_actions"]), "--drugcentral", str(vocab["drugcentral"]), "--pharmgkb", str(vocab["pharmgkb"])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "alternative ids: 3 supplementary records merged with the new descriptor they became (primary: old id), e.g. C438268 = D000077425" in result.output
+    assert "note: a package that ships this knowledge base takes PharmGKB's CC BY-SA 4.0 licence" in result.output
+    kb = KnowledgeBase.from_disk(out)
+    assert len(kb) == 15 and [s["name"] for s in kb.sources] == ["mesh", "mesh_thesaurus", "mesh_actions", "drugcentral", "pharmgkb"]
+    assert (out / "index" / "names.npz").exists()
+    result = runner.invoke(app, ["build-kg", str(tmp_path / "kg"), "--kb", str(out), "--mesh-actions", str(vocab["mesh_actions"]), "--no-semantic-network"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "kg" / "triples.tsv").read_text() == "C076029\thas_pharmacological_action\tD014150\nC114158\thas_pharmacological_action\tD014150\n"
+    result = runner.invoke(app, args[:2] + ["--mesh", str(vocab["mesh_dir"]), "--primary-ids", "2015"])
+    assert result.exit_code == 1 and "[E090] Unknown primary_ids '2015'" in result.output
+
+
+# ---- the real files (counts of their SOURCE.txt) ----------------------------------------
+def test_real_vocabulary_counts():
+    folder = require_corpus("chem_vocab")
+    thesaurus = list(read_mesh_thesaurus(folder / "mesh2024_thesaurus.tsv.gz"))
+    assert (len(thesaurus), sum(len(c.names) for c in thesaurus)) == (30764, 132802)
+    assert len(list(mesh_action_pairs(folder / "mesh2024_pharmacological_actions.tsv"))) == 15128
+    assert len(mesh_action_records(folder / "mesh2024_pharmacological_actions.tsv")) == 7561
+    drugcentral = list(read_drugcentral(folder / "drugcentral_identifiers.tsv.gz"))
+    assert sum(c.concept_id.startswith("C") for c in drugcentral) == 2479
+    with pytest.warns(UserWarning, match="W001"):
+        pharmgkb = {c.concept_id for c in read_pharmgkb(folder / "pharmgkb_drugs.tsv.gz")}
+    assert len(pharmgkb) == 542
