@@ -142,6 +142,7 @@ def test_date_formats_round_trip():
     assert DateFormat.parse("1992").shifted(-366) == "1991"
     assert DateFormat.parse("12/31/99").shifted(1) == "1/1/00"
     assert DateFormat.parse("2/29").shifted(1) == "3/1"
+    assert DateFormat.parse("10/95").shifted(40) == "11/95"
 
 
 def test_age_and_numbers_surrogates():

@@ -105,6 +105,9 @@ class DateFormat:
                 if len(d2) == 4 and 1 <= v1 <= 12:
                     month, year = v1, v2
                     assign = {i1: "M", i2: "Y4"}
+                elif len(d2) == 2 and v2 > 31 and 1 <= v1 <= 12:  # 10/95: month and two-digit year
+                    month, year = v1, (1900 + v2 if v2 > 30 else 2000 + v2)
+                    assign = {i1: "M", i2: "Y2"}
                 else:
                     month, day = v1, v2
                     assign = {i1: "M", i2: "D"}
