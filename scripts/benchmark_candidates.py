@@ -4,7 +4,10 @@ Usage: python scripts/benchmark_candidates.py KB_DIR OUT_DIR NAME=GOLD.spacy [NA
 
 KB_DIR is the output of `medllm build-kb` (kb.msgpack + index/). Gold mentions with
 id `NIL` are excluded; a mention whose id string holds alternatives (`D1|D2`) counts
-as found when any of them is among the first k candidates.
+as found when any of them is among the first k candidates, and a candidate counts when
+it is a gold id or another id of the same concept (`spacy_medllm.kb.ids_match`: a 2015
+supplementary record and the 2024 descriptor it became). "id in KB" counts a gold id
+that is a concept's primary or alternative id.
 """
 import resource
 import sys
@@ -16,7 +19,7 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from spacy_medllm.corpus.base import split_kb_id
-from spacy_medllm.kb import CandidateGenerator, KnowledgeBase
+from spacy_medllm.kb import CandidateGenerator, KnowledgeBase, ids_match
 
 KS = (1, 5, 10, 30)
 
@@ -43,11 +46,11 @@ def main(kb_dir: str, out_dir: str, *datasets: str) -> None:
         per_label = {}
         for label in sorted({m[1] for m in mentions}) + ["overall"]:
             sel = [(m, c) for m, c in zip(mentions, cands) if label == "overall" or m[1] == label]
-            in_kb = sum(any(i in kb for i in m[2]) for m, _ in sel)
+            in_kb = sum(any(kb.resolve(i) is not None for i in m[2]) for m, _ in sel)
             per_label[label] = {
                 "mentions": len(sel),
                 "id_in_kb": round(100 * in_kb / len(sel), 2),
-                **{f"recall@{k}": round(100 * sum(any(cid in m[2] for cid, _ in c[:k]) for m, c in sel) / len(sel), 2) for k in KS},
+                **{f"recall@{k}": round(100 * sum(any(ids_match(kb, cid, m[2]) for cid, _ in c[:k]) for m, c in sel) / len(sel), 2) for k in KS},
             }
         results["datasets"][name] = {"path": path, "mentions_per_second": round(len(mentions) / seconds), "per_label": per_label}
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -49,7 +49,8 @@ DRUGCENTRAL = (
     '5\t"asfotase alfa"\t"MESH_DESCRIPTOR_UI"\t"D000469"\n'
     '5\t"asfotase alfa"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C570710"\n'
     '1200\t"fondaparinux"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C049714"\n'
-    '1200\t"fondaparinux"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C438268"\n'
+    '2350\t"quinapril"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C041125"\n'
+    '2350\t"quinapril"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C054501"\n'
 )
 PHARMGKB_COLUMNS = [
     "pharmgkb_accession_id", "name", "generic_names", "trade_names", "brand_mixtures", "type", "cross_references", "smiles",
@@ -75,6 +76,7 @@ PHARMGKB = "\t".join(PHARMGKB_COLUMNS) + "\n" + (
     + pharmgkb_row("PA10001", "fondaparinux", "", "Arixtra", "MeSH:C438268(fondaparinux)")
     + pharmgkb_row("PA10002", "zetapine", "", "", "MeSH:C114158(zetapine)")
     + pharmgkb_row("PA10003", "A-23187", "", "", "MeSH:C000123(a-23187)")
+    + pharmgkb_row("PA451079", "propranolol", "", "Inderal", "MeSH:C045321(Inderex)")
     + pharmgkb_row("PA166115103", "homoharringtonine", "", "", "MeSH:homoharringtonine(homoharringtonine)")
 )
 
@@ -127,24 +129,26 @@ def test_mesh_actions(vocab):
 
 
 def test_drugcentral(vocab):
-    # a drug's name goes to its supplementary records, to its descriptors only when it has none
+    # only a drug with one MeSH id, a supplementary record, names it: not aripiprazole (a
+    # descriptor, named by MeSH), asfotase alfa (a record and a broader heading), quinapril (two records)
     assert [(c.concept_id, c.canonical_name, c.types) for c in read_drugcentral(vocab["drugcentral"])] == [
-        ("C076029", "olanzapine", ["Chemical"]), ("D000068180", "aripiprazole", ["Chemical"]),
-        ("C570710", "asfotase alfa", ["Chemical"]), ("C049714", "fondaparinux", ["Chemical"]), ("C438268", "fondaparinux", ["Chemical"]),
+        ("C076029", "olanzapine", ["Chemical"]), ("C049714", "fondaparinux", ["Chemical"]),
     ]
 
 
 def test_pharmgkb(vocab):
-    with pytest.warns(UserWarning, match=r"\[W001\] .*pharmgkb_drugs.tsv.gz: skipped 1 malformed record\(s\) \(not a MeSH id: 1\); first: line 8: "
+    with pytest.warns(UserWarning, match=r"\[W001\] .*pharmgkb_drugs.tsv.gz: skipped 1 malformed record\(s\) \(not a MeSH id: 1\); first: line 9: "
                                          r"'MeSH:homoharringtonine\(homoharringtonine\)' is not MeSH:<id>\(<name>\) with a MeSH id"):
         concepts = list(read_pharmgkb(vocab["pharmgkb"]))
     assert [(c.concept_id, c.canonical_name, c.aliases) for c in concepts] == [
-        # one MeSH reference: the drug's names are the record's aliases
+        # one MeSH reference named as the drug: the drug's names are the record's aliases
         ("C106538", "abacavir", ["ABC", "Epzicom", "Ziagen"]),
         # several (mixtures): only the records' own names
         ("C069202", "Donnatal", []), ("C044435", "Bellergal", []),
         ("C069541", "quetiapine", ["Seroquel"]), ("C438268", "fondaparinux", ["Arixtra"]),
         ("C114158", "zetapine", []), ("C000123", "a-23187", ["A-23187"]),
+        # one reference to another record (a combination product): its own name only
+        ("C045321", "Inderex", []),
     ]
 
 
@@ -162,12 +166,12 @@ def test_pharmgkb(vocab):
     (read_mesh_actions, "actions.tsv", ACTIONS + "D000077152\t\tD014150\tAntipsychotic Agents\n",
      r"actions.tsv, line 5: descriptor D000077152: empty DescriptorName"),
     (read_drugcentral, "dc.tsv.gz", DRUGCENTRAL + '9\t"x"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"D012345"\n',
-     r"dc.tsv.gz, line 9: MESH_SUPPLEMENTAL_RECORD_UI 'D012345' is not a MeSH supplementary record id"),
+     r"dc.tsv.gz, line 10: MESH_SUPPLEMENTAL_RECORD_UI 'D012345' is not a MeSH supplementary record id"),
     (read_drugcentral, "dc.tsv", DRUGCENTRAL + '9\t"olanz"apine"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C076029"\n',
-     r"dc.tsv, line 9: malformed quoting"),
+     r"dc.tsv, line 10: malformed quoting"),
     (read_pharmgkb, "pgkb.tsv", PHARMGKB + pharmgkb_row("PA1", "x", '"""ABC""x,""abacavir"""', "", "MeSH:C106538(abacavir)"),
-     r"pgkb.tsv, line 9: column generic_names: malformed quoted list"),
-    (read_pharmgkb, "pgkb.tsv", PHARMGKB + "PA1\tabacavir\n", r"pgkb.tsv, line 9: expected 24 tab-separated columns"),
+     r"pgkb.tsv, line 10: column generic_names: malformed quoted list"),
+    (read_pharmgkb, "pgkb.tsv", PHARMGKB + "PA1\tabacavir\n", r"pgkb.tsv, line 10: expected 24 tab-separated columns"),
 ])
 def test_malformed_rows_name_file_line_reason(tmp_path, reader, name, text, match):
     path = write(tmp_path / name, text)
@@ -190,10 +194,11 @@ def test_layered_sources_and_licences(vocab, tmp_path):
     kb = build(vocab)
     assert [(s["name"], s["redistribution"], s["new_concepts"], s["concepts"], s["names"]) for s in kb.sources] == [
         ("mesh", "yes", 3, 3, 3),
-        ("mesh_thesaurus", "attribution", 4, 6, 9),
+        # 4 new descriptors: 3 merged with the records they were, "Zetapine" dropped (no old id)
+        ("mesh_thesaurus", "attribution", 4, 5, 8),
         ("mesh_actions", "attribution", 0, 0, 0),  # types only: its named rows are descriptors
-        ("drugcentral", "attribution", 5, 5, 5),
-        ("pharmgkb", "share-alike", 6, 7, 12),
+        ("drugcentral", "attribution", 2, 2, 2),
+        ("pharmgkb", "share-alike", 8, 8, 14),
     ]
     assert kb.sources[4]["licence"] == "CC BY-SA 4.0: attribute PharmGKB; a package that ships it is CC BY-SA"
     assert kb.sources[1]["files"][0].endswith("/mesh2024_thesaurus.tsv.gz")  # parent folder and name, not the whole path
@@ -253,8 +258,10 @@ def test_alternative_id_rule(vocab):
     assert kb.lookup("zyprexa") == ["C076029"]
     # one record per descriptor: the other DrugCentral "fondaparinux" record stays itself
     assert kb.ids_of("C049714") == ["C049714"] and kb.lookup("fondaparinux") == ["C049714", "C438268"]
-    # a record still supplementary in 2024 (listed in the actions table) is left alone
-    assert kb.ids_of("C114158") == ["C114158"] and kb.ids_of("D000080000") == ["D000080000"]
+    # a record still supplementary in 2024 (listed in the actions table) is left alone; the
+    # new descriptor it would have matched has no old id and is dropped (primary ids "old")
+    assert kb.ids_of("C114158") == ["C114158"] and kb.ids_of("D000080000") == []
+    assert report["dropped_new_descriptors"] == 1
     # two ids of the old MeSH stay two concepts
     assert kb.ids_of("C000123") == ["C000123"] and kb.ids_of("D000001") == ["D000001"]
     # a later source that uses the alternative id adds to the same concept
@@ -262,9 +269,20 @@ def test_alternative_id_rule(vocab):
     assert olanzapine.aliases[-1] == "LY170052" and olanzapine.sources["LY170052"] == "mentions"
 
 
+def test_renamed_disease_record_from_medic(vocab, tmp_path):
+    # MEDIC names supplementary disease records by their MeSH names: eligible too
+    medic = write(tmp_path / "CTD_diseases.tsv", "Birdshot retinochoroidopathy\tMESH:C537630\t\t\tMESH:D015862\tC11.941.879.780.880.200/C537630\t\t\t\n")
+    thesaurus = write(tmp_path / "thesaurus.tsv", THESAURUS + "D000080365\tBirdshot Chorioretinopathy\tM1\tT1\tBirdshot Chorioretinopathy\tY\tN\tNON\tY\n"
+                      "D000080365\tBirdshot Chorioretinopathy\tM2\tT2\tBirdshot Retinochoroidopathy\tY\tN\tNON\tN\n")
+    report = {}
+    kb = build(dict(vocab, mesh_thesaurus=thesaurus), medic=medic, report=report)
+    assert report["merges"][-1] == {"primary": "C537630", "alt": "D000080365", "name": "birdshot retinochoroidopathy", "match": "entry term, record name"}
+    assert kb["C537630"].names == ["Birdshot retinochoroidopathy", "Birdshot Chorioretinopathy", "Birdshot Retinochoroidopathy"]
+
+
 def test_primary_ids_new(vocab):
     kb = build(vocab, primary_ids="new")
-    assert kb.ids_of("C076029") == ["D000077152", "C076029"]
+    assert kb.ids_of("C076029") == ["D000077152", "C076029"] and kb.ids_of("D000080000") == ["D000080000"]
     assert kb["D000077152"].canonical_name == "Olanzapine" and "olanzapine" in kb["D000077152"].aliases
 
 
@@ -306,7 +324,7 @@ def test_build_kb_and_kg_commands(vocab, tmp_path):
     assert "alternative ids: 3 supplementary records merged with the new descriptor they became (primary: old id), e.g. C438268 = D000077425" in result.output
     assert "note: a package that ships this knowledge base takes PharmGKB's CC BY-SA 4.0 licence" in result.output
     kb = KnowledgeBase.from_disk(out)
-    assert len(kb) == 15 and [s["name"] for s in kb.sources] == ["mesh", "mesh_thesaurus", "mesh_actions", "drugcentral", "pharmgkb"]
+    assert len(kb) == 13 and [s["name"] for s in kb.sources] == ["mesh", "mesh_thesaurus", "mesh_actions", "drugcentral", "pharmgkb"]
     assert (out / "index" / "names.npz").exists()
     result = runner.invoke(app, ["build-kg", str(tmp_path / "kg"), "--kb", str(out), "--mesh-actions", str(vocab["mesh_actions"]), "--no-semantic-network"])
     assert result.exit_code == 0, result.output
@@ -323,7 +341,8 @@ def test_real_vocabulary_counts():
     assert len(list(mesh_action_pairs(folder / "mesh2024_pharmacological_actions.tsv"))) == 15128
     assert len(mesh_action_records(folder / "mesh2024_pharmacological_actions.tsv")) == 7561
     drugcentral = list(read_drugcentral(folder / "drugcentral_identifiers.tsv.gz"))
-    assert sum(c.concept_id.startswith("C") for c in drugcentral) == 2479
+    # of 2,479 supplementary record ids, those of drugs with no other MeSH id
+    assert (len(drugcentral), sum(c.concept_id.startswith("C") for c in drugcentral)) == (2203, 2203)
     with pytest.warns(UserWarning, match="W001"):
         pharmgkb = {c.concept_id for c in read_pharmgkb(folder / "pharmgkb_drugs.tsv.gz")}
     assert len(pharmgkb) == 542

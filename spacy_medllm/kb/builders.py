@@ -31,7 +31,7 @@ from spacy.vocab import Vocab
 from ..corpus.base import CorpusError, decode, iter_lines, read_text, split_kb_id
 from ..errors import Errors, Warnings
 from .ids import DRUG_NAME, OLD, RECORD_NAME, link_renamed_records
-from .knowledge_base import Concept, KnowledgeBase
+from .knowledge_base import Concept, KnowledgeBase, normalize_alias
 
 logger = logging.getLogger("spacy_medllm")
 
@@ -252,12 +252,15 @@ def mesh_action_pairs(path: Union[str, Path]) -> Iterator[Tuple[str, str]]:
 
 
 def read_drugcentral(path: Union[str, Path]) -> Iterator[Concept]:
-    """MeSH ids of DrugCentral drugs (`identifiers.tsv`: `DRUG_ID`, `DRUG_NAME`, `ID_TYPE`,
-    `IDENTIFIER`, values quoted), each named by the drug's name.
+    """Supplementary records (`C…`) of DrugCentral drugs (`identifiers.tsv`: `DRUG_ID`,
+    `DRUG_NAME`, `ID_TYPE`, `IDENTIFIER`, values quoted), each named by the drug's name.
 
-    A drug's name goes to its supplementary records (`MESH_SUPPLEMENTAL_RECORD_UI`), or,
-    when it has none, to its descriptors (`MESH_DESCRIPTOR_UI`): beside a record, the
-    descriptor is often a broader heading (asfotase alfa -> Alkaline Phosphatase).
+    Only a drug with exactly one MeSH id, a supplementary record
+    (`MESH_SUPPLEMENTAL_RECORD_UI`), names it: beside a second id, the drug's name is as
+    often a salt's, a formulation's or a broader heading's (doxorubicin -> a liposomal
+    record and the descriptor; asfotase alfa -> Alkaline Phosphatase), and would tie
+    with the right concept on an exact match. Descriptors (`MESH_DESCRIPTOR_UI`) are
+    left to MeSH, which names them.
     """
     path = Path(path)
     drugs: Dict[str, Dict[str, List[str]]] = {}
@@ -277,8 +280,8 @@ def read_drugcentral(path: Union[str, Path]) -> Iterator[Concept]:
         if mid not in ids:
             ids.append(mid)
     for drug, ids in drugs.items():
-        for mid in ids["C"] or ids["D"]:
-            yield Concept(mid, names[drug], [], [CHEMICAL])
+        if len(ids["C"]) == 1 and not ids["D"]:
+            yield Concept(ids["C"][0], names[drug], [], [CHEMICAL])
 
 
 def _list_field(value: str, path: Path, line: int, column: str) -> List[str]:
@@ -302,8 +305,9 @@ def read_pharmgkb(path: Union[str, Path]) -> Iterator[Concept]:
 
     Each record is named by its own MeSH name (in the parentheses). The drug's name,
     generic and trade names become its aliases only when the drug has exactly one MeSH
-    reference: a drug with several points at mixtures and relatives too (atropine ->
-    Donnatal, Bellergal), which its names do not name. A reference whose id is not a
+    reference and that record's name is the drug's name (`name`): other references point
+    at mixtures and relatives (atropine -> Donnatal, Bellergal; propranolol -> Inderex;
+    amphetamine -> 3-methoxyamphetamine), which the drug's names do not name. A reference whose id is not a
     MeSH id (`MeSH:homoharringtonine(...)`) is skipped, with one warning per file.
     """
     path = Path(path)
@@ -324,11 +328,12 @@ def read_pharmgkb(path: Union[str, Path]) -> Iterator[Concept]:
             continue
         drug_names = [row["name"].strip()] + _list_field(row["generic_names"], path, line, "generic_names") + _list_field(row["trade_names"], path, line, "trade_names")
         drug_names = [n for n in dict.fromkeys(drug_names) if n]
+        own = normalize_alias(row["name"])
         for mid, record_name in refs:
-            name = record_name or (drug_names[0] if drug_names else "")
-            if not name:
-                raise CorpusError(path, line, f"{mid}: no name (empty record name and drug name)")
-            yield Concept(mid, name, [n for n in drug_names if n != name] if len(refs) == 1 else [], [CHEMICAL])
+            if not record_name:
+                raise CorpusError(path, line, f"{mid}: empty record name in the MeSH reference")
+            same_drug = len(refs) == 1 and normalize_alias(record_name) == own
+            yield Concept(mid, record_name, [n for n in drug_names if n != record_name] if same_drug else [], [CHEMICAL])
     if skipped:
         reasons = Counter("not a MeSH id" for _ in skipped)
         warnings.warn(Warnings.W001.format(path=path, n=len(skipped), reasons=", ".join(f"{k}: {v}" for k, v in reasons.items()), line=skipped[0][0], reason=skipped[0][1]))
@@ -444,7 +449,10 @@ def build_kb(
         when a supplementary record became a descriptor; see `spacy_medllm.kb.ids`.
     use (str): "local" (every source given) or "package": leave out the sources that may
         not be redistributed (CTD MEDIC, UMLS) or whose terms depend on the file (scispaCy).
-    report (dict): filled with "merges" (the alternative-id merges) and "left_out" (sources).
+        With "old", thesaurus descriptors new since the old MeSH that are no renamed record
+        are dropped (their ids are unknown to such corpora).
+    report (dict): filled with "merges" (the alternative-id merges), "dropped_new_descriptors"
+        and "left_out" (sources).
     """
     from .ids import PRIMARY_IDS
 
@@ -480,8 +488,13 @@ def build_kb(
         concepts = list(read_mesh(mesh_dir / "terms.tsv", mesh_dir / "tree-numbers.tsv"))
         old_ids = {c.concept_id for c in concepts}
         layer("mesh", concepts)
+    record_names: Dict[str, List[Tuple[str, int]]] = {}
     if medic is not None and given("ctd_medic", [medic]):
-        layer("ctd_medic", read_medic(medic))
+        concepts = list(read_medic(medic))
+        for c in concepts:
+            if c.concept_id.startswith("C"):  # MEDIC names a disease record by its MeSH name
+                record_names.setdefault(c.concept_id, []).append((c.canonical_name, RECORD_NAME))
+        layer("ctd_medic", concepts)
     thesaurus_ids: List[str] = []
     if mesh_thesaurus is not None and given("mesh_thesaurus", [mesh_thesaurus]):
         concepts = list(read_mesh_thesaurus(mesh_thesaurus))
@@ -491,7 +504,6 @@ def build_kb(
     if mesh_actions is not None and given("mesh_actions", [mesh_actions]):
         current_records = set(mesh_action_records(mesh_actions))
         layer("mesh_actions", read_mesh_actions(mesh_actions))
-    record_names: Dict[str, List[Tuple[str, int]]] = {}
     if drugcentral is not None and given("drugcentral", [drugcentral]):
         concepts = list(read_drugcentral(drugcentral))
         for c in concepts:
@@ -511,8 +523,17 @@ def build_kb(
     # without the old MeSH there is no telling a renamed record's new descriptor from an old one
     new_descriptors = [d for d in thesaurus_ids if d not in old_ids] if old_ids else []
     report["merges"] = link_renamed_records(kb, new_descriptors, record_names, current_records, "mesh_thesaurus", primary=primary_ids)
-    if report["merges"]:
-        kb.add_source("mesh_thesaurus", merged_records=len(report["merges"]), primary_ids=primary_ids)
+    report["dropped_new_descriptors"] = 0
+    if primary_ids == OLD:
+        # a descriptor new since the old MeSH, unless it is a renamed old record, has an id
+        # no corpus of that time uses; its name would only tie with the old concept that
+        # then carried it as an entry term ("Mania", now a descriptor, was Bipolar Disorder's)
+        for d in new_descriptors:
+            if d in kb:
+                kb.remove(d)
+                report["dropped_new_descriptors"] += 1
+    if thesaurus_ids:
+        kb.add_source("mesh_thesaurus", merged_records=len(report["merges"]), dropped_new_descriptors=report["dropped_new_descriptors"], primary_ids=primary_ids)
     mention_files = list(mention_files)
     if given("mentions", mention_files):
         layer("mentions", read_mentions(mention_files))

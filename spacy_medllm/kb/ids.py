@@ -12,20 +12,22 @@ The rule (`link_renamed_records`):
 1. Only a descriptor that is new since the old MeSH (its id is not in `terms.tsv` of the
    `--mesh` folder) can absorb a supplementary record; two ids that both exist in the old
    MeSH stay two concepts, since a corpus of that time may use both.
-2. Eligible records: `C…` ids named by DrugCentral or PharmGKB and absent from the 2024
+2. Eligible records: `C…` ids named by CTD MEDIC, DrugCentral or PharmGKB and absent from the 2024
    supplementary records that the pharmacological-actions table lists (7,561 ids): a
    record still supplementary in 2024 did not become a descriptor.
 3. A record matches a new descriptor when one of its names equals (case and whitespace
    ignored) the descriptor's preferred name, or else one of its non-permuted entry terms
    (names from the MeSH thesaurus source only).
 4. Matches are ranked: preferred name before entry term; a name that is the record's own
-   MeSH name (PharmGKB writes `MeSH:C076029(olanzapine)`) before a name given to every
-   MeSH id of a drug (DrugCentral's INN); then the older record (smaller number), then
-   the ids. Taken in that order, each descriptor and each record is used once: one
+   MeSH name (PharmGKB writes `MeSH:C076029(olanzapine)`; MEDIC's disease records) before
+   a drug's name (DrugCentral's INN); then the older record (smaller number), then the ids. Taken in that order, each descriptor and each record is used once: one
    descriptor absorbs at most one record.
 5. The primary id is the old one (`primary="old"`, the default: the record id, which
    2015-era corpora use); `primary="new"` keeps the 2024 descriptor id for corpora
    annotated with current MeSH. The other becomes an alternative id (`Concept.alt_ids`).
+   With "old", a new descriptor that absorbed no record is dropped from the KB: no
+   corpus of the old MeSH uses its id, and its names (often an old descriptor's entry
+   terms promoted: "Mania", "Ischemic Stroke") would tie with the concept that corpus uses.
 
 The linker answers with the primary id. The evaluation counts a prediction right when
 it is a gold id or when it and a gold id are ids of the same concept (`ids_match`).

@@ -145,6 +145,14 @@ class KnowledgeBase:
         for alt in [other_id] + other.alt_ids:
             self._add_alt(primary, alt)
 
+    def remove(self, concept_id: str) -> Concept:
+        """Remove the concept with this primary id (and its alternative ids); return it."""
+        concept = self._concepts.pop(concept_id)
+        self._alias_index = None
+        for alt in concept.alt_ids:
+            self._alt.pop(alt, None)
+        return concept
+
     def resolve(self, concept_id: str) -> Optional[str]:
         """The primary id of the concept that has `concept_id` as its id or as an
         alternative id; None when no concept has it. (`in` and `[]` take primary ids only.)"""
