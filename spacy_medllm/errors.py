@@ -97,3 +97,16 @@ class Errors(metaclass=ErrorsWithCodes):
     E091 = "Unknown KB use {value!r}; use one of: {known}"
     # augmenters, evaluation (E100-E109)
     E100 = "Unknown replacement mode {mode!r}; use one of: {known}"
+    # evaluation and threshold tuning (E120-E129)
+    E120 = "{path}: the output exists; pass --force to replace it"
+    E121 = ("{path}: the output is an input pipeline, lies inside one or holds one ({input}); "
+            "write the tuned pipeline to another folder (e.g. model-tuned beside model-best)")
+    E122 = "{path}: no medllm_rel component (pipeline: {pipes})"
+    E123 = "{path}: no relation component {name!r} to take thresholds from (its relation components: {names})"
+    E124 = ("{path}: component {name!r} has no tuned thresholds; tune that pipeline on its dev set "
+            "first (medllm tune-thresholds)")
+    E125 = "{path}: no {factory} component (pipeline: {pipes})"
+    E126 = "tune-thresholds: give either --dev DEV.spacy (tune) or --from TUNED_MODEL (copy), not {given}"
+    E127 = "evaluating {model} failed: {reason}"
+    E128 = "data set {name}: {path} not found"
+    E129 = "{path}: building the scispaCy peer's index failed (exit code {code}); see the messages above"
