@@ -88,6 +88,114 @@ def evaluate(
     typer.echo(table)
 
 
+@app.command("evaluate-candidates")
+def evaluate_candidates_cmd(
+    kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for candidates.json and candidates.md"),
+) -> None:
+    """Recall@k of candidate generation on gold mentions (alternative ids count), load time, speed, memory."""
+    from .evaluation import write_report
+    from .evaluation.candidates import evaluate_candidates, markdown
+
+    try:
+        results = evaluate_candidates(kb_dir, _pairs(data, "--data"))
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    table = markdown(results)
+    write_report(output, "candidates", results, table)
+    typer.echo(table)
+
+
+@app.command("evaluate-linker")
+def evaluate_linker_cmd(
+    model: str = typer.Argument(..., help="pipeline with a medllm_linker"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for linker.json and linker.md"),
+    peer: Optional[Path] = typer.Option(None, "--peer", help="index cache of the scispaCy peer over the same KB (scripts/benchmark_scispacy_peer.py), scored on the same mentions"),
+    batch_size: int = typer.Option(32, help="documents per batch"),
+) -> None:
+    """Linking accuracy@1 / recall@k on gold mentions, end-to-end (span, label, id) P/R/F, the linker's share of time."""
+    from .evaluation import write_report
+    from .evaluation.linker import evaluate_linker, markdown
+
+    try:
+        results = evaluate_linker(model, _pairs(data, "--data"), peer_cache=peer, batch_size=batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    table = markdown(results)
+    write_report(output, "linker", results, table)
+    typer.echo(table)
+
+
+@app.command("evaluate-relations")
+def evaluate_relations_cmd(
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for relations.json and relations.md"),
+    cid: Optional[str] = typer.Option(None, help="BC5CDR CID pipeline (transformer + ner + medllm_linker + medllm_rel)"),
+    cid_data: str = typer.Option("corpus/bc5cdr/test.spacy", help="BC5CDR gold .spacy file"),
+    ade: Optional[str] = typer.Option(None, help="ADE relation pipeline"),
+    ade_data: str = typer.Option("corpus/ade/test.spacy", help="ADE gold .spacy file"),
+    chia: Optional[str] = typer.Option(None, help="Chia relation pipeline"),
+    chia_data: str = typer.Option("corpus/chia/test.spacy", help="Chia gold .spacy file"),
+    limit: int = typer.Option(0, help="at most this many documents per data set (0: all)"),
+) -> None:
+    """Relation P/R/F: BC5CDR CID (gold entities and end to end), ADE and Chia (gold entities), the relation component's share of time."""
+    from .evaluation import write_report
+    from .evaluation.relations import evaluate_relations, markdown
+
+    try:
+        results = evaluate_relations(
+            cid=cid, cid_data=cid_data, ade=ade, ade_data=ade_data, chia=chia, chia_data=chia_data, limit=limit,
+            progress=lambda msg: typer.echo(msg, err=True),
+        )
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    table = markdown(results)
+    write_report(output, "relations", results, table)
+    typer.echo(table)
+
+
+@app.command("tune-thresholds")
+def tune_thresholds_cmd(
+    model: Path = typer.Argument(..., help="trained pipeline with medllm_rel components (read only)"),
+    output: Path = typer.Argument(..., help="NEW folder for the tuned pipeline (e.g. model-tuned beside model-best)"),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="gold .spacy file to tune on"),
+    other: Optional[Path] = typer.Option(None, "--or", help="a second pipeline (e.g. model-last), tuned too: the one with the better tuned dev F1 is written"),
+    relative: bool = typer.Option(False, "--relative", help="also tune each label's relative threshold"),
+    source: Optional[Path] = typer.Option(None, "--from", help="tune nothing: take the thresholds of this tuned pipeline's relation components"),
+    report: Optional[Path] = typer.Option(None, "--report", help="JSON file for the per-label report"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output folder (never an input)"),
+) -> None:
+    """Tune relation thresholds on dev (or copy them from a tuned pipeline) and write a new pipeline."""
+    from .errors import Errors
+    from .evaluation.tuning import copy_relation_thresholds, tune_relation_thresholds
+
+    if (dev is None) == (source is None) or (source is not None and (other is not None or relative)):
+        given = "both" if dev is not None and source is not None else "--from with --or/--relative" if source is not None else "neither"
+        typer.echo(f"error: {Errors.E126.format(given=given)}", err=True)
+        raise typer.Exit(1)
+    try:
+        if source is not None:
+            result = copy_relation_thresholds(model, source, output, force=force, report_path=report)
+            for name, values in result["thresholds"].items():
+                typer.echo(f"{name}: thresholds {values['thresholds']}, relative {values['relative_thresholds']} (from {source})", err=True)
+        else:
+            result = tune_relation_thresholds(model, dev, output, other=other, relative=relative, force=force, report_path=report)
+            for path, f in result["dev_f"].items():
+                typer.echo(f"{path}: tuned dev F1 {100 * f:.2f}", err=True)
+            for name, per_label in result["thresholds"].items():
+                for label, r in per_label.items():
+                    extra = f", relative {r['relative_threshold']}" if relative else ""
+                    typer.echo(f"{result['chosen']} {name} {label}: threshold {r['threshold']}{extra} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)", err=True)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {output}")
+
+
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="pipeline package name or path"),
