@@ -189,7 +189,7 @@ def tune_thresholds_cmd(
             for name, per_label in result["thresholds"].items():
                 for label, r in per_label.items():
                     extra = f", relative {r['relative_threshold']}" if relative else ""
-                    typer.echo(f"{result['chosen']} {name} {label}: threshold {r['threshold']}{extra} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)", err=True)
+                    typer.echo(f"{result['chosen']} {name} {label}: threshold {round(float(r['threshold']), 4)}{extra} (dev F1 {100 * r['f']:.2f}, {r['gold']} gold)", err=True)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

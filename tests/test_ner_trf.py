@@ -141,28 +141,6 @@ def test_cli_evaluate_and_annotate(trained, tmp_path):
     assert [[(e["start"], e["end"], e["label"]) for e in o["entities"]] for o in out] == [TRAIN[1][1], TRAIN[2][1]]
 
 
-def test_peak_memory_without_resource(monkeypatch):
-    """`resource` is Unix-only: without it the peak comes from psutil's peak working set
-    (Windows), else it is reported as None; the table then shows n/a."""
-    import sys
-    import types
-
-    from spacy_medllm import evaluate
-
-    assert isinstance(evaluate.peak_rss_mb(), float)
-    monkeypatch.setattr(evaluate, "resource", None)
-    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
-    assert evaluate.peak_rss_mb() is None
-    fake = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(memory_info=lambda: types.SimpleNamespace(peak_wset=300 * 1024 * 1024)))
-    monkeypatch.setitem(sys.modules, "psutil", fake)
-    assert evaluate.peak_rss_mb() == 300.0
-    fake_linux = types.SimpleNamespace(Process=lambda: types.SimpleNamespace(memory_info=lambda: types.SimpleNamespace(rss=1)))
-    monkeypatch.setitem(sys.modules, "psutil", fake_linux)
-    assert evaluate.peak_rss_mb() is None  # no peak to report
-    result = {"tiny": {"peak_rss_mb": None, "datasets": {"gold": {"words_per_second": 10, "overall": {"p": 1.0, "r": 1.0, "f": 1.0}, "per_type": {}}}}}
-    assert evaluate.markdown_table(result).splitlines()[-1] == "| tiny | gold | overall | 1.00 | 1.00 | 1.00 | 10 | n/a |"
-
-
 def test_package_imports_without_resource():
     import subprocess
     import sys

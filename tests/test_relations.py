@@ -535,32 +535,6 @@ def test_learn_rate_scale():
         spacy.blank("en").add_pipe("medllm_rel", config={"learn_rate_scale": 0.0})
 
 
-def test_thresholds_copied_from_a_tuned_model(cid_nlp, tmp_path):
-    """A model trained on train + dev takes the dev-tuned thresholds of the train-only run."""
-    import subprocess
-    import sys
-
-    tuned, final, untuned = tmp_path / "tuned", tmp_path / "final", tmp_path / "untuned"
-    rel = cid_nlp.get_pipe("medllm_rel")
-    saved = dict(rel.cfg["thresholds"])
-    try:
-        rel.cfg["thresholds"] = {"CID": 0.2071}
-        cid_nlp.to_disk(tuned)
-        rel.cfg["thresholds"] = {}
-        cid_nlp.to_disk(final)
-        cid_nlp.to_disk(untuned)
-    finally:
-        rel.cfg["thresholds"] = saved
-    script = str(Path(__file__).parent.parent / "scripts" / "tune_relation_thresholds.py")
-    run = subprocess.run([sys.executable, script, str(final), "--from", str(tuned)], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert spacy.load(final).get_pipe("medllm_rel").cfg["thresholds"] == {"CID": 0.2071}
-    # a source that was never tuned is refused, naming it, and the target keeps its thresholds
-    run = subprocess.run([sys.executable, script, str(final), "--from", str(untuned)], capture_output=True, text=True)
-    assert run.returncode != 0 and "untuned" in run.stderr and "no tuned thresholds" in run.stderr
-    assert spacy.load(final).get_pipe("medllm_rel").cfg["thresholds"] == {"CID": 0.2071}
-
-
 # ---- relative (document-level adaptive) threshold ----------------------------------------------
 def test_relative_threshold_accepts_the_documents_top_pairs(cid_nlp):
     rel = cid_nlp.get_pipe("medllm_rel")

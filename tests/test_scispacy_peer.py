@@ -1,4 +1,5 @@
-"""scripts/benchmark_scispacy_peer.py on a tiny KB: the index, its cache, and the linker's ranking."""
+"""The scispaCy peer (spacy_medllm.evaluation.peer and its script) on a tiny KB: the index,
+its cache, and the linker's ranking."""
 import importlib.util
 import itertools
 import os
@@ -21,6 +22,13 @@ SMALL_INDEX = {"M": 8, "efConstruction": 100, "post": 0}
 
 @pytest.fixture(scope="module")
 def peer():
+    from spacy_medllm.evaluation import peer as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
     spec = importlib.util.spec_from_file_location("benchmark_scispacy_peer", ROOT / "scripts" / "benchmark_scispacy_peer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -122,7 +130,23 @@ def test_rank_is_the_entity_linkers(peer, built, threshold, filter_defs):
         assert ent._.kb_ents == mine[:30]
 
 
-def test_main_end_to_end(peer, tmp_path):
+def test_alternative_id_counts_for_the_peer(peer, built):
+    """A gold id that is another id of the concept the peer ranks first counts as right."""
+    from spacy_medllm.evaluation.candidates import Mention
+
+    kb_dir, cache, _ = built
+    concepts = peer.load_concepts(str(kb_dir))
+    concepts[0].alt_ids = ["C999999"]
+    ranker = peer.PeerRanker(cache, concepts)
+    mentions = [Mention("acute renal failure", "Disease", {"C999999"}), Mention("acute renal failure", "Disease", {"C888888"})]
+    scores = peer.score_peer(mentions, ranker.candidates([m.text for m in mentions]), ranker)
+    assert scores["Disease"] == {
+        "mentions": 2, "id_in_kb": 50.0, "accuracy@1": 50.0, "recall@1": 50.0, "recall@5": 50.0, "recall@10": 50.0, "recall@30": 50.0,
+        "accuracy@1_threshold_0.7": 50.0, "accuracy@1_linker_defaults": 50.0, "no_candidate": 0.0,
+    }
+
+
+def test_main_end_to_end(peer, script, tmp_path):
     tiny_kb().to_disk(tmp_path / "kb")
     nlp = spacy.blank("en")
     doc = nlp("acute renal failure , chronic cardiac injury , mild neural toxicity , aspirin")
@@ -133,8 +157,8 @@ def test_main_end_to_end(peer, tmp_path):
         Span(doc, 12, 13, "Chemical", kb_id="C000001"),  # not in the KB
     ]
     DocBin(docs=[doc], store_user_data=True).to_disk(tmp_path / "gold.spacy")
-    args = peer.parse_args([str(tmp_path / "kb"), str(tmp_path / "out"), f"gold={tmp_path / 'gold.spacy'}", "--cache", str(tmp_path / "cache")])
-    peer.main(args)
+    args = script.parse_args([str(tmp_path / "kb"), str(tmp_path / "out"), f"gold={tmp_path / 'gold.spacy'}", "--cache", str(tmp_path / "cache")])
+    script.main(args)
     results = srsly.read_json(tmp_path / "out" / "candidates_scispacy.json")
     overall = results["datasets"]["gold"]["per_label"]["overall"]
     assert overall["mentions"] == 3
@@ -145,5 +169,5 @@ def test_main_end_to_end(peer, tmp_path):
     assert "| gold | Disease | 2 | 100.0 | 100.0 |" in (tmp_path / "out" / "candidates_scispacy.md").read_text()
     # a second run uses the cache instead of rebuilding
     built_at = (tmp_path / "cache" / peer.META_FILE).stat().st_mtime
-    peer.main(args)
+    script.main(args)
     assert (tmp_path / "cache" / peer.META_FILE).stat().st_mtime == built_at

@@ -186,10 +186,13 @@ def time_components(
     procs = [(name, nlp.get_pipe(name)) for name in names]
 
     def run(batch: Sequence[Union[str, Doc]], times: Optional[ComponentTimes]) -> List[Doc]:
-        t = time.perf_counter()
-        docs = [x if isinstance(x, Doc) else nlp.make_doc(x) for x in batch]
-        if times is not None:
-            times.tokenizer_s += time.perf_counter() - t
+        if all(isinstance(x, Doc) for x in batch):
+            docs = list(batch)
+        else:
+            t = time.perf_counter()
+            docs = [x if isinstance(x, Doc) else nlp.make_doc(x) for x in batch]
+            if times is not None:
+                times.tokenizer_s += time.perf_counter() - t
         for name, proc in procs:
             t = time.perf_counter()
             docs = list(proc.pipe(docs, batch_size=batch_size)) if hasattr(proc, "pipe") else [proc(d) for d in docs]
