@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import spacy
 import srsly
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import DocBin
 from thinc.api import Adam, fix_random_seed
 from typer.testing import CliRunner
 
@@ -460,3 +460,29 @@ def test_tune_thresholds_command(rel_files, tmp_path):
     bad = runner.invoke(app, ["tune-thresholds", str(tmp_path / "blank"), str(tmp_path / "bad"), "--dev", str(dev)])
     assert bad.exit_code == 1 and f"[E122] {tmp_path / 'blank'}: no medllm_rel component (pipeline: none)" in bad.output
     assert tree_bytes(model) == before
+
+
+# ---- relation evaluation ------------------------------------------------------------------------------
+def test_evaluate_relations_command(rel_files, tmp_path):
+    """`medllm evaluate-relations` on a tuned relation-only pipeline: with gold entities every
+    CID pair is found; end to end there is no NER, so nothing; a missing model is noted."""
+    from spacy_medllm.evaluation.tuning import tune_relation_thresholds
+
+    model, dev = rel_files
+    tuned = tmp_path / "model-tuned"
+    tune_relation_thresholds(model, dev, tuned)
+    result = runner.invoke(app, [
+        "evaluate-relations", "--output", str(tmp_path / "metrics"), "--cid", str(tuned), "--cid-data", str(dev),
+        "--chia", str(tmp_path / "missing"),
+    ])
+    assert result.exit_code == 0, result.output
+    res = srsly.read_json(tmp_path / "metrics" / "relations.json")
+    cid = res["cid"]
+    assert cid["gold_entities"] == {"p": 100.0, "r": 100.0, "f": 100.0, "predicted": 4, "gold": 4, "gold_pairs_with_both_concepts_among_entities": 4}
+    assert cid["end_to_end"] == {"p": 0.0, "r": 0.0, "f": 0.0, "predicted": 0, "gold": 4}
+    assert cid["baseline_same_sentence_gold_entities"]["gold"] == 4
+    assert list(cid["seconds"]) == ["medllm_rel"] and cid["documents"] == 3
+    assert res["notes"] == [f"chia: {tmp_path / 'missing'} not found, skipped"]
+    table = (tmp_path / "metrics" / "relations.md").read_text().splitlines()
+    assert table[2] == "| gold entities | 100.00 | 100.00 | 100.00 | 4 | 4 |"
+    assert f"- chia: {tmp_path / 'missing'} not found, skipped" in table
