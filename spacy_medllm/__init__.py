@@ -4,7 +4,8 @@ Kept light: importing the package (which spaCy does through entry points, e.g. f
 tokenizer of a CNN pipeline) does not import torch or transformers.
 """
 from .about import __version__
-from .corpus.base import NIL, ReadStats, split_kb_id
+from .corpus.base import ReadStats
+from .tokens import NIL, split_kb_id
 
 __all__ = ["__version__", "NIL", "ReadStats", "split_kb_id", "resolve_encoder"]
 

@@ -4,11 +4,12 @@ import zipfile
 import pytest
 
 from spacy_medllm.corpus.ade import read_ade
-from spacy_medllm.corpus.base import CorpusError, ReadStats, get_relations
+from spacy_medllm.corpus.base import CorpusError, ReadStats
 from spacy_medllm.corpus.brat import read_brat_dir, read_chia
 from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.corpus.mimic import read_mimic_notes
 from spacy_medllm.corpus.splits import split_of
+from spacy_medllm.tokens import get_relations, text_crc
 
 from corpus_paths import require_corpus
 
@@ -50,9 +51,11 @@ def test_ade_sample(tmp_path, nlp):
     # the occurrence whose offset agrees with the document-level offsets is chosen
     assert [(e.start_char, e.text) for e in d2.ents] == [(42, "azithromycin"), (62, "ototoxicity")]
     assert get_relations(d2) == [{"head": [d2.ents[0].start, d2.ents[0].end], "tail": [d2.ents[1].start, d2.ents[1].end],
-                                  "head_id": None, "tail_id": None, "label": "ADE", "score": 1.0}]
+                                  "head_id": None, "tail_id": None, "label": "ADE", "score": 1.0,
+                                  "head_char": [42, 54], "tail_char": [62, 73], "text_crc": text_crc(d2)}]
     assert [(e.text, e.label_) for e in d3.ents] == [("Methotrexate", "Drug"), ("1500 mg/m2", "Dose")]
-    assert get_relations(d3) == [{"head": [0, 1], "tail": [1, 5], "head_id": None, "tail_id": None, "label": "DOSE", "score": 1.0}]
+    assert get_relations(d3) == [{"head": [0, 1], "tail": [1, 5], "head_id": None, "tail_id": None, "label": "DOSE", "score": 1.0,
+                                  "head_char": [0, 12], "tail_char": [13, 23], "text_crc": text_crc(d3)}]
     assert [d.cats for d in docs] == [{"ADE": 1.0}, {"ADE": 1.0}, {"ADE": 0.0}, {"ADE": 0.0}, {"ADE": 0.0}]
     assert n1.text == "Nothing happened here." and n1.ents == ()
 

@@ -9,9 +9,9 @@ from spacy.tokens import DocBin
 from spacy.training import Example
 
 from spacy_medllm.augment.entity_swap import swap_entities
-from spacy_medllm.corpus.base import MENTIONS_KEY, get_relations, install_extensions, relation
 from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.relations import concept_pairs
+from spacy_medllm.tokens import MENTIONS_KEY, get_relations, install_extensions, relation, text_crc
 
 
 @pytest.fixture
@@ -50,8 +50,10 @@ def test_mention_records_are_remapped(nlp):
     assert [t.text for t in new][2:9] == ["5", "-", "fluorouracil", "developed", "acute", "kidney", "injury"]
     assert ents_of(new) == [("5-fluorouracil", "Drug", ""), ("acute kidney injury", "Effect", ""), ("600 mg", "Dose", "")]
     assert get_relations(new) == [
-        {"head": [2, 5], "tail": [6, 9], "head_id": None, "tail_id": None, "label": "ADE", "score": 1.0},
-        {"head": [2, 5], "tail": [10, 12], "head_id": None, "tail_id": None, "label": "DOSE", "score": 1.0},
+        {"head": [2, 5], "tail": [6, 9], "head_id": None, "tail_id": None, "label": "ADE", "score": 1.0,
+         "head_char": [12, 26], "tail_char": [37, 56], "text_crc": text_crc(new)},
+        {"head": [2, 5], "tail": [10, 12], "head_id": None, "tail_id": None, "label": "DOSE", "score": 1.0,
+         "head_char": [12, 26], "tail_char": [63, 69], "text_crc": text_crc(new)},
     ]
     # the original Doc is untouched
     assert get_relations(doc)[0]["head"] == [2, 3] and doc.text.startswith("Patients on lithium")

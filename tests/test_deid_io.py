@@ -11,10 +11,10 @@ from spacy.tokens import Doc, DocBin, Span
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
-from spacy_medllm.corpus.base import get_relations, install_extensions, relation
 from spacy_medllm.deid.io import CorruptRecord, deidentify_path
 from spacy_medllm.deid.remap import cut_spans, remap_doc
 from spacy_medllm.deid.surrogates import Surrogates, replace_spans
+from spacy_medllm.tokens import get_relations, install_extensions, relation
 
 NOTE = "Dr. John Smith saw the patient on 3/14. Call 410-555-1234."
 TAGGED = "Dr. [NAME] saw the patient on [DATE]. Call [PHONE]."

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import srsly
 
-from spacy_medllm.corpus.base import CorpusError
+from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import CandidateGenerator, Concept, KnowledgeBase, read_scispacy_kb, read_umls_rrf
 from spacy_medllm.kb.builders import mesh_category, read_medic, read_mesh
 from spacy_medllm.kb.candidates import kb_fingerprint
@@ -103,14 +103,14 @@ def test_scispacy_and_umls_fixtures(shared_corpus):
 
 def test_malformed_vocabularies(tmp_path):
     (tmp_path / "kb.json").write_text('[{"aliases": []}]')
-    with pytest.raises(CorpusError, match="each concept needs 'concept_id'"):
+    with pytest.raises(VocabularyError, match="each concept needs 'concept_id'"):
         list(read_scispacy_kb(tmp_path / "kb.json"))
     (tmp_path / "kb.jsonl").write_text('{"concept_id": "C1", "canonical_name": "x"}\n{broken\n')
-    with pytest.raises(CorpusError, match=r"kb.jsonl, line 2: not valid JSON"):
+    with pytest.raises(VocabularyError, match=r"kb.jsonl, line 2: not valid JSON"):
         list(read_scispacy_kb(tmp_path / "kb.jsonl"))
     (tmp_path / "META").mkdir()
     (tmp_path / "META" / "MRCONSO.RRF").write_text("C0000005|ENG|P\n")
-    with pytest.raises(CorpusError, match=r"MRCONSO.RRF, line 1: expected at least 15"):
+    with pytest.raises(VocabularyError, match=r"MRCONSO.RRF, line 1: expected at least 15"):
         list(read_umls_rrf(tmp_path / "META"))
 
 
@@ -184,7 +184,7 @@ def test_linker_pipeline_refuses_an_index_of_another_kb(kb, tmp_path):
     import spacy
     from spacy.training import Example
 
-    from spacy_medllm.corpus.base import install_extensions
+    from spacy_medllm.tokens import install_extensions
 
     install_extensions()
     nlp = spacy.blank("en")

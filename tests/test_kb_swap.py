@@ -9,9 +9,9 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from spacy_medllm.augment.kb_swap import KBNames, kb_swap
-from spacy_medllm.corpus.base import get_relations, install_extensions
 from spacy_medllm.corpus.convert import blank_biomedical
 from spacy_medllm.kb import Concept, KnowledgeBase
+from spacy_medllm.tokens import get_relations, install_extensions
 
 NLP = blank_biomedical()
 KB = KnowledgeBase([

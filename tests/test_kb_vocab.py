@@ -11,7 +11,7 @@ import srsly
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
-from spacy_medllm.corpus.base import CorpusError
+from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import Concept, KnowledgeBase, build_kb, ids_match
 from spacy_medllm.kb.builders import (
     mesh_action_pairs, mesh_action_records, read_drugcentral, read_mesh_actions, read_mesh_thesaurus, read_pharmgkb,
@@ -177,13 +177,13 @@ def test_malformed_rows_name_file_line_reason(tmp_path, reader, name, text, matc
     path = write(tmp_path / name, text)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(CorpusError, match=match):
+        with pytest.raises(VocabularyError, match=match):
             list(reader(path))
 
 
 def test_unreadable_gzip_and_missing_file(tmp_path):
     (tmp_path / "dc.tsv.gz").write_bytes(b"not gzip")
-    with pytest.raises(CorpusError, match=r"dc.tsv.gz, line -: not a readable gzip file"):
+    with pytest.raises(VocabularyError, match=r"dc.tsv.gz, line -: not a readable gzip file"):
         list(read_drugcentral(tmp_path / "dc.tsv.gz"))
     with pytest.raises(FileNotFoundError, match=r"\[E003\] .*missing.tsv: file not found"):
         list(read_pharmgkb(tmp_path / "missing.tsv"))

@@ -19,11 +19,12 @@ from thinc.api import fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
-from spacy_medllm.corpus.base import CorpusError, install_extensions, relation
+from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import Concept, KnowledgeBase, build_kb
 from spacy_medllm.kg import EmbeddingTable, build_kg, read_triples, write_triples
 from spacy_medllm.kg.build import HAS_SEMANTIC_TYPE, INDUCES, ISA, MEDIC_PARENT, semantic_types_of
 from spacy_medllm.layers.kg_attention import AliasMatcher, build_kg_attention, matcher_stats
+from spacy_medllm.tokens import install_extensions, relation
 
 ROOT = Path(__file__).parent.parent
 
@@ -131,7 +132,7 @@ def test_build_kg_cli(sources, tmp_path):
 def test_read_triples_errors(tmp_path):
     path = tmp_path / "triples.tsv"
     path.write_text("a\tr\tb\na\tr\n", encoding="utf8")
-    with pytest.raises(CorpusError, match=r"triples.tsv, line 2: expected 3"):
+    with pytest.raises(VocabularyError, match=r"triples.tsv, line 2: expected 3"):
         read_triples(path)
     write_triples(path, [("a", "r", "b")])
     assert read_triples(path) == [("a", "r", "b")]

@@ -7,9 +7,9 @@ from spacy.tokens import DocBin, Span
 from spacy.training import Example
 from thinc.api import SGD, Adam, fix_random_seed
 
-from spacy_medllm.corpus.base import NIL
 from spacy_medllm.kb import Concept, KnowledgeBase
 from spacy_medllm.linker.scorer import score_links
+from spacy_medllm.tokens import NIL
 
 CONCEPTS = [
     Concept("D007022", "Hypotension", ["Low Blood Pressure", "hypotensive"], ["Disease"], "Abnormally low blood pressure."),

@@ -17,7 +17,7 @@ import spacy
 from spacy.training import Example
 from thinc.api import Adam, fix_random_seed
 
-from spacy_medllm.corpus.base import get_relations, install_extensions
+from spacy_medllm.tokens import get_relations, install_extensions
 
 TIMEOUT = 120
 
@@ -30,7 +30,7 @@ try:
     import scispacy.abbreviation  # noqa: F401  (registers abbreviation_detector)
 except ImportError:
     pass
-from spacy_medllm.corpus.base import get_relations
+from spacy_medllm.tokens import get_relations
 
 nlp = spacy.load(sys.argv[1])
 texts = json.loads(sys.argv[2])

@@ -16,8 +16,8 @@ import srsly
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
-from spacy_medllm.corpus.base import install_extensions, relation
 from spacy_medllm.relations.knowledge import RelationKnowledge
+from spacy_medllm.tokens import install_extensions, relation
 
 MODEL = {
     "@architectures": "spacy_medllm.RelationModel.v1",

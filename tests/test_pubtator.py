@@ -4,9 +4,10 @@ import warnings
 import pytest
 from spacy.tokens import DocBin
 
-from spacy_medllm.corpus.base import NIL, CorpusError, ReadStats, get_relations, split_kb_id
+from spacy_medllm.corpus.base import CorpusError, ReadStats
 from spacy_medllm.corpus.convert import blank_biomedical
-from spacy_medllm.corpus.pubtator import NCBI_LABELS, read_pubtator
+from spacy_medllm.corpus.pubtator import read_pubtator
+from spacy_medllm.tokens import NCBI_LABELS, NIL, get_relations, split_kb_id
 
 from corpus_paths import require_corpus
 

@@ -13,9 +13,9 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
-from spacy_medllm.corpus.base import get_relations, install_extensions, relation
 from spacy_medllm.relations import concept_pairs, gold_entity_docs, make_type_pairs, render, score_relations
-from spacy_medllm.relations.instances import create_relation_corpus
+from spacy_medllm.relations.reader import create_relation_corpus
+from spacy_medllm.tokens import get_relations, install_extensions, relation
 
 ROOT = Path(__file__).parent.parent
 

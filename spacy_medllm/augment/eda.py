@@ -23,8 +23,8 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import get_relations, install_extensions
 from ..errors import Errors
+from ..tokens import get_relations, install_extensions, set_offsets
 
 SYNONYMS_FILE = Path(__file__).parent / "synonyms.json"
 OPERATIONS = ("synonym", "insert", "swap", "delete")
@@ -176,7 +176,7 @@ def eda_copy(
             for key in ("head", "tail"):
                 if r.get(key) is not None:
                     r[key] = list(move(int(r[key][0]), int(r[key][1])))
-            moved.append(r)
+            moved.append(set_offsets(new, r))
         new._.medllm_rels = moved
     for name in ("medllm_doc_id", "medllm_meta"):
         setattr(new._, name, getattr(doc._, name))

@@ -7,7 +7,7 @@ training split itself) or a JSON file `{"Chemical": ["aspirin", ...], ...}`.
 
 The augmented copy keeps entities (with the id of the inserted name when known),
 categories, the `mentions` span group and the relation records of `doc._.medllm_rels`
-(`spacy_medllm.corpus.base.relation`), their token offsets re-mapped through the swaps,
+(`spacy_medllm.tokens.relation`), their token (and character) offsets re-mapped through the swaps,
 so a copy of a Doc with relations is not a negative relation example. In a Doc with
 relation records, names are swapped per concept: every mention of one concept id (or,
 without an id, of one lowercased text) gets the same new name, the records' ids follow
@@ -27,8 +27,9 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import MENTIONS_KEY, build_doc, get_relations, install_extensions, split_kb_id
+from ..corpus.base import build_doc
 from ..errors import Errors
+from ..tokens import MENTIONS_KEY, get_relations, install_extensions, set_offsets, split_kb_id
 
 Names = Dict[str, List[Tuple[str, str]]]
 
@@ -258,4 +259,4 @@ def _move_record(
             out[f"{key}_id"] = swapped[span][1] or None  # the argument is a swapped entity: its new id
         elif old_id is not None and old_id in id_map:
             out[f"{key}_id"] = id_map[old_id]
-    return out
+    return set_offsets(new, out)

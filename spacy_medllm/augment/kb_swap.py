@@ -24,8 +24,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import MENTIONS_KEY, get_relations, install_extensions, split_kb_id
 from ..errors import Errors
+from ..tokens import MENTIONS_KEY, get_relations, install_extensions, split_kb_id
 from .entity_swap import Choice, apply_swaps
 
 MODES = ("alias", "concept")

@@ -25,7 +25,8 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, install_extensions, iter_lines, relation
+from ..tokens import install_extensions, relation
+from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, iter_lines
 from .splits import split_of
 
 REL_FILES = (("DRUG-AE.rel", "Effect", "ADE"), ("DRUG-DOSE.rel", "Dose", "DOSE"))

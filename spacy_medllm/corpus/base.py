@@ -16,22 +16,24 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 from spacy.vocab import Vocab
 
+from .. import io as _io
 from ..errors import Errors, Warnings
+from ..io import FileFormatError
+from ..tokens import MENTIONS_KEY, NIL, get_relations, install_extensions, relation, split_kb_id
 
 logger = logging.getLogger("spacy_medllm")
 
-MENTIONS_KEY = "mentions"
-NIL = "NIL"
+# the schema (`spacy_medllm.tokens`) and the file helpers (`spacy_medllm.io`) used to live
+# here: their names stay importable from this module
+__all__ = [
+    "CorpusError", "Mention", "ReadStats", "ErrorPolicy", "build_doc", "span_for", "annotate", "boundaries_of",
+    "read_text", "iter_lines", "decode", "MENTIONS_KEY", "NIL", "get_relations", "install_extensions",
+    "relation", "split_kb_id",
+]
 
 
-class CorpusError(ValueError):
+class CorpusError(FileFormatError):
     """Malformed corpus input; the message names the file, the line and the reason."""
-
-    def __init__(self, path: Union[str, Path], line: Optional[int], reason: str):
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        super().__init__(Errors.E001.format(path=path, line=line if line is not None else "-", reason=reason))
 
 
 @dataclass
@@ -109,56 +111,19 @@ class ErrorPolicy:
 
 
 def read_text(path: Union[str, Path], encoding: str = "utf-8") -> str:
-    """Read a whole file, with a clear error for a missing file or a wrong encoding."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(Errors.E003.format(path=path))
-    return decode(path.read_bytes(), path, encoding)
+    """Read a whole corpus file, with a clear error for a missing file or a wrong encoding
+    (`CorpusError`); see `spacy_medllm.io.read_text`."""
+    return _io.read_text(path, encoding, error=CorpusError)
 
 
 def iter_lines(path: Union[str, Path]) -> Iterable[Tuple[int, str]]:
-    """(line number, line without its line break) for the non-blank lines of a UTF-8 file."""
-    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
-        line = line.rstrip("\r")
-        if line.strip():
-            yield line_no, line
+    """(line number, line without its line break) for the non-blank lines of a UTF-8 corpus file."""
+    return _io.iter_lines(path, error=CorpusError)
 
 
 def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8") -> str:
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise CorpusError(
-            path, line, f"not valid {encoding} at byte {err.start} ({err.reason}); re-encode the file as UTF-8"
-        ) from None
-
-
-def install_extensions() -> None:
-    """Register the Doc extensions the readers and components write (idempotent)."""
-    if not Doc.has_extension("medllm_rels"):
-        Doc.set_extension("medllm_rels", default=None)
-    if not Doc.has_extension("medllm_doc_id"):
-        Doc.set_extension("medllm_doc_id", default=None)
-    if not Doc.has_extension("medllm_meta"):
-        Doc.set_extension("medllm_meta", default=None)
-
-
-def get_relations(doc: Doc) -> List[Dict[str, object]]:
-    """The relation records of a Doc, as lists and dicts.
-
-    msgpack (DocBin, multiprocessing) hands sequences back as tuples; this gives the
-    same plain structure whether the Doc was just annotated or deserialized.
-    """
-    install_extensions()
-    out = []
-    for r in doc._.medllm_rels or ():
-        r = dict(r)
-        for key in ("head", "tail"):
-            if r.get(key) is not None:
-                r[key] = [int(i) for i in r[key]]
-        out.append(r)
-    return out
+    """`data` as text; a wrong encoding raises `CorpusError` naming the file and the line."""
+    return _io.decode(data, path, encoding, error=CorpusError)
 
 
 def build_doc(
@@ -231,39 +196,4 @@ def boundaries_of(mentions: Iterable[Mention]) -> List[int]:
     out: List[int] = []
     for m in mentions:
         out.extend((m.start, m.end))
-    return out
-
-
-def relation(
-    label: str,
-    head: Optional[Span] = None,
-    tail: Optional[Span] = None,
-    head_id: Optional[str] = None,
-    tail_id: Optional[str] = None,
-    score: float = 1.0,
-) -> Dict[str, object]:
-    """A relation record: plain data (token offsets, ids, label, score), no Span objects."""
-    return {
-        "head": [head.start, head.end] if head is not None else None,
-        "tail": [tail.start, tail.end] if tail is not None else None,
-        "head_id": head_id if head_id is not None else (head.kb_id_ or None if head is not None else None),
-        "tail_id": tail_id if tail_id is not None else (tail.kb_id_ or None if tail is not None else None),
-        "label": label,
-        "score": float(score),
-    }
-
-
-def split_kb_id(kb_id: str) -> List[str]:
-    """The concept ids a corpus id string stands for.
-
-    `D1|D2` (alternatives, or BC5CDR's composite mentions) and `D1+D2` (NCBI composite
-    mentions) give both ids; `NIL` and the empty string give none.
-    """
-    if not kb_id or kb_id == NIL:
-        return []
-    out: List[str] = []
-    for part in kb_id.replace("+", "|").split("|"):
-        part = part.strip()
-        if part and part not in out and part != NIL:
-            out.append(part)
     return out

@@ -27,10 +27,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import Errors
-from .base import (
-    ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, decode,
-    install_extensions, relation,
-)
+from ..tokens import install_extensions, relation
+from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, decode
 from .splits import split_of
 
 CHIA_LABELS = (

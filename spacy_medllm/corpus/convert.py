@@ -38,7 +38,8 @@ def _bc5cdr(src: Path, nlp: Language, on_error: str, stats: Dict[str, ReadStats]
 
 
 def _ncbi_disease(src: Path, nlp: Language, on_error: str, stats: Dict[str, ReadStats]) -> Iterator[Tuple[str, Iterable[Doc]]]:
-    from .pubtator import NCBI_LABELS, read_pubtator
+    from ..tokens import NCBI_LABELS
+    from .pubtator import read_pubtator
 
     files = {"train": "NCBItrainset_corpus.txt", "dev": "NCBIdevelopset_corpus.txt", "test": "NCBItestset_corpus.txt"}
     _require(src, [files["train"], files["dev"]])

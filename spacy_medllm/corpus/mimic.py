@@ -16,7 +16,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import Errors
-from .base import CorpusError, ErrorPolicy, ReadStats, build_doc, install_extensions
+from ..tokens import install_extensions
+from .base import CorpusError, ErrorPolicy, ReadStats, build_doc
 
 PLACEHOLDER = re.compile(r"\[\*\*.*?\*\*\]", re.DOTALL)
 

@@ -25,13 +25,8 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..errors import Warnings
-from .base import (
-    NIL, ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc,
-    install_extensions, read_text, relation,
-)
-
-# NCBI-disease's four mention types are all diseases
-NCBI_LABELS = {"SpecificDisease": "Disease", "DiseaseClass": "Disease", "Modifier": "Disease", "CompositeMention": "Disease"}
+from ..tokens import NCBI_LABELS, NIL, install_extensions, relation  # noqa: F401 (NCBI_LABELS: importable from here too)
+from .base import ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, read_text
 
 
 def read_pubtator(

@@ -13,10 +13,11 @@ from spacy.language import Language
 from spacy.training import Example
 from spacy.util import registry
 
+from ..tokens import NCBI_LABELS
 from .ade import read_ade
 from .brat import CHIA_LABELS, read_chia
 from .mimic import read_mimic_notes
-from .pubtator import NCBI_LABELS, read_pubtator
+from .pubtator import read_pubtator
 
 
 def _examples(nlp: Language, docs: Iterable, limit: int) -> Iterator[Example]:

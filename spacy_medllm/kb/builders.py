@@ -28,8 +28,10 @@ import srsly
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpus.base import CorpusError, decode, iter_lines, read_text, split_kb_id
 from ..errors import Errors, Warnings
+from ..io import VocabularyError as CorpusError  # the vocabularies' own error class (not a corpus error); renamed below later
+from ..io import decode, iter_lines, read_text
+from ..tokens import split_kb_id
 from .ids import DRUG_NAME, OLD, RECORD_NAME, link_renamed_records
 from .knowledge_base import Concept, KnowledgeBase, normalize_alias
 

@@ -35,8 +35,8 @@ it is a gold id or when it and a gold id are ids of the same concept (`ids_match
 import re
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from ..corpus.base import NIL, split_kb_id
 from ..errors import Errors
+from ..tokens import NIL, split_kb_id
 from .knowledge_base import KnowledgeBase, normalize_alias
 
 OLD, NEW = "old", "new"

@@ -39,9 +39,11 @@ import srsly
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpus.base import CorpusError, decode, get_relations, install_extensions, iter_lines, split_kb_id
-from ..kb.builders import CHEMICAL, DISEASE, _tsv_rows, bare_id, mesh_action_pairs, read_mesh
+from ..io import VocabularyError as CorpusError  # the graph files' own error class (not a corpus error); renamed below later
+from ..io import decode, iter_lines
+from ..kb.builders import _tsv_rows, bare_id, mesh_action_pairs, read_mesh
 from ..kb.knowledge_base import KnowledgeBase
+from ..tokens import CHEMICAL, DISEASE, get_relations, install_extensions, split_kb_id
 
 logger = logging.getLogger("spacy_medllm")
 

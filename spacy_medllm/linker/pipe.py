@@ -34,12 +34,11 @@ from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
-from ..corpus.base import NIL, split_kb_id
 from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
-from ..kb.builders import CHEMICAL, DISEASE
 from ..kb.knowledge_base import normalize_alias
 from ..layers.threads import torch_fork_safe
+from ..tokens import CHEMICAL, DISEASE, NIL, install_extensions, split_kb_id
 from .model import LinkerBatch, input_width, set_input_width
 
 N_FEATURES = 12
@@ -53,47 +52,6 @@ hidden_width = 64
 n_concept_rows = 65536
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
-
-
-def _plain(value):
-    """Tuples as lists, all the way down: a DocBin gives its user data back with tuples
-    (`use_list=False`), `Doc.from_bytes` (`n_process`) with lists."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-# getters and setters over the `doc.user_data` key a plain (default=None) extension uses,
-# giving the value back in one form whatever carried the Doc; module-level functions, so
-# that spaCy can hand the extensions to spawned worker processes
-def _get_kb_candidates(span: Span):
-    return _plain(span.doc.user_data.get(("._.", "kb_candidates", span.start_char, span.end_char)))
-
-
-def _set_kb_candidates(span: Span, value) -> None:
-    span.doc.user_data[("._.", "kb_candidates", span.start_char, span.end_char)] = _plain(value)
-
-
-def _get_kb_concept(span: Span):
-    return _plain(span.doc.user_data.get(("._.", "kb_concept", span.start_char, span.end_char)))
-
-
-def _set_kb_concept(span: Span, value) -> None:
-    span.doc.user_data[("._.", "kb_concept", span.start_char, span.end_char)] = _plain(value)
-
-
-SPAN_EXTENSIONS = {"kb_candidates": (_get_kb_candidates, _set_kb_candidates), "kb_concept": (_get_kb_concept, _set_kb_concept)}
-
-
-def install_span_extensions() -> None:
-    """`Span._.kb_candidates` and `Span._.kb_concept` (idempotent). A plain extension of
-    the same name that something else registered first is replaced: both store under the
-    same key, so what was written through it stays readable."""
-    for name, (getter, setter) in SPAN_EXTENSIONS.items():
-        if not Span.has_extension(name) or Span.get_extension(name)[2] is not getter:
-            Span.set_extension(name, getter=getter, setter=setter, force=True)
 
 
 @Language.factory(
@@ -147,7 +105,7 @@ class MedLinker(TrainablePipe):
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
     ):
-        install_span_extensions()
+        install_extensions()
         torch_fork_safe()
         self.vocab = vocab
         self.model = model

@@ -4,7 +4,7 @@ from typing import Any, Dict, Iterable
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import NIL, split_kb_id
+from ..tokens import NIL, split_kb_id
 
 
 def score_links(examples: Iterable[Example], **kwargs) -> Dict[str, Any]:

@@ -1,8 +1,8 @@
 """The `medllm_rel` component: relation extraction at sentence and document level."""
-from .instances import (
-    Entity, Instances, TypePairs, concept_keys, concept_pairs, create_relation_corpus,
-    gold_entity_docs, make_type_pairs,
-)
+from .gold import gold_entity_docs
+from .pairs import Entity, Instances, TypePairs, make_type_pairs
+from .reader import create_relation_corpus
+from .records import concept_keys, concept_pairs
 from .model import RelBatch, build_pair_representation, build_relation_classifier, build_relation_model
 from .pipe import RelationExtractor, make_relation_extractor
 from .render import render

@@ -32,9 +32,9 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import numpy
 import srsly
 
-from ..corpus.base import split_kb_id
 from ..errors import Errors
-from .instances import Instances
+from ..tokens import split_kb_id
+from .pairs import Instances
 
 N_PAIR_POS = 5  # documents where the pair held: 0, 1, 2, 3-4, 5+
 N_PAIR_NEG = 5  # documents where it was a candidate only: 0, 1, 2-3, 4-7, 8+

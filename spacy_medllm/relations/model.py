@@ -17,11 +17,12 @@ from spacy.util import registry
 from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper_v2, Relu, chain, torch2xp, xp2torch
 from thinc.types import Floats2d
 
-from .instances import (
-    MAX_BETWEEN, N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, N_SENTENCE_BUCKETS, Instances,
+from .features import (
+    MAX_BETWEEN, N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, N_SENTENCE_BUCKETS,
     between, count_bucket, distance_id, position_bucket, sentence_bucket,
 )
 from .knowledge import N_HIERARCHY, N_KNOWLEDGE, N_PAIR_NEG, N_PAIR_POS, N_RATE
+from .pairs import Instances
 from .torch_model import PairEncoder
 
 

@@ -13,9 +13,9 @@ to the Doc's highest for that label (a Doc-level adaptive threshold for document
 that state at least one relation each, tuned jointly on dev).
 
 Writes `doc._.medllm_rels`: a list of plain records in the format of the corpus readers
-(`spacy_medllm.corpus.base.relation`): `head` and `tail` token offsets, `head_id`,
-`tail_id`, `label` and `score`, plus `component`, the name of the component that wrote
-it. A component replaces only its own records: those of another `medllm_rel` in the
+(`spacy_medllm.tokens.RelationRecord`): `head` and `tail` token offsets, `head_char` and
+`tail_char` character offsets (with `text_crc`), `head_id`, `tail_id`, `label` and `score`,
+plus `component`, the name of the component that wrote it. A component replaces only its own records: those of another `medllm_rel` in the
 pipeline, and gold records (without `component`), stay. A concept-pair prediction is one
 record whose `head` and `tail` are its closest pair of mentions (the evidence) and whose
 ids are the concepts'; `spacy_medllm.relations.concept_pairs(doc)` gives the concept-pair
@@ -34,12 +34,14 @@ from spacy.training import Example, validate_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
-from ..corpus.base import get_relations, install_extensions, relation, split_kb_id
 from ..errors import Errors
 from ..layers.threads import torch_fork_safe
-from .instances import Instances, aligned_gold_entities, concept_keys
+from ..tokens import get_relations, install_extensions, relation, split_kb_id
+from .gold import aligned_gold_entities
 from .knowledge import RelationKnowledge
 from .model import make_batch, set_input_width
+from .pairs import Instances
+from .records import concept_keys
 
 DEFAULT_REL_MODEL = """
 [model]

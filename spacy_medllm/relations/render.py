@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 from spacy import displacy
 from spacy.tokens import Doc, Span
 
-from ..corpus.base import NIL, get_relations, install_extensions, split_kb_id
+from ..tokens import NIL, get_relations, install_extensions, split_kb_id
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">

@@ -6,8 +6,8 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import get_relations
-from .instances import concept_keys
+from ..tokens import get_relations
+from .records import concept_keys
 
 
 def _mention_keys(doc: Doc) -> Set[Tuple[str, int, int, int, int]]:

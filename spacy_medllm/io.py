@@ -1,0 +1,58 @@
+"""Reading input files: whole texts, numbered lines, decoding, and the malformed-input errors.
+
+The corpus readers, the knowledge base builders and the knowledge graph builders read
+their files through these helpers, so that a missing file, a wrong encoding or a
+malformed line is reported the same way everywhere: by file, line and reason. Each part
+raises its own subclass of `FileFormatError` (`spacy_medllm.corpus.CorpusError` for a
+corpus, `VocabularyError` for a vocabulary, a knowledge base source or a graph file).
+"""
+from pathlib import Path
+from typing import Iterable, Optional, Tuple, Type, Union
+
+from .errors import Errors
+
+
+class FileFormatError(ValueError):
+    """Malformed input file; the message names the file, the line and the reason."""
+
+    def __init__(self, path: Union[str, Path], line: Optional[int], reason: str):
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        super().__init__(Errors.E001.format(path=path, line=line if line is not None else "-", reason=reason))
+
+
+class VocabularyError(FileFormatError):
+    """Malformed vocabulary, knowledge base source or knowledge graph file (MeSH, MEDIC,
+    UMLS, scispaCy KB files, DrugCentral, PharmGKB, triples); the message names the file,
+    the line and the reason."""
+
+
+def read_text(path: Union[str, Path], encoding: str = "utf-8", *, error: Type[FileFormatError] = FileFormatError) -> str:
+    """Read a whole file, with a clear error for a missing file or a wrong encoding.
+
+    error (Type[FileFormatError]): the class raised for a wrong encoding.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(Errors.E003.format(path=path))
+    return decode(path.read_bytes(), path, encoding, error=error)
+
+
+def iter_lines(path: Union[str, Path], *, error: Type[FileFormatError] = FileFormatError) -> Iterable[Tuple[int, str]]:
+    """(line number, line without its line break) for the non-blank lines of a UTF-8 file."""
+    for line_no, line in enumerate(read_text(path, error=error).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            yield line_no, line
+
+
+def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8", *, error: Type[FileFormatError] = FileFormatError) -> str:
+    """`data` as text; a wrong encoding raises `error` naming the file and the line."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise error(
+            path, line, f"not valid {encoding} at byte {err.start} ({err.reason}); re-encode the file as UTF-8"
+        ) from None
