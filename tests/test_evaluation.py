@@ -17,12 +17,12 @@ from thinc.api import Adam, fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
-from spacy_medllm.corpus.base import NIL, install_extensions, relation
 from spacy_medllm.evaluation import metrics
 from spacy_medllm.evaluation.metrics import (
     ComponentTimes, HitCounts, PRFCounts, first_hit, prf, recall_at_k, time_components,
 )
 from spacy_medllm.kb import CandidateGenerator, Concept, KnowledgeBase, ids_match
+from spacy_medllm.tokens import NIL, install_extensions, relation
 
 from test_linker import CONCEPTS, TRAIN as LINKER_TRAIN, gold_doc
 from test_relations import CID_TRAIN, SMALL_MODEL, cid_doc, separation

@@ -355,7 +355,7 @@ def _run_records(nlp, deid, input_path, writer, fmt, column, field, on_error, su
 
 
 def _run_docbin(nlp, deid, input_path, tmp, summary, batch_size, progress) -> None:
-    from ..corpus.base import install_extensions
+    from ..tokens import install_extensions
 
     install_extensions()
     docs = list(DocBin().from_disk(input_path).get_docs(nlp.vocab))

@@ -16,12 +16,10 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
-from ..corpus.base import (
-    CorpusError, ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc,
-    install_extensions, read_text,
-)
+from ..corpus.base import CorpusError, ErrorPolicy, Mention, ReadStats, annotate, boundaries_of, build_doc, read_text
 from ..corpus.splits import split_of
 from ..errors import Errors
+from ..tokens import install_extensions
 
 PHYSIONET_LABELS: Dict[str, str] = {
     "PTName": "NAME",

@@ -14,9 +14,9 @@ from typing import Dict, List, Mapping, NamedTuple, Sequence, Set, Tuple, Union
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpus.base import split_kb_id
 from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase, ids_match
+from ..tokens import split_kb_id
 from .metrics import KS, HitCounts, peak_rss_mb, recall_at_k
 
 # NCBI-disease's four mention types are all diseases; other corpora's labels pass through

@@ -26,11 +26,11 @@ import spacy
 from spacy.language import Language
 from spacy.tokens import DocBin
 
-from ..corpus.base import NIL, split_kb_id
 from ..errors import Errors
 from ..kb import ids_match
 from ..linker.pipe import MedLinker
-from ..relations.instances import assigns_entities
+from ..relations.gold import assigns_entities
+from ..tokens import NIL, split_kb_id
 from .candidates import NCBI_DISEASE_LABELS, check_datasets
 from .metrics import KS, HitCounts, PRFCounts, peak_rss_mb, recall_at_k, time_components
 

@@ -29,11 +29,11 @@ from spacy.scorer import Scorer
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
-from ..corpus.base import get_relations, split_kb_id
 from ..errors import Errors
 from ..kb import KnowledgeBase
 from ..linker.pipe import MedLinker
 from ..relations import RelationExtractor, concept_keys, concept_pairs, gold_entity_docs, score_relations
+from ..tokens import get_relations, split_kb_id
 from .metrics import PRFCounts, peak_rss_mb, percent, time_components
 
 BATCH = 32
