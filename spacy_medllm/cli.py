@@ -207,7 +207,8 @@ def annotate(
     import spacy
     from tqdm import tqdm
 
-    from .corpus.base import get_relations, read_text
+    from .io import read_text
+    from .tokens import get_relations
 
     if input_path.suffix == ".jsonl":
         records = list(srsly.read_jsonl(input_path))
@@ -352,60 +353,79 @@ def train_kg_cmd(
     """Train knowledge graph embeddings with PyKEEN (TransE by default) and export them by concept id."""
     import time
 
-    from .corpus.base import CorpusError
     from .kg.train import set_pykeen_home
 
     home = set_pykeen_home(pykeen_home)
-    from .kg.train import train_kg, umls_benchmark
-
     t0 = time.perf_counter()
     typer.echo(f"training {model} (dim {dim}, at most {epochs} epochs) on {triples}; PyKEEN_HOME={home}", err=True)
-    try:
-        result = train_kg(
-            triples, model=model, embedding_dim=dim, num_epochs=epochs, batch_size=batch_size, learning_rate=lr,
-            negatives=negatives, heldout=heldout, max_validation=max_validation or None, seed=seed, device=device, early_stopping=early_stopping,
-            eval_every=eval_every, patience=patience, progress=True,
-            scoring_norm=scoring_norm or None,
-        )
-    except (CorpusError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
+    result = _train_kg_or_exit(
+        triples, model=model, embedding_dim=dim, num_epochs=epochs, batch_size=batch_size, learning_rate=lr,
+        negatives=negatives, heldout=heldout, max_validation=max_validation or None, seed=seed, device=device, early_stopping=early_stopping,
+        eval_every=eval_every, patience=patience, progress=True,
+        scoring_norm=scoring_norm or None,
+    )
     result.table.to_disk(out_dir)
     report = {"model": result.table.meta["model"], "dimension": result.table.dimension, "entities": len(result.table), **result.metrics}
     h = result.metrics["heldout"]
     typer.echo(f"held-out (filtered): MRR {h['mrr']:.3f}  Hits@1 {h['hits@1']:.3f}  Hits@3 {h['hits@3']:.3f}  Hits@10 {h['hits@10']:.3f}"
                f"  ({result.metrics['epochs']} epochs, {result.metrics['seconds']:.0f} s) -> {out_dir}", err=True)
     if umls_anchor:
-        typer.echo("UMLS benchmark (sanity anchor) ...", err=True)
-        report["umls_anchor"] = umls_benchmark(model=model, seed=seed, device=device, progress=True)
-        u = report["umls_anchor"]["test"]
-        typer.echo(f"UMLS: MRR {u['mrr']:.3f}  Hits@1 {u['hits@1']:.3f}  Hits@10 {u['hits@10']:.3f}", err=True)
+        report["umls_anchor"] = _umls_anchor(model, seed, device)
     if stats is not None and stats.exists():
         report["graph"] = srsly.read_json(stats)
     if coverage:
         if kb is None:
             typer.echo("error: --coverage needs --kb", err=True)
             raise typer.Exit(1)
-        import spacy
-        from spacy.tokens import DocBin
-
-        from .layers.kg_attention import load_knowledge, matcher_stats
-
-        matcher = load_knowledge(out_dir, kb)
-        # re-tokenized as a pipeline would see them: the corpus files cut tokens at gold boundaries
-        nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
-        report["matcher"] = {}
-        for p in coverage:
-            refs = list(DocBin().from_disk(p).get_docs(nlp.vocab))
-            s = report["matcher"][str(p)] = matcher_stats(matcher, [nlp.make_doc(d.text) for d in refs], gold=refs)
-            typer.echo(f"alias matcher on {p}: {s['fraction_with_candidates']:.1%} of tokens have candidates "
-                       f"(mean {s['mean_candidates']}; {s['entity_token_fraction_with_candidates']:.1%} of entity tokens), "
-                       f"{s['ms_per_doc']:.2f} ms/doc", err=True)
+        report["matcher"] = _matcher_coverage(out_dir, kb, coverage)
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
     if metrics is not None:
         metrics.parent.mkdir(parents=True, exist_ok=True)
         srsly.write_json(metrics, report)
         typer.echo(f"metrics -> {metrics}", err=True)
+
+
+def _train_kg_or_exit(triples: Path, **settings):
+    """`spacy_medllm.kg.train.train_kg`; a bad triples file ends the command with its error."""
+    from .io import VocabularyError
+    from .kg.train import train_kg
+
+    try:
+        return train_kg(triples, **settings)
+    except (VocabularyError, FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+
+
+def _umls_anchor(model: str, seed: int, device: str) -> dict:
+    """The same model trained and scored on PyKEEN's UMLS benchmark (a sanity anchor)."""
+    from .kg.train import umls_benchmark
+
+    typer.echo("UMLS benchmark (sanity anchor) ...", err=True)
+    anchor = umls_benchmark(model=model, seed=seed, device=device, progress=True)
+    u = anchor["test"]
+    typer.echo(f"UMLS: MRR {u['mrr']:.3f}  Hits@1 {u['hits@1']:.3f}  Hits@10 {u['hits@10']:.3f}", err=True)
+    return anchor
+
+
+def _matcher_coverage(embeddings: Path, kb: Path, coverage: List[Path]) -> dict:
+    """How many tokens of each `.spacy` file the KG-attention alias matcher gives candidates."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    from .layers.kg_attention import load_knowledge, matcher_stats
+
+    matcher = load_knowledge(embeddings, kb)
+    # re-tokenized as a pipeline would see them: the corpus files cut tokens at gold boundaries
+    nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
+    out = {}
+    for p in coverage:
+        refs = list(DocBin().from_disk(p).get_docs(nlp.vocab))
+        s = out[str(p)] = matcher_stats(matcher, [nlp.make_doc(d.text) for d in refs], gold=refs)
+        typer.echo(f"alias matcher on {p}: {s['fraction_with_candidates']:.1%} of tokens have candidates "
+                   f"(mean {s['mean_candidates']}; {s['entity_token_fraction_with_candidates']:.1%} of entity tokens), "
+                   f"{s['ms_per_doc']:.2f} ms/doc", err=True)
+    return out
 
 
 @app.command()
@@ -420,8 +440,9 @@ def render(
     import spacy
     from spacy.tokens import DocBin
 
-    from .corpus.base import install_extensions, read_text
+    from .io import read_text
     from .relations.render import render as render_html
+    from .tokens import install_extensions
 
     install_extensions()
     if input_path.suffix == ".spacy":

@@ -151,44 +151,14 @@ def train_kg(
         the metrics, the PyKEEN model and triples factory.
     """
     set_pykeen_home()
-    import torch
-    from pykeen.evaluation import RankBasedEvaluator
-    from pykeen.models import model_resolver
     from pykeen.pipeline import pipeline
-    from pykeen.triples import TriplesFactory
-    from pykeen.version import get_version
 
-    try:
-        model_cls = model_resolver.lookup(model)
-    except (KeyError, ValueError) as err:
-        raise ValueError(Errors.E023.format(name=model, reason=err)) from None
+    model_cls = _model_class(model)
     source = str(triples) if isinstance(triples, (str, Path)) else "<triples>"
     labeled = read_triples(triples) if isinstance(triples, (str, Path)) else [tuple(t) for t in triples]
     if not labeled:
         raise ValueError(Errors.E022.format(path=source))
-    explicit = not isinstance(heldout, (int, float))
-    if explicit:
-        test_set = {tuple(t) for t in heldout}  # type: ignore[union-attr]
-        rest = [t for t in labeled if t not in test_set]
-        full = TriplesFactory.from_labeled_triples(numpy.array(rest + sorted(test_set), dtype=str))
-        training = TriplesFactory.from_labeled_triples(
-            numpy.array(rest, dtype=str), entity_to_id=full.entity_to_id, relation_to_id=full.relation_to_id
-        )
-        testing = TriplesFactory.from_labeled_triples(
-            numpy.array(sorted(test_set), dtype=str), entity_to_id=full.entity_to_id, relation_to_id=full.relation_to_id
-        )
-        validation = testing
-        if early_stopping:
-            training, validation = training.split([0.95, 0.05], random_state=seed)
-    else:
-        if not 0.0 < float(heldout) <= 0.5:  # type: ignore[arg-type]
-            raise ValueError(Errors.E024.format(value=heldout))
-        h = float(heldout)  # type: ignore[arg-type]
-        full = TriplesFactory.from_labeled_triples(numpy.array(labeled, dtype=str))
-        # early stopping scores the validation triples every `eval_every` epochs against
-        # every entity: capped, so that on a large graph it does not outweigh training
-        v = min(h, max_validation / len(labeled)) if max_validation else h
-        training, validation, testing = full.split([1.0 - h - v, v, h], random_state=seed)
+    split = _split(labeled, heldout, early_stopping=early_stopping, max_validation=max_validation, seed=seed)
     kwargs: Dict[str, Any] = {"embedding_dim": embedding_dim}
     if scoring_norm is not None and "scoring_fct_norm" in inspect.signature(model_cls.__init__).parameters:
         kwargs["scoring_fct_norm"] = scoring_norm
@@ -199,9 +169,9 @@ def train_kg(
         # PyKEEN asks its DataLoader for pinned memory, which CPU-only torch declines with a warning
         warnings.filterwarnings("ignore", message=".*pin_memory.*")
         result = pipeline(
-            training=training,
-            validation=validation,
-            testing=testing,
+            training=split.training,
+            validation=split.validation,
+            testing=split.testing,
             model=model_cls,
             model_kwargs=kwargs,
             optimizer="Adam",
@@ -217,41 +187,12 @@ def train_kg(
         )
     seconds = time.perf_counter() - t0
     trained = result.model
-    metrics: Dict[str, Any] = {
-        "heldout": _metrics(result.metric_results),
-        "heldout_tail": _metrics(result.metric_results, "tail"),
-        "heldout_head": _metrics(result.metric_results, "head"),
-        "triples": {"training": training.num_triples, "validation": validation.num_triples if not explicit or early_stopping else 0, "testing": testing.num_triples},
-        "epochs": len(result.losses),
-        "best_epoch": getattr(result.stopper, "best_epoch", None),
-        "final_loss": round(float(result.losses[-1]), 5) if result.losses else None,
-        "train_seconds": round(float(result.train_seconds), 1),
-        "seconds": round(seconds, 1),
-    }
+    metrics = _train_metrics(result, split, early_stopping=early_stopping, seconds=seconds)
     if per_relation:
-        evaluator = RankBasedEvaluator()
-        filters = [training.mapped_triples, validation.mapped_triples, testing.mapped_triples]
-        by_relation: Dict[str, Any] = {}
-        mapped = testing.mapped_triples
-        groups: Dict[str, List[int]] = {}
-        for label, rid in testing.relation_to_id.items():
-            groups.setdefault(relation_group(label), []).append(rid)
-        for group, rids in sorted(groups.items()):
-            subset = mapped[torch.isin(mapped[:, 1], torch.tensor(rids))]
-            if len(subset) == 0:
-                continue
-            res = evaluator.evaluate(trained, subset, additional_filter_triples=filters, use_tqdm=False)
-            by_relation[group] = dict(_metrics(res), n=int(len(subset)))
-        metrics["heldout_by_relation"] = by_relation
-    # the representation module gives the vectors as the model scores them (normalized for TransE)
-    trained.eval()
-    with torch.no_grad():
-        vectors = trained.entity_representations[0](indices=None).detach().cpu()
-    if torch.is_complex(vectors):
-        vectors = torch.view_as_real(vectors)
-    vectors = vectors.reshape(vectors.shape[0], -1).numpy().astype("float32")
-    labels = full.entity_id_to_label
-    ids = [labels[i] for i in range(full.num_entities)]
+        metrics["heldout_by_relation"] = _metrics_by_relation(trained, split)
+    vectors = _entity_vectors(trained)
+    labels = split.full.entity_id_to_label
+    ids = [labels[i] for i in range(split.full.num_entities)]
     meta = {
         "model": model_cls.__name__,
         "dimension": int(vectors.shape[1]),
@@ -261,16 +202,136 @@ def train_kg(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "negatives": negatives,
+        **_table_meta(kwargs, seed, heldout, split, metrics, source),
+    }
+    logger.info("%s: held-out MRR %.3f, Hits@10 %.3f after %d epochs (%.0f s)", model_cls.__name__, metrics["heldout"]["mrr"], metrics["heldout"]["hits@10"], metrics["epochs"], seconds)
+    return KGTrainResult(EmbeddingTable(vectors, ids, meta), metrics, trained, split.full)
+
+
+def _model_class(name: str) -> Any:
+    """The PyKEEN model class of `name` (E023 for an unknown one)."""
+    from pykeen.models import model_resolver
+
+    try:
+        return model_resolver.lookup(name)
+    except (KeyError, ValueError) as err:
+        raise ValueError(Errors.E023.format(name=name, reason=err)) from None
+
+
+@dataclass
+class _Split:
+    """The triples factories of a training run; `explicit`: the test triples were given."""
+
+    full: Any
+    training: Any
+    validation: Any
+    testing: Any
+    explicit: bool
+
+
+def _split(
+    labeled: List[Tuple[str, ...]], heldout: Union[float, Sequence[Triple]], *, early_stopping: bool,
+    max_validation: Optional[int], seed: int,
+) -> _Split:
+    """Training, validation and test triples: a random split by the `heldout` fraction, or
+    the given test triples (validation, if early stopping, split off the rest)."""
+    from pykeen.triples import TriplesFactory
+
+    if not isinstance(heldout, (int, float)):
+        test_set = {tuple(t) for t in heldout}
+        rest = [t for t in labeled if t not in test_set]
+        full = TriplesFactory.from_labeled_triples(numpy.array(rest + sorted(test_set), dtype=str))
+        training = TriplesFactory.from_labeled_triples(
+            numpy.array(rest, dtype=str), entity_to_id=full.entity_to_id, relation_to_id=full.relation_to_id
+        )
+        testing = TriplesFactory.from_labeled_triples(
+            numpy.array(sorted(test_set), dtype=str), entity_to_id=full.entity_to_id, relation_to_id=full.relation_to_id
+        )
+        validation = testing
+        if early_stopping:
+            training, validation = training.split([0.95, 0.05], random_state=seed)
+        return _Split(full, training, validation, testing, explicit=True)
+    if not 0.0 < float(heldout) <= 0.5:
+        raise ValueError(Errors.E024.format(value=heldout))
+    h = float(heldout)
+    full = TriplesFactory.from_labeled_triples(numpy.array(labeled, dtype=str))
+    # early stopping scores the validation triples every `eval_every` epochs against
+    # every entity: capped, so that on a large graph it does not outweigh training
+    v = min(h, max_validation / len(labeled)) if max_validation else h
+    training, validation, testing = full.split([1.0 - h - v, v, h], random_state=seed)
+    return _Split(full, training, validation, testing, explicit=False)
+
+
+def _train_metrics(result: Any, split: _Split, *, early_stopping: bool, seconds: float) -> Dict[str, Any]:
+    """Held-out scores (both sides, tail, head), triple counts, epochs, loss and time."""
+    return {
+        "heldout": _metrics(result.metric_results),
+        "heldout_tail": _metrics(result.metric_results, "tail"),
+        "heldout_head": _metrics(result.metric_results, "head"),
+        "triples": {
+            "training": split.training.num_triples,
+            "validation": split.validation.num_triples if not split.explicit or early_stopping else 0,
+            "testing": split.testing.num_triples,
+        },
+        "epochs": len(result.losses),
+        "best_epoch": getattr(result.stopper, "best_epoch", None),
+        "final_loss": round(float(result.losses[-1]), 5) if result.losses else None,
+        "train_seconds": round(float(result.train_seconds), 1),
+        "seconds": round(seconds, 1),
+    }
+
+
+def _metrics_by_relation(trained: Any, split: _Split) -> Dict[str, Any]:
+    """The held-out scores of each relation (the semantic network's as one group), filtered
+    by every known triple; this evaluates the test triples a second time."""
+    import torch
+    from pykeen.evaluation import RankBasedEvaluator
+
+    evaluator = RankBasedEvaluator()
+    filters = [split.training.mapped_triples, split.validation.mapped_triples, split.testing.mapped_triples]
+    by_relation: Dict[str, Any] = {}
+    mapped = split.testing.mapped_triples
+    groups: Dict[str, List[int]] = {}
+    for label, rid in split.testing.relation_to_id.items():
+        groups.setdefault(relation_group(label), []).append(rid)
+    for group, rids in sorted(groups.items()):
+        subset = mapped[torch.isin(mapped[:, 1], torch.tensor(rids))]
+        if len(subset) == 0:
+            continue
+        res = evaluator.evaluate(trained, subset, additional_filter_triples=filters, use_tqdm=False)
+        by_relation[group] = dict(_metrics(res), n=int(len(subset)))
+    return by_relation
+
+
+def _table_meta(
+    kwargs: Dict[str, Any], seed: int, heldout: Union[float, Sequence[Triple]], split: _Split, metrics: Dict[str, Any], source: str,
+) -> Dict[str, Any]:
+    """The rest of the embedding table's metadata: model arguments, seed, split, relations,
+    metrics, PyKEEN version and the triples' source."""
+    from pykeen.version import get_version
+
+    return {
         "model_kwargs": {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))},
         "seed": seed,
-        "heldout": heldout if not explicit else len(testing.mapped_triples),
-        "relations": sorted(full.relation_to_id),
+        "heldout": heldout if not split.explicit else len(split.testing.mapped_triples),
+        "relations": sorted(split.full.relation_to_id),
         "metrics": {k: metrics[k] for k in ("heldout", "heldout_tail", "heldout_head", "triples", "best_epoch")},
         "pykeen_version": get_version(),
         "source": source,
     }
-    logger.info("%s: held-out MRR %.3f, Hits@10 %.3f after %d epochs (%.0f s)", model_cls.__name__, metrics["heldout"]["mrr"], metrics["heldout"]["hits@10"], metrics["epochs"], seconds)
-    return KGTrainResult(EmbeddingTable(vectors, ids, meta), metrics, trained, full)
+
+
+def _entity_vectors(trained: Any) -> numpy.ndarray:
+    """The entity vectors as the model scores them (normalized for TransE; complex ones as
+    real and imaginary parts), float32, one row per entity id."""
+    import torch
+
+    trained.eval()
+    with torch.no_grad():
+        vectors = trained.entity_representations[0](indices=None).detach().cpu()
+    if torch.is_complex(vectors):
+        vectors = torch.view_as_real(vectors)
+    return vectors.reshape(vectors.shape[0], -1).numpy().astype("float32")
 
 
 def umls_benchmark(

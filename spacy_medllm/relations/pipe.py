@@ -403,7 +403,29 @@ class RelationExtractor(TrainablePipe):
             (None: off), dev F1, gold count.
         """
         self._require_initialized()
-        # per label: (probability, is gold, probability / the Doc's highest for the label)
+        scored, n_gold = self._scored_pairs(examples, batch_size)
+        report: Dict[str, Dict[str, float]] = {}
+        thresholds = dict(self.cfg["thresholds"])
+        relatives = dict(self.cfg.get("relative_thresholds") or {})
+        for label in self.labels:
+            best_t, best_f, best_r = self._tune_label(label, scored[label], n_gold[label], relative=relative, min_f=min_f)
+            if best_t is not None:
+                thresholds[label] = round(best_t, 4)
+                if relative:
+                    relatives[label] = best_r or 0.0
+            report[label] = {
+                "threshold": self.threshold_of(label) if best_t is None else round(best_t, 4),
+                "relative_threshold": best_r if best_t is not None else self.relative_threshold_of(label),
+                "f": round(best_f, 4), "gold": n_gold[label],
+            }
+        self.cfg["thresholds"] = thresholds
+        self.cfg["relative_thresholds"] = relatives
+        return report
+
+    def _scored_pairs(self, examples: Iterable[Example], batch_size: int) -> Tuple[Dict[str, List[Tuple[float, bool, float]]], Counter]:
+        """Per label, (probability, is gold, probability / the Doc's highest for the label)
+        of every scored candidate of `examples` (at the concept level, pairs with ids
+        only), and the number of gold relations per label."""
         scored: Dict[str, List[Tuple[float, bool, float]]] = defaultdict(list)
         n_gold: Counter = Counter()
         batch: List[Example] = []
@@ -430,33 +452,26 @@ class RelationExtractor(TrainablePipe):
                 run()
         if batch:
             run()
-        report: Dict[str, Dict[str, float]] = {}
-        thresholds = dict(self.cfg["thresholds"])
-        relatives = dict(self.cfg.get("relative_thresholds") or {})
-        for label in self.labels:
-            if relative:
-                options = [None] + [round(1.0 - 0.05 * i, 2) for i in range(16)]
-            else:
-                options = [self.relative_threshold_of(label)]
-            best_t, best_f, best_r = None, 0.0, None
-            for r in options:
-                t, f = _best_threshold(scored[label], n_gold[label], r)
-                if t is not None and f > best_f + 1e-9:
-                    best_t, best_f, best_r = t, f, r
-            if best_f < min_f:
-                best_t = None
-            if best_t is not None:
-                thresholds[label] = round(best_t, 4)
-                if relative:
-                    relatives[label] = best_r or 0.0
-            report[label] = {
-                "threshold": self.threshold_of(label) if best_t is None else round(best_t, 4),
-                "relative_threshold": best_r if best_t is not None else self.relative_threshold_of(label),
-                "f": round(best_f, 4), "gold": n_gold[label],
-            }
-        self.cfg["thresholds"] = thresholds
-        self.cfg["relative_thresholds"] = relatives
-        return report
+        return scored, n_gold
+
+    def _tune_label(
+        self, label: str, scored: List[Tuple[float, bool, float]], n_gold: int, *, relative: bool, min_f: float,
+    ) -> Tuple[Optional[float], float, Optional[float]]:
+        """The best (threshold, F1, relative threshold) of one label; the threshold is None
+        when the best F1 stays below `min_f`. Without `relative`, the label's current
+        relative threshold stays and only the absolute one is chosen."""
+        if relative:
+            options = [None] + [round(1.0 - 0.05 * i, 2) for i in range(16)]
+        else:
+            options = [self.relative_threshold_of(label)]
+        best_t, best_f, best_r = None, 0.0, None
+        for r in options:
+            t, f = _best_threshold(scored, n_gold, r)
+            if t is not None and f > best_f + 1e-9:
+                best_t, best_f, best_r = t, f, r
+        if best_f < min_f:
+            best_t = None
+        return best_t, best_f, best_r
 
     # ---- serialization -------------------------------------------------------------------
     def to_disk(self, path, *, exclude=tuple()) -> None:
