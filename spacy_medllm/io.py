@@ -3,7 +3,7 @@
 The corpus readers, the knowledge base builders and the knowledge graph builders read
 their files through these helpers, so that a missing file, a wrong encoding or a
 malformed line is reported the same way everywhere: by file, line and reason. Each part
-raises its own subclass of `FileFormatError` (`spacy_medllm.corpus.CorpusError` for a
+raises its own subclass of `FileFormatError` (`spacy_medllm.corpus.base.CorpusError` for a
 corpus, `VocabularyError` for a vocabulary, a knowledge base source or a graph file).
 """
 from pathlib import Path

@@ -11,16 +11,19 @@ each other, for what they write on a Doc:
   plain data (token offsets, character offsets, ids, label, score), no Span objects, so
   `DocBin(store_user_data=True)` and `nlp.pipe(n_process=...)` carry it;
 * concept ids: `NIL` (no concept), `split_kb_id` (the ids of `D1|D2` and `D1+D2`);
-* the span group of all mentions (`MENTIONS_KEY`) and the entity labels the KB types use.
+* the span group of all mentions (`MENTIONS_KEY`) and the entity labels the KB types use;
+* `build_doc`: a Doc whose tokens are cut at given character offsets, so that every
+  annotation is a token span (readers, augmenters and de-identification build Docs so).
 
 A record's token offsets are those of the Doc it was written on; its character offsets
 (`head_char`, `tail_char`) and `text_crc` (a checksum of that Doc's text) let
 `get_relations` find the same mentions in another tokenization of the same text.
 """
 import zlib
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict
 
 from spacy.tokens import Doc, Span
+from spacy.vocab import Vocab
 
 NIL = "NIL"
 """The concept id of a mention that no knowledge base concept fits."""
@@ -52,6 +55,38 @@ def split_kb_id(kb_id: str) -> List[str]:
         if part and part not in out and part != NIL:
             out.append(part)
     return out
+
+
+def build_doc(
+    vocab: Vocab,
+    tokenize: Callable[[str], Doc],
+    text: str,
+    boundaries: Iterable[int] = (),
+) -> Doc:
+    """Tokenize `text` and cut tokens at every offset in `boundaries`."""
+    doc = tokenize(text)
+    cuts = sorted(set(b for b in boundaries if 0 < b < len(text)))
+    if not cuts:
+        return doc
+    words: List[str] = []
+    spaces: List[bool] = []
+    i = 0
+    for token in doc:
+        start, end = token.idx, token.idx + len(token.text)
+        while i < len(cuts) and cuts[i] <= start:
+            i += 1
+        pos = start
+        j = i
+        while j < len(cuts) and cuts[j] < end:
+            words.append(text[pos : cuts[j]])
+            spaces.append(False)
+            pos = cuts[j]
+            j += 1
+        words.append(text[pos:end])
+        spaces.append(bool(token.whitespace_))
+    if len(words) == len(doc):
+        return doc
+    return Doc(vocab, words=words, spaces=spaces)
 
 
 # ---- extensions --------------------------------------------------------------------------

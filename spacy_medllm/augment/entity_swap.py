@@ -27,9 +27,8 @@ from spacy.tokens import Doc, DocBin, Span
 from spacy.training import Example
 from spacy.util import registry
 
-from ..corpus.base import build_doc
 from ..errors import Errors
-from ..tokens import MENTIONS_KEY, get_relations, install_extensions, set_offsets, split_kb_id
+from ..tokens import MENTIONS_KEY, build_doc, get_relations, install_extensions, set_offsets, split_kb_id
 
 Names = Dict[str, List[Tuple[str, str]]]
 

@@ -10,16 +10,15 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
-from spacy.vocab import Vocab
 
 from .. import io as _io
 from ..errors import Errors, Warnings
 from ..io import FileFormatError
-from ..tokens import MENTIONS_KEY, NIL, get_relations, install_extensions, relation, split_kb_id
+from ..tokens import MENTIONS_KEY, NIL, build_doc, get_relations, install_extensions, relation, split_kb_id
 
 logger = logging.getLogger("spacy_medllm")
 
@@ -124,38 +123,6 @@ def iter_lines(path: Union[str, Path]) -> Iterable[Tuple[int, str]]:
 def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8") -> str:
     """`data` as text; a wrong encoding raises `CorpusError` naming the file and the line."""
     return _io.decode(data, path, encoding, error=CorpusError)
-
-
-def build_doc(
-    vocab: Vocab,
-    tokenize: Callable[[str], Doc],
-    text: str,
-    boundaries: Iterable[int] = (),
-) -> Doc:
-    """Tokenize `text` and cut tokens at every offset in `boundaries`."""
-    doc = tokenize(text)
-    cuts = sorted(set(b for b in boundaries if 0 < b < len(text)))
-    if not cuts:
-        return doc
-    words: List[str] = []
-    spaces: List[bool] = []
-    i = 0
-    for token in doc:
-        start, end = token.idx, token.idx + len(token.text)
-        while i < len(cuts) and cuts[i] <= start:
-            i += 1
-        pos = start
-        j = i
-        while j < len(cuts) and cuts[j] < end:
-            words.append(text[pos : cuts[j]])
-            spaces.append(False)
-            pos = cuts[j]
-            j += 1
-        words.append(text[pos:end])
-        spaces.append(bool(token.whitespace_))
-    if len(words) == len(doc):
-        return doc
-    return Doc(vocab, words=words, spaces=spaces)
 
 
 def span_for(doc: Doc, m: Mention) -> Optional[Span]:

@@ -14,8 +14,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from ..corpus.base import build_doc
-from ..tokens import get_relations, install_extensions
+from ..tokens import build_doc, get_relations, install_extensions
 from .surrogates import map_offset
 
 
