@@ -29,7 +29,7 @@ from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from ..errors import Errors, Warnings
-from ..io import VocabularyError as CorpusError  # the vocabularies' own error class (not a corpus error); renamed below later
+from ..io import VocabularyError
 from ..io import decode, iter_lines, read_text
 from ..tokens import split_kb_id
 from .ids import DRUG_NAME, OLD, RECORD_NAME, link_renamed_records
@@ -63,7 +63,7 @@ def _tsv_rows(path: Path, text: str, n_cols: int, skip_header: bool = True) -> I
             continue
         cols = line.rstrip("\r").split("\t")
         if len(cols) < n_cols:
-            raise CorpusError(path, line_no, f"expected {n_cols} tab-separated columns, found {len(cols)}")
+            raise VocabularyError(path, line_no, f"expected {n_cols} tab-separated columns, found {len(cols)}")
         yield cols
 
 
@@ -133,7 +133,7 @@ def _rrf_rows(path: Path, n_cols: int, layout: str) -> Iterator[Tuple[int, List[
     for line_no, line in iter_lines(path):
         cols = line.split("|")
         if len(cols) < n_cols:
-            raise CorpusError(path, line_no, f"expected at least {n_cols} '|'-separated columns ({layout}), found {len(cols)}")
+            raise VocabularyError(path, line_no, f"expected at least {n_cols} '|'-separated columns ({layout}), found {len(cols)}")
         yield line_no, cols
 
 
@@ -146,7 +146,7 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
     """(line number, {column: value}) for the rows of a tab-separated file with a header,
     `.gz` or plain, quoted as pandas writes it (a field with a quote or tab is quoted, its
     quotes doubled). A missing column, bad quoting or a row of the wrong width raises a
-    `CorpusError` naming the file and line."""
+    `VocabularyError` naming the file and line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(Errors.E003.format(path=path))
@@ -155,7 +155,7 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as err:
-            raise CorpusError(path, None, f"not a readable gzip file ({err})") from None
+            raise VocabularyError(path, None, f"not a readable gzip file ({err})") from None
     reader = csv.reader(io.StringIO(decode(data, path), newline=""), delimiter="\t", strict=True)
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # PharmGKB's cross-reference lists exceed the 128 kB default
@@ -163,11 +163,11 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
         try:
             header = next(reader, None)
         except csv.Error as err:
-            raise CorpusError(path, reader.line_num, f"malformed quoting ({err})") from None
+            raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
         missing = [c for c in required if header is None or c not in header]
         if header is None or missing:
             found = ", ".join(header or []) or "nothing"
-            raise CorpusError(path, 1, f"not a {what} file: missing column(s) {', '.join(missing)} in the header (found: {found[:300]})")
+            raise VocabularyError(path, 1, f"not a {what} file: missing column(s) {', '.join(missing)} in the header (found: {found[:300]})")
         index = {c: header.index(c) for c in required}
         while True:
             try:
@@ -175,11 +175,11 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
             except StopIteration:
                 break
             except csv.Error as err:
-                raise CorpusError(path, reader.line_num, f"malformed quoting ({err})") from None
+                raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise CorpusError(path, reader.line_num, f"expected {len(header)} tab-separated columns ({', '.join(header[:4])}, ...), found {len(row)}")
+                raise VocabularyError(path, reader.line_num, f"expected {len(header)} tab-separated columns ({', '.join(header[:4])}, ...), found {len(row)}")
             yield reader.line_num, {c: row[i] for c, i in index.items()}
     finally:
         csv.field_size_limit(limit)
@@ -197,11 +197,11 @@ def read_mesh_thesaurus(path: Union[str, Path]) -> Iterator[Concept]:
     for line, row in _read_table(path, ("DescriptorUI", "DescriptorName", "TermName", "IsPermutedTermYN"), "MeSH thesaurus"):
         did, name, term, permuted = row["DescriptorUI"].strip(), row["DescriptorName"].strip(), row["TermName"].strip(), row["IsPermutedTermYN"].strip()
         if not MESH_DESCRIPTOR.match(did):
-            raise CorpusError(path, line, f"DescriptorUI {did!r} is not a MeSH descriptor id (D and 6 or 9 digits)")
+            raise VocabularyError(path, line, f"DescriptorUI {did!r} is not a MeSH descriptor id (D and 6 or 9 digits)")
         if not name:
-            raise CorpusError(path, line, f"descriptor {did}: empty DescriptorName")
+            raise VocabularyError(path, line, f"descriptor {did}: empty DescriptorName")
         if permuted not in ("Y", "N"):
-            raise CorpusError(path, line, f"IsPermutedTermYN {permuted!r}: expected Y or N")
+            raise VocabularyError(path, line, f"IsPermutedTermYN {permuted!r}: expected Y or N")
         concept = concepts.get(did)
         if concept is None:
             concept = concepts[did] = Concept(did, name)
@@ -217,11 +217,11 @@ def _mesh_action_rows(path: Union[str, Path]) -> Iterator[Tuple[int, str, str, s
     for line, row in _read_table(path, ("DescriptorUI", "DescriptorName", "PharmActionUI", "PharmActionName"), "MeSH pharmacological actions"):
         rid, name, action = row["DescriptorUI"].strip(), row["DescriptorName"].strip(), row["PharmActionUI"].strip()
         if not MESH_RECORD.match(rid):
-            raise CorpusError(path, line, f"DescriptorUI {rid!r} is not a MeSH descriptor or supplementary record id")
+            raise VocabularyError(path, line, f"DescriptorUI {rid!r} is not a MeSH descriptor or supplementary record id")
         if not MESH_DESCRIPTOR.match(action):
-            raise CorpusError(path, line, f"PharmActionUI {action!r} is not a MeSH descriptor id")
+            raise VocabularyError(path, line, f"PharmActionUI {action!r} is not a MeSH descriptor id")
         if not name and rid.startswith("D"):
-            raise CorpusError(path, line, f"descriptor {rid}: empty DescriptorName")
+            raise VocabularyError(path, line, f"descriptor {rid}: empty DescriptorName")
         yield line, rid, name, action
 
 
@@ -274,9 +274,9 @@ def read_drugcentral(path: Union[str, Path]) -> Iterator[Concept]:
             continue
         drug, name, mid = row["DRUG_ID"].strip(), row["DRUG_NAME"].strip(), row["IDENTIFIER"].strip()
         if not (MESH_RECORD.match(mid) and mid[0] == kind):
-            raise CorpusError(path, line, f"{row['ID_TYPE']} {mid!r} is not a MeSH {'supplementary record' if kind == 'C' else 'descriptor'} id")
+            raise VocabularyError(path, line, f"{row['ID_TYPE']} {mid!r} is not a MeSH {'supplementary record' if kind == 'C' else 'descriptor'} id")
         if not drug or not name:
-            raise CorpusError(path, line, f"{mid}: empty DRUG_ID or DRUG_NAME")
+            raise VocabularyError(path, line, f"{mid}: empty DRUG_ID or DRUG_NAME")
         ids = drugs.setdefault(drug, {"C": [], "D": []})[kind]
         names.setdefault(drug, name)
         if mid not in ids:
@@ -296,7 +296,7 @@ def _list_field(value: str, path: Path, line: int, column: str) -> List[str]:
     try:
         items = next(csv.reader([value], delimiter=",", strict=True))
     except csv.Error as err:
-        raise CorpusError(path, line, f"column {column}: malformed quoted list ({err}): {value[:80]!r}") from None
+        raise VocabularyError(path, line, f"column {column}: malformed quoted list ({err}): {value[:80]!r}") from None
     return [v.strip() for v in items if v.strip()]
 
 
@@ -333,7 +333,7 @@ def read_pharmgkb(path: Union[str, Path]) -> Iterator[Concept]:
         own = normalize_alias(row["name"])
         for mid, record_name in refs:
             if not record_name:
-                raise CorpusError(path, line, f"{mid}: empty record name in the MeSH reference")
+                raise VocabularyError(path, line, f"{mid}: empty record name in the MeSH reference")
             same_drug = len(refs) == 1 and normalize_alias(record_name) == own
             yield Concept(mid, record_name, [n for n in drug_names if n != record_name] if same_drug else [], [CHEMICAL])
     if skipped:
@@ -352,18 +352,18 @@ def read_scispacy_kb(path: Union[str, Path]) -> Iterator[Concept]:
                 try:
                     records.append((line_no, srsly.json_loads(line)))
                 except ValueError as err:
-                    raise CorpusError(path, line_no, f"not valid JSON ({err})") from None
+                    raise VocabularyError(path, line_no, f"not valid JSON ({err})") from None
     else:
         try:
             data = srsly.json_loads(text)
         except ValueError as err:
-            raise CorpusError(path, None, f"not valid JSON ({err})") from None
+            raise VocabularyError(path, None, f"not valid JSON ({err})") from None
         if not isinstance(data, list):
-            raise CorpusError(path, None, "expected a JSON list of concepts")
+            raise VocabularyError(path, None, "expected a JSON list of concepts")
         records = [(None, r) for r in data]
     for line_no, r in records:
         if not isinstance(r, dict) or not r.get("concept_id") or "canonical_name" not in r:
-            raise CorpusError(path, line_no, "each concept needs 'concept_id' and 'canonical_name'")
+            raise VocabularyError(path, line_no, "each concept needs 'concept_id' and 'canonical_name'")
         yield Concept(str(r["concept_id"]), r["canonical_name"], list(r.get("aliases") or []), list(r.get("types") or []), r.get("definition"))
 
 

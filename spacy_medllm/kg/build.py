@@ -39,7 +39,7 @@ import srsly
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..io import VocabularyError as CorpusError  # the graph files' own error class (not a corpus error); renamed below later
+from ..io import VocabularyError
 from ..io import decode, iter_lines
 from ..kb.builders import _tsv_rows, bare_id, mesh_action_pairs, read_mesh
 from ..kb.knowledge_base import KnowledgeBase
@@ -184,7 +184,7 @@ def read_triples(path: Union[str, Path]) -> List[Triple]:
     for line_no, line in iter_lines(path):
         cols = line.split("\t")
         if len(cols) != 3 or not all(c.strip() for c in cols):
-            raise CorpusError(path, line_no, f"expected 3 non-empty tab-separated columns (head, relation, tail), found {line!r}")
+            raise VocabularyError(path, line_no, f"expected 3 non-empty tab-separated columns (head, relation, tail), found {line!r}")
         out.append((cols[0].strip(), cols[1].strip(), cols[2].strip()))
     return out
 
@@ -266,7 +266,7 @@ def semantic_network_triples() -> Iterator[Triple]:
         for line_no, line in iter_lines(path):
             cols = line.split("\t")
             if len(cols) != 3:
-                raise CorpusError(path, line_no, "expected 3 tab-separated columns")
+                raise VocabularyError(path, line_no, "expected 3 tab-separated columns")
             yield (SEMTYPE_PREFIX + cols[0], SEMNET_PREFIX + cols[1], SEMTYPE_PREFIX + cols[2])
 
 
