@@ -110,3 +110,11 @@ class Errors(metaclass=ErrorsWithCodes):
     E127 = "evaluating {model} failed: {reason}"
     E128 = "data set {name}: {path} not found"
     E129 = "{path}: building the scispaCy peer's index failed (exit code {code}); see the messages above"
+    # torch layers' weights, linker features (E130-E139)
+    E130 = "{name}: the torch module cannot be replaced: {reason}"
+    E131 = "{name}: the saved weights cannot be read: {reason}"
+    E132 = "{name}: the saved weights are of an unsupported format: {reason}"
+    E133 = "{name}: the saved weights do not fit the module: {reason}"
+    E134 = "{name}: the model could not be loaded from {path}: {reason}"
+    E135 = "{name}: unknown linker feature {feature!r} in {featurizer}; known: {known}"
+    E136 = "{name}: the model reads {width} features per candidate, the featurizer {featurizer} gives {n}; set the model's n_features to {n} (or leave it to the component)"

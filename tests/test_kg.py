@@ -24,6 +24,7 @@ from spacy_medllm.kb import Concept, KnowledgeBase, build_kb
 from spacy_medllm.kg import EmbeddingTable, build_kg, read_triples, write_triples
 from spacy_medllm.kg.build import HAS_SEMANTIC_TYPE, INDUCES, ISA, MEDIC_PARENT, semantic_types_of
 from spacy_medllm.layers.kg_attention import AliasMatcher, build_kg_attention, matcher_stats
+from spacy_medllm.layers.torch_io import module_of
 from spacy_medllm.tokens import install_extensions, relation
 
 ROOT = Path(__file__).parent.parent
@@ -325,7 +326,7 @@ def test_layer_shape_pass_through_and_gate_gradient(knowledge):
             assert numpy.array_equal(outputs[0][i], plain[0][i])
     assert numpy.array_equal(outputs[1], plain[1])
     backprop([numpy.ones_like(o) for o in outputs])
-    module = layer.get_ref("attention").shims[0]._model
+    module = module_of(layer.get_ref("attention"))
     assert float(module.gate.weight.grad.abs().sum()) > 0 and float(module.gate.bias.grad.abs().sum()) > 0
     assert float(module.query.weight.grad.abs().sum()) > 0
     assert module.embeddings.weight.grad is None  # frozen by default
@@ -340,7 +341,7 @@ def test_layer_fine_tuned_embeddings(knowledge):
     layer.initialize(X=docs)
     outputs, backprop = layer(docs, is_train=True)
     backprop([numpy.ones_like(o) for o in outputs])
-    grad = layer.get_ref("attention").shims[0]._model.embeddings.weight.grad.abs().sum(axis=1).numpy()
+    grad = module_of(layer.get_ref("attention")).embeddings.weight.grad.abs().sum(axis=1).numpy()
     assert grad[0] > 0 and grad[1] > 0 and grad[2] > 0 and grad[3] == 0 and grad[4] == 0
 
 
@@ -379,17 +380,24 @@ def test_layer_weights_errors():
     import torch
     from safetensors.torch import save
 
-    from spacy_medllm.layers.kg_attention_torch import KGAttentionModule, deserialize_module, serialize_module
+    from spacy_medllm.layers.kg_attention_torch import KGAttentionModule
+    from spacy_medllm.layers.torch_io import deserialize_module, serialize_module
 
+    io = build_kg_attention(hash_tok2vec(), n_heads=2, attention_width=8).get_ref("attention").attrs["torch_io"]
+    cpu = torch.device("cpu")
     module = KGAttentionModule(6, 3, 4, n_heads=2, attention_width=8)
-    copy = deserialize_module(KGAttentionModule(1, 1, 1, 2, 8), serialize_module(module), torch.device("cpu"))
+    copy = deserialize_module(KGAttentionModule(1, 1, 1, 2, 8), serialize_module(module, name="kg_attention"), cpu, io=io)
     assert copy.embeddings.weight.shape == (3, 4) and copy.width == 6
-    with pytest.raises(ValueError, match="E020.*not a safetensors state"):
-        deserialize_module(module, b"not safetensors", torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"E131.*kg_attention: the saved weights cannot be read"):
+        deserialize_module(module, b"not safetensors", cpu, io=io)
     state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    # the layer's first format (shapes in the tensors, heads in the metadata) still loads
+    first = save(state, metadata={"config": json.dumps({"format": "spacy_medllm.kg_attention", "version": 1, "n_heads": 2, "freeze_embeddings": True})})
+    copy = deserialize_module(KGAttentionModule(1, 1, 1, 2, 8), first, cpu, io=io)
+    assert all(torch.equal(copy.state_dict()[k], v) for k, v in state.items())
     newer = save(state, metadata={"config": json.dumps({"format": "spacy_medllm.kg_attention", "version": 2, "n_heads": 2, "freeze_embeddings": True})})
-    with pytest.raises(ValueError, match="E020.*version 2 is newer"):
-        deserialize_module(module, newer, torch.device("cpu"))
+    with pytest.raises(ValueError, match="E133.*version 2 is newer"):
+        deserialize_module(module, newer, cpu, io=io)
     with pytest.raises(ValueError, match="E020.*alias matcher format version 5"):
         AliasMatcher().from_bytes(srsly.msgpack_dumps({"format": "spacy_medllm.kg_alias_matcher", "version": 5}))
 

@@ -32,14 +32,15 @@ import numpy
 import srsly
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v3, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.model import deserialize_attr, serialize_attr
 from thinc.types import Floats2d
 
 from ..errors import Errors
 from ..kb.knowledge_base import KnowledgeBase, normalize_alias
-from .kg_attention_torch import KGAttentionModule, deserialize_module, serialize_module
+from .kg_attention_torch import KGAttentionModule, config_from_state
 from .threads import torch_fork_safe
+from .torch_io import replace_module, wrap_module
 
 if TYPE_CHECKING:
     from ..kg.embeddings import EmbeddingTable
@@ -233,12 +234,9 @@ def build_kg_attention(
     width = tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else None
     # a placeholder module: the real shapes are known at initialize (or from saved weights)
     module = KGAttentionModule(width or 1, 1, 1, n_heads, attention_width, freeze_embeddings)
-    attention = PyTorchWrapper_v3(
-        module,
-        convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
-        serialize_model=serialize_module,
-        deserialize_model=deserialize_module,
+    attention = wrap_module(
+        module, name="kg_attention", build=KGAttentionModule, convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs, legacy_config=config_from_state,
     )
 
     def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
@@ -297,9 +295,8 @@ def set_knowledge(model: Model, table: "EmbeddingTable", kb: KnowledgeBase, widt
         width, len(table), table.dimension, model.attrs["n_heads"], model.attrs["attention_width"], model.attrs["freeze_embeddings"]
     )
     module.set_embeddings(torch.from_numpy(table.vectors))
-    shim = model.get_ref("attention").shims[0]
     # on the device of the placeholder it replaces (the one `--gpu-id` chose)
-    shim._model = module.to(shim.device)
+    replace_module(model, model.get_ref("attention"), module)
     model.set_dim("nO", width)
 
 

@@ -9,6 +9,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+# the layer's first format (safetensors, shapes in the tensors): read by `config_from_state`
 STATE_FORMAT = "spacy_medllm.kg_attention"
 STATE_VERSION = 1
 
@@ -46,6 +47,11 @@ class KGAttentionModule(nn.Module):
         gate_bias: float = -4.0,
     ):
         super().__init__()
+        # the constructor's arguments: saved with the weights (`spacy_medllm.layers.torch_io`)
+        self.config = {
+            "width": width, "n_concepts": n_concepts, "embedding_dim": embedding_dim, "n_heads": n_heads,
+            "attention_width": attention_width, "freeze_embeddings": freeze_embeddings, "gate_bias": gate_bias,
+        }
         self.n_heads = n_heads
         self.head_width = attention_width // n_heads
         self.freeze_embeddings = freeze_embeddings
@@ -86,57 +92,19 @@ class KGAttentionModule(nn.Module):
         return gate * context
 
 
-def serialize_module(module: KGAttentionModule) -> bytes:
-    """The module's weights and hyperparameters as safetensors bytes (no pickle)."""
-    from safetensors.torch import save
-
-    meta = {
-        "format": STATE_FORMAT,
-        "version": STATE_VERSION,
-        "n_heads": module.n_heads,
-        "freeze_embeddings": module.freeze_embeddings,
-    }
-    state = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
-    return save(state, metadata={"config": json.dumps(meta)})
-
-
-def deserialize_module(module: KGAttentionModule, data: bytes, device: "torch.device") -> KGAttentionModule:
-    """Rebuild a module with the shapes stored in `data` and load its weights.
-
-    A freshly constructed pipeline holds a placeholder module (the table's size and
-    the encoder's width are known only after `nlp.initialize`); the saved tensors
-    carry the real shapes, so the module is rebuilt from them before loading.
-    """
-    from safetensors.torch import load
-
-    from ..errors import Errors
-
-    try:
-        state = load(data)
-        raw = _safetensors_metadata(data).get("config", "{}")
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(Errors.E020.format(reason=f"not a safetensors state ({err})")) from None
-    meta: Dict[str, Any] = json.loads(raw)
+def config_from_state(state: Dict[str, torch.Tensor], metadata: Dict[str, str], current: KGAttentionModule) -> Dict[str, Any]:
+    """The constructor's arguments of weights in the layer's first safetensors format
+    (`spacy_medllm.kg_attention` version 1: n_heads and freeze_embeddings in the
+    metadata, the other shapes in the tensors)."""
+    meta = json.loads(metadata.get("config", "{}"))
     if meta.get("format") != STATE_FORMAT:
-        raise ValueError(Errors.E020.format(reason=f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}"))
+        raise ValueError(f"format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
     if not isinstance(meta.get("version"), int) or meta["version"] > STATE_VERSION:
-        raise ValueError(Errors.E020.format(reason=f"format version {meta.get('version')!r} is newer than this spacy_medllm supports ({STATE_VERSION})"))
-    try:
-        n_concepts, embedding_dim = state["embeddings.weight"].shape
-        attention_width, width = state["query.weight"].shape
-        new = KGAttentionModule(
-            width, n_concepts, embedding_dim, n_heads=int(meta["n_heads"]), attention_width=attention_width,
-            freeze_embeddings=bool(meta["freeze_embeddings"]),
-        )
-        new.load_state_dict(state)
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise ValueError(Errors.E020.format(reason=str(err))) from None
-    new.to(device)
-    return new
-
-
-def _safetensors_metadata(data: bytes) -> Dict[str, str]:
-    """The `__metadata__` of a safetensors buffer: an 8-byte little-endian header
-    length, then the JSON header (the format's specification)."""
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + n].decode("utf8")).get("__metadata__") or {}
+        raise ValueError(f"format version {meta.get('version')!r} is newer than this spacy_medllm supports ({STATE_VERSION})")
+    n_concepts, embedding_dim = state["embeddings.weight"].shape
+    attention_width, width = state["query.weight"].shape
+    return {
+        "width": int(width), "n_concepts": int(n_concepts), "embedding_dim": int(embedding_dim),
+        "n_heads": int(meta["n_heads"]), "attention_width": int(attention_width),
+        "freeze_embeddings": bool(meta["freeze_embeddings"]),
+    }

@@ -5,9 +5,10 @@ from typing import Callable, List, Optional, Tuple
 import numpy
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d, Floats3d, Ints2d
 
+from ..layers.torch_io import module_of, replace_module, wrap_module
 from .torch_scorer import CandidateScorer
 
 
@@ -41,11 +42,7 @@ def build_linker_model(
     hidden_width (int): width of the feature MLP and of the mention/concept space.
     n_concept_rows (int): rows of the hashed concept-id table.
     """
-    scorer = PyTorchWrapper_v2(
-        CandidateScorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows),
-        convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
-    )
+    scorer = _wrap(CandidateScorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows))
     return Model(
         "medllm_linker_model",
         forward,
@@ -77,17 +74,20 @@ def build_linker_model_v2(
     """
     if tok2vec is not None:
         return build_linker_model(tok2vec, n_features, hidden_width, n_concept_rows)
-    scorer = PyTorchWrapper_v2(
-        CandidateScorer(0, n_features, hidden_width, n_concept_rows),
-        convert_inputs=_convert_inputs,
-        convert_outputs=_convert_outputs,
-    )
+    scorer = _wrap(CandidateScorer(0, n_features, hidden_width, n_concept_rows))
     return Model(
         "medllm_linker_model",
         forward_features,
         layers=[scorer],
         refs={"scorer": scorer},
         attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
+    )
+
+
+def _wrap(module: CandidateScorer) -> Model:
+    return wrap_module(
+        module, name="medllm_linker_model", build=CandidateScorer, convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs, legacy_config=CandidateScorer.config_from_state,
     )
 
 
@@ -108,16 +108,13 @@ def input_width(model: Model) -> int:
 def set_input_width(model: Model, width: int) -> None:
     """Rebuild the torch scorer for token vectors of `width`.
 
-    A listener's width is known only once the pipeline is initialized; the component
-    stores it in its cfg and calls this before loading weights, so that the saved
-    state fits the module.
+    A listener's width is known only once the pipeline is initialized. Saved weights
+    carry their shapes, so loading a pipeline needs no call to this.
     """
-    shim = model.get_ref("scorer").shims[0]
-    if shim._model.width != width:
+    scorer = model.get_ref("scorer")
+    if module_of(scorer).width != width:
         attrs = model.attrs
-        # on the device of the module it replaces (the one `--gpu-id` chose)
-        device = shim.device
-        shim._model = CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"]).to(device)
+        replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"]))
 
 
 def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:

@@ -39,7 +39,7 @@ from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.knowledge_base import normalize_alias
 from ..layers.threads import torch_fork_safe
 from ..tokens import CHEMICAL, DISEASE, NIL, install_extensions, split_kb_id
-from .model import LinkerBatch, input_width, set_input_width
+from .model import LinkerBatch, input_width
 
 N_FEATURES = 12
 
@@ -393,13 +393,14 @@ class MedLinker(TrainablePipe):
 
     def from_disk(self, path, *, exclude=tuple()) -> "MedLinker":
         def load_model(p):
-            if self.cfg.get("width") and self.model.has_ref("tok2vec"):
-                set_input_width(self.model, self.cfg["width"])
+            # the scorer's weights carry its shapes: it is rebuilt as saved
             try:
                 with open(p, "rb") as file:
                     self.model.from_bytes(file.read())
             except AttributeError:
                 raise ValueError(Errors.E014.format(path=p)) from None
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(Errors.E134.format(name=self.name, path=p, reason=err)) from None
 
         # what a component saved before it had a KB is not there: it stays without
         def load_kb(p):

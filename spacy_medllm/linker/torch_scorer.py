@@ -18,12 +18,27 @@ class CandidateScorer(nn.Module):
 
     def __init__(self, width: int, n_features: int, hidden: int, n_rows: int):
         super().__init__()
+        # the constructor's arguments: saved with the weights (`spacy_medllm.layers.torch_io`)
+        self.config = {"width": width, "n_features": n_features, "hidden": hidden, "n_rows": n_rows}
         self.width = width
         self.features = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         if width > 0:
             self.project = nn.Linear(width, hidden)
             self.concepts = nn.Embedding(n_rows, hidden)
             nn.init.normal_(self.concepts.weight, std=0.01)
+
+    @classmethod
+    def config_from_state(cls, state, metadata, current: "CandidateScorer"):
+        """The constructor's arguments of weights saved without them (thinc's
+        `torch.save` of the state dict: pipelines saved before the safetensors format)."""
+        hidden, n_features = state["features.0.weight"].shape
+        config = dict(current.config, n_features=int(n_features), hidden=int(hidden))
+        if "project.weight" in state:
+            config["width"] = int(state["project.weight"].shape[1])
+            config["n_rows"] = int(state["concepts.weight"].shape[0])
+        else:
+            config["width"] = 0
+        return config
 
     def forward(self, mentions: torch.Tensor, feats: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # mentions (M, width); feats (M, K, F); rows (M, K) long; mask (M, K) bool -> logits (M, K)

@@ -14,9 +14,10 @@ from typing import Callable, List, Sequence, Tuple
 import numpy
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import ArgsKwargs, Linear, Model, PyTorchWrapper_v2, Relu, chain, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Linear, Model, Relu, chain, torch2xp, xp2torch
 from thinc.types import Floats2d
 
+from ..layers.torch_io import module_of, replace_module, wrap_module
 from .features import (
     MAX_BETWEEN, N_COUNT_BUCKETS, N_DISTANCE_IDS, N_POSITION_BUCKETS, N_SENTENCE_BUCKETS,
     between, count_bucket, distance_id, position_bucket, sentence_bucket,
@@ -177,7 +178,10 @@ def build_pair_representation(
 
 def _pair_model(attrs: dict) -> Model[Tuple[List[Floats2d], RelBatch], Floats2d]:
     encoder = _make_encoder(1, attrs)
-    wrapped = PyTorchWrapper_v2(encoder, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
+    wrapped = wrap_module(
+        encoder, name="medllm_pair_representation", build=PairEncoder, convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs, legacy_config=PairEncoder.config_from_state,
+    )
     return Model(
         "medllm_pair_representation",
         _pair_forward,
@@ -225,14 +229,13 @@ def _make_encoder(width: int, attrs: dict) -> PairEncoder:
 def set_input_width(model: Model, width: int) -> None:
     """Rebuild the pair encoder for token vectors of `width`.
 
-    A listener's width is known only once the pipeline is initialized; the component
-    stores it in its cfg and calls this before loading weights, so that the saved state
-    fits the module.
+    A listener's width is known only once the pipeline is initialized. Saved weights
+    carry their shapes, so loading needs no call to this (a call is harmless).
     """
-    shim = model.layers[0].shims[0]
-    if shim._model.project.in_features != width:
+    wrapper = model.layers[0]
+    if module_of(wrapper).project.in_features != width:
         # on the device of the module it replaces (the one `--gpu-id` chose)
-        shim._model = _make_encoder(width, model.attrs).to(shim.device)
+        replace_module(model, wrapper, _make_encoder(width, model.attrs))
     model.set_dim("nI", width, force=True)
 
 

@@ -32,6 +32,13 @@ class PairEncoder(nn.Module):
         dropout: float, knowledge_sizes: Sequence[int] = (), knowledge_width: int = 0,
     ):
         super().__init__()
+        # the constructor's arguments: saved with the weights (`spacy_medllm.layers.torch_io`)
+        self.config = {
+            "width": width, "hidden": hidden, "n_labels": n_labels, "n_counts": n_counts, "n_positions": n_positions,
+            "n_distances": n_distances, "n_sentences": n_sentences, "max_between": max_between,
+            "distance_width": distance_width, "depth": depth, "dropout": dropout,
+            "knowledge_sizes": [int(n) for n in knowledge_sizes], "knowledge_width": knowledge_width,
+        }
         self.hidden = hidden
         self.max_between = max_between
         self.project = nn.Linear(width, hidden)
@@ -49,6 +56,13 @@ class PairEncoder(nn.Module):
         # prior / hierarchy feature tables (PairRepresentation.v2); none in v1
         self.knowledge = nn.ModuleList([nn.Embedding(n, knowledge_width) for n in knowledge_sizes]) if knowledge_width else None
         self.knowledge_width = knowledge_width if knowledge_width else 0
+
+    @classmethod
+    def config_from_state(cls, state, metadata, current: "PairEncoder"):
+        """The constructor's arguments of weights saved without them (thinc's
+        `torch.save` of the state dict: pipelines saved before the safetensors format);
+        the token width comes from the projection, the rest from the current module."""
+        return dict(current.config, width=int(state["project.weight"].shape[1]))
 
     @property
     def out_width(self) -> int:
