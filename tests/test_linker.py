@@ -315,3 +315,98 @@ def test_linker_listener_keeps_the_transformer_training(tiny_bert, data):
         ner_only.update([Example(ner_only.make_doc(t), gold_doc(ner_only, t, e)) for t, e in rows], sgd=optimizer, losses={})
         numpy.testing.assert_allclose(trf_grads(ner_only), grads, rtol=1e-5, atol=1e-8)
 
+
+
+# ---- the featurizer: named features, labels from config ---------------------------------------------
+def test_featurizer_names_and_values():
+    from spacy_medllm.linker.features import CandidateContext, make_linker_features
+
+    features = make_linker_features()
+    assert features.names == ["score", "exact", "rank", "type_match", "type_conflict", "prior", "alias_count",
+                              "concept_count", "expanded", "score_gap", "nil", "canonical_name"]
+    ctx = CandidateContext(label="Chemical", key="hypotension", expanded=False, score=0.5, best=1.0, slot=2, k=4,
+                           types=frozenset(["Disease"]), canonical_name="Hypotension", prior=1, total=3, concept_count=0)
+    row = numpy.zeros(len(features), dtype="float32")
+    features.fill(row, ctx)
+    assert dict(zip(features.names, row.tolist())) == {
+        "score": 0.5, "exact": 0.0, "rank": 0.75, "type_match": 0.0, "type_conflict": 1.0,
+        "prior": pytest.approx(1 / 3), "alias_count": pytest.approx(numpy.log1p(3) / 5), "concept_count": 0.0,
+        "expanded": 0.0, "score_gap": -0.5, "nil": 0.0, "canonical_name": 1.0,
+    }
+    nil = numpy.zeros(len(features), dtype="float32")
+    features.fill_nil(nil)
+    assert nil.tolist() == [0.0] * 10 + [1.0, 0.0]
+
+
+def type_columns(type_labels):
+    """type_match and type_conflict of each candidate of a `Drug` mention, with `type_labels`."""
+    nlp = spacy.blank("en")
+    features = {"@misc": "spacy_medllm.linker_features.v1", "type_labels": type_labels}
+    linker = nlp.add_pipe("medllm_linker", config={"features": features})
+    linker.set_kb(KnowledgeBase(CONCEPTS))
+    doc = nlp.make_doc("Cold was given .")
+    doc.ents = [Span(doc, 0, 1, label="Drug")]
+    batch, cands = linker._batch([doc], [linker._mentions(doc)])
+    names = linker.features.names
+    match, conflict = names.index("type_match"), names.index("type_conflict")
+    return {cid: (float(batch.feats[0, slot, match]), float(batch.feats[0, slot, conflict])) for slot, (cid, _) in enumerate(cands[0], start=1)}
+
+
+def test_type_labels_come_from_config():
+    # a corpus whose chemicals are labelled Drug: unknown to the default mapping, no type evidence
+    assert type_columns({"Chemical": ["Chemical"], "Disease": ["Disease"]}) == {"D003139": (0.0, 0.0), "D003080": (0.0, 0.0)}
+    mapped = {"Drug": ["Chemical"], "Disease": ["Disease"]}
+    # Cold Temperature is typed Chemical: a match; Common Cold (Disease) a conflict
+    assert type_columns(mapped) == {"D003139": (0.0, 1.0), "D003080": (1.0, 0.0)}
+
+
+def test_feature_subset_sets_the_model_width(tmp_path):
+    from spacy_medllm.layers.torch_io import module_of
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    features = {"@misc": "spacy_medllm.linker_features.v1", "features": ["score", "exact", "type_match", "prior", "nil"]}
+    linker = nlp.add_pipe("medllm_linker", config={"features": features})
+    linker.set_kb(KnowledgeBase(CONCEPTS))
+    assert linker.model.attrs["n_features"] == 5
+    assert module_of(linker.model.get_ref("scorer")).config["n_features"] == 5
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(0.01)
+    for _ in range(50):
+        nlp.update(examples, sgd=optimizer, losses={})
+    links = [[e.kb_id_ for e in predict(nlp, t, e).ents] for t, e in TRAIN]
+    assert links[0] == ["D009270", "D007022", "D003000"]
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    assert loaded.get_pipe("medllm_linker").features.names == ["score", "exact", "type_match", "prior", "nil"]
+    assert [[e.kb_id_ for e in predict(loaded, t, e).ents] for t, e in TRAIN] == links
+
+
+def test_featurizer_errors():
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=r"E135.*unknown linker feature 'colour'"):
+        nlp.add_pipe("medllm_linker", config={"features": {"@misc": "spacy_medllm.linker_features.v1", "features": ["score", "colour"]}})
+    config = {"features": {"@misc": "spacy_medllm.linker_features.v1", "features": ["score", "nil"]},
+              "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "n_features": 12}}
+    with pytest.raises(ValueError, match=r"E136.*the model reads 12 features per candidate, the featurizer .* gives 2"):
+        nlp.add_pipe("medllm_linker", name="other", config=config)
+
+
+def test_linker_config_builds_with_its_type_labels():
+    """configs/linker_trf.cfg validates (the sourced transformer and NER left out) and states
+    its featurizer's label mapping."""
+    from pathlib import Path
+
+    from spacy import util
+
+    config = util.load_config(Path(__file__).parent.parent / "configs" / "linker_trf.cfg")
+    for other in set(config["nlp"]["pipeline"]) - {"medllm_linker"}:
+        del config["components"][other]
+    config["nlp"]["pipeline"] = ["medllm_linker"]
+    config["training"]["frozen_components"] = []
+    config["training"]["annotating_components"] = []
+    nlp = util.load_model_from_config(config, auto_fill=True, validate=True)
+    linker = nlp.get_pipe("medllm_linker")
+    assert config["components"]["medllm_linker"]["features"]["type_labels"] == {"Chemical": ["Chemical"], "Disease": ["Disease"]}
+    assert len(linker.features) == 12 == linker.model.attrs["n_features"]

@@ -30,7 +30,7 @@ class LinkerBatch:
 @registry.architectures("spacy_medllm.LinkerModel.v1")
 def build_linker_model(
     tok2vec: Model[List[Doc], List[Floats2d]],
-    n_features: int = 12,
+    n_features: Optional[int] = 12,
     hidden_width: int = 64,
     n_concept_rows: int = 65536,
 ) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
@@ -38,11 +38,12 @@ def build_linker_model(
 
     tok2vec (Model[List[Doc], List[Floats2d]]): token vectors, usually a listener of
         the shared transformer.
-    n_features (int): width of the per-candidate feature vector (set by the component).
+    n_features (Optional[int]): width of the per-candidate feature vector; None: the
+        component sets it to its featurizer's number of features.
     hidden_width (int): width of the feature MLP and of the mention/concept space.
     n_concept_rows (int): rows of the hashed concept-id table.
     """
-    scorer = _wrap(CandidateScorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows))
+    scorer = _wrap(_scorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows))
     return Model(
         "medllm_linker_model",
         forward,
@@ -56,7 +57,7 @@ def build_linker_model(
 @registry.architectures("spacy_medllm.LinkerModel.v2")
 def build_linker_model_v2(
     tok2vec: Optional[Model[List[Doc], List[Floats2d]]] = None,
-    n_features: int = 12,
+    n_features: Optional[int] = 12,
     hidden_width: int = 64,
     n_concept_rows: int = 65536,
 ) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
@@ -68,13 +69,14 @@ def build_linker_model_v2(
 
     tok2vec (Optional[Model[List[Doc], List[Floats2d]]]): token vectors (a listener of
         the shared transformer), or None for the features-only scorer.
-    n_features (int): width of the per-candidate feature vector (set by the component).
+    n_features (Optional[int]): width of the per-candidate feature vector; None: the
+        component sets it to its featurizer's number of features.
     hidden_width (int): width of the feature MLP and of the mention/concept space.
     n_concept_rows (int): rows of the hashed concept-id table (context term only).
     """
     if tok2vec is not None:
         return build_linker_model(tok2vec, n_features, hidden_width, n_concept_rows)
-    scorer = _wrap(CandidateScorer(0, n_features, hidden_width, n_concept_rows))
+    scorer = _wrap(_scorer(0, n_features, hidden_width, n_concept_rows))
     return Model(
         "medllm_linker_model",
         forward_features,
@@ -82,6 +84,17 @@ def build_linker_model_v2(
         refs={"scorer": scorer},
         attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
     )
+
+
+def _scorer(width: int, n_features: Optional[int], hidden_width: int, n_concept_rows: int) -> CandidateScorer:
+    if n_features is not None:
+        return CandidateScorer(width, n_features, hidden_width, n_concept_rows)
+    import torch
+
+    # a placeholder until the component sets the width; drawn aside, so that the real
+    # module gets the random initialization it would have had in the model's place
+    with torch.random.fork_rng(devices=[]):
+        return CandidateScorer(width, 1, hidden_width, n_concept_rows)
 
 
 def _wrap(module: CandidateScorer) -> Model:
@@ -115,6 +128,17 @@ def set_input_width(model: Model, width: int) -> None:
     if module_of(scorer).width != width:
         attrs = model.attrs
         replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"]))
+
+
+def set_feature_width(model: Model, n_features: int) -> None:
+    """Rebuild the torch scorer for `n_features` features per candidate (the component's
+    featurizer decides; a model config with `n_features = null` leaves it to it)."""
+    model.attrs["n_features"] = n_features
+    scorer = model.get_ref("scorer")
+    current = module_of(scorer)
+    if current.config["n_features"] != n_features:
+        attrs = model.attrs
+        replace_module(model, scorer, CandidateScorer(current.width, n_features, attrs["hidden_width"], attrs["n_concept_rows"]))
 
 
 def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:

@@ -38,16 +38,15 @@ from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.knowledge_base import normalize_alias
 from ..layers.threads import torch_fork_safe
-from ..tokens import CHEMICAL, DISEASE, NIL, install_extensions, split_kb_id
-from .model import LinkerBatch, input_width
-
-N_FEATURES = 12
+from ..tokens import NIL, install_extensions, split_kb_id
+from .features import CandidateContext, LinkerFeatures, make_linker_features
+from .model import LinkerBatch, input_width, set_feature_width
 
 DEFAULT_LINKER_MODEL = """
 [model]
 @architectures = "spacy_medllm.LinkerModel.v2"
 tok2vec = null
-n_features = 12
+n_features = null
 hidden_width = 64
 n_concept_rows = 65536
 """
@@ -64,6 +63,11 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
         "threshold": None,
         "use_abbreviations": True,
         "labels_discard": [],
+        "features": {
+            "@misc": "spacy_medllm.linker_features.v1",
+            "type_labels": {"Chemical": ["Chemical"], "Disease": ["Disease"]},
+            "features": None,
+        },
         "scorer": {"@scorers": "spacy_medllm.linker_scorer.v1"},
     },
     default_score_weights={"medllm_link_acc": 1.0},
@@ -77,6 +81,7 @@ def make_linker(
     use_abbreviations: bool,
     labels_discard: Sequence[str],
     scorer: Optional[Callable],
+    features: Optional[LinkerFeatures] = None,
 ) -> "MedLinker":
     """Create a `medllm_linker`.
 
@@ -85,10 +90,12 @@ def make_linker(
     threshold (float): a best probability below it gives NIL (None: only the NIL slot decides).
     use_abbreviations (bool): link short forms through their long form (scispaCy's detector).
     labels_discard (Sequence[str]): entity labels not to link.
+    features (LinkerFeatures): the candidate features, `spacy_medllm.linker_features.v1`
+        (its `type_labels` map entity labels to KB types); the model's feature width.
     """
     return MedLinker(
         nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
-        labels_discard=labels_discard, scorer=scorer,
+        labels_discard=labels_discard, scorer=scorer, features=features,
     )
 
 
@@ -104,6 +111,7 @@ class MedLinker(TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "medllm_linker", *, top_k: int = 30,
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
+        features: Optional[LinkerFeatures] = None,
     ):
         install_extensions()
         torch_fork_safe()
@@ -111,6 +119,13 @@ class MedLinker(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
+        self.features = features if features is not None else make_linker_features()
+        width = model.attrs.get("n_features")
+        if width is None:
+            # derived from the featurizer (the default model config leaves it to the component)
+            set_feature_width(model, len(self.features))
+        elif width != len(self.features):
+            raise ValueError(Errors.E136.format(name=name, width=width, featurizer="spacy_medllm.linker_features.v1", n=len(self.features)))
         self.cfg = {
             "top_k": top_k, "threshold": threshold, "use_abbreviations": use_abbreviations,
             "labels_discard": list(labels_discard),
@@ -212,14 +227,15 @@ class MedLinker(TrainablePipe):
         k = self.cfg["top_k"]
         cands = self.generator([m[1] for _, m in flat], k=k) if flat else []
         n_rows = self.model.attrs["n_concept_rows"]
-        feats = numpy.zeros((len(flat), k + 1, N_FEATURES), dtype="float32")
+        featurizer = self.features
+        feats = numpy.zeros((len(flat), k + 1, len(featurizer)), dtype="float32")
         rows = numpy.zeros((len(flat), k + 1), dtype="int64")
         mask = numpy.zeros((len(flat), k + 1), dtype="bool")
         spans = []
         for j, ((i, (ent, text, expanded)), cs) in enumerate(zip(flat, cands)):
             spans.append((i, ent.start, ent.end))
             mask[j, 0] = True
-            feats[j, 0, 10] = 1.0
+            featurizer.fill_nil(feats[j, 0])
             key = normalize_alias(text)
             prior = self.priors.get(key, {})
             own = split_kb_id(gold[j]) if gold is not None else []
@@ -230,19 +246,12 @@ class MedLinker(TrainablePipe):
             best = cs[0][1] if cs else 0.0
             for slot, (cid, score) in enumerate(cs, start=1):
                 concept = self.kb[cid]
-                types = set(concept.types)
-                f = feats[j, slot]
-                f[0] = score
-                f[1] = score >= 1.0
-                f[2] = 1.0 - (slot - 1) / k
-                f[3] = ent.label_ in types
-                f[4] = bool(types & {CHEMICAL, DISEASE}) and ent.label_ in (CHEMICAL, DISEASE) and ent.label_ not in types
-                f[5] = prior.get(cid, 0) / total if total else 0.0
-                f[6] = math.log1p(total) / 5
-                f[7] = math.log1p(max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0)) / 5
-                f[8] = expanded
-                f[9] = score - best
-                f[11] = normalize_alias(concept.canonical_name) == key
+                featurizer.fill(feats[j, slot], CandidateContext(
+                    label=ent.label_, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
+                    types=frozenset(concept.types), canonical_name=concept.canonical_name,
+                    prior=prior.get(cid, 0), total=total,
+                    concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
+                ))
                 rows[j, slot] = concept_row(cid, n_rows)
                 mask[j, slot] = True
         return LinkerBatch(spans, feats, rows, mask), cands
