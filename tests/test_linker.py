@@ -410,3 +410,49 @@ def test_linker_config_builds_with_its_type_labels():
     linker = nlp.get_pipe("medllm_linker")
     assert config["components"]["medllm_linker"]["features"]["type_labels"] == {"Chemical": ["Chemical"], "Disease": ["Disease"]}
     assert len(linker.features) == 12 == linker.model.attrs["n_features"]
+
+
+# ---- alternative ids: one concept, two ids ---------------------------------------------------------
+ALT_CONCEPTS = CONCEPTS + [Concept("C076029", "Olanzapine", ["LY170053"], ["Chemical"], alt_ids=["D000077152"])]
+# the corpus uses the concept's alternative id (the 2024 descriptor id of a 2015 record)
+ALT_TRAIN = [
+    ("Olanzapine caused hypotension .", [(0, 10, "Chemical", "D000077152"), (18, 29, "Disease", "D007022")]),
+    ("LY170053 was given with naloxone .", [(0, 8, "Chemical", "D000077152"), (24, 32, "Chemical", "D009270")]),
+]
+
+
+def test_scorer_counts_alternative_ids_of_the_kb():
+    kb = KnowledgeBase(ALT_CONCEPTS)
+    nlp = spacy.blank("en")
+    ref = gold_doc(nlp, "Olanzapine .", [(0, 10, "Chemical", "D000077152")])
+    pred = gold_doc(nlp, "Olanzapine .", [(0, 10, "Chemical", "C076029")])
+    assert score_links([Example(pred, ref)])["medllm_link_acc"] == 0.0
+    assert score_links([Example(pred, ref)], kb=kb)["medllm_link_acc"] == 1.0
+    # and the other way round; another concept's id stays wrong, NIL too
+    assert score_links([Example(ref, pred)], kb=kb)["medllm_link_acc"] == 1.0
+    wrong = gold_doc(nlp, "Olanzapine .", [(0, 10, "Chemical", "D009270")])
+    nil = gold_doc(nlp, "Olanzapine .", [(0, 10, "Chemical", NIL)])
+    assert score_links([Example(wrong, ref), Example(nil, ref)], kb=kb)["medllm_link_acc"] == 0.0
+
+
+def test_gold_alternative_ids_train_the_primary_id():
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker")
+    linker.set_kb(KnowledgeBase(ALT_CONCEPTS))
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN + ALT_TRAIN]
+    nlp.initialize(lambda: examples)
+    # priors and concept counts under the primary id, the id the candidates carry
+    assert linker.priors["olanzapine"] == {"C076029": 1} and linker.priors["ly170053"] == {"C076029": 1}
+    assert linker.concept_counts["C076029"] == 2 and "D000077152" not in linker.concept_counts
+    # the gold alternative id is a training target: the mention's loss is not left out
+    alt_only = [Example(nlp.make_doc(ALT_TRAIN[0][0]), gold_doc(nlp, *ALT_TRAIN[0]))]
+    alt_only[0].reference.ents = alt_only[0].reference.ents[:1]
+    assert linker.update(alt_only, losses={})["medllm_linker"] > 0.0
+    optimizer = Adam(0.01)
+    for _ in range(100):
+        nlp.update(examples, sgd=optimizer, losses={})
+    assert [e.kb_id_ for e in predict(nlp, *ALT_TRAIN[1]).ents] == ["C076029", "D009270"]
+    # the component's score counts its answer (the primary id) right for the gold alternative id
+    scored = [Example(predict(nlp, t, e), gold_doc(nlp, t, e)) for t, e in ALT_TRAIN]
+    assert linker.score(scored)["medllm_link_acc"] == 1.0

@@ -141,6 +141,15 @@ class MedLinker(TrainablePipe):
         self.kb = kb
         self.generator = generator if generator is not None else CandidateGenerator(kb)
 
+    def _primary_ids(self, kb_id: str) -> List[str]:
+        """The KB's primary ids of a gold id string (`D1|D2`), without duplicates: the
+        candidates carry primary ids, so a gold alternative id is the same concept. An id
+        the KB lacks stays as it is (no candidate has it)."""
+        ids = split_kb_id(kb_id)
+        if self.kb is None:
+            return ids
+        return list(dict.fromkeys(self.kb.resolve(i) or i for i in ids))
+
     def _require_kb(self) -> None:
         if self.kb is None or self.generator is None:
             raise ValueError(Errors.E013.format(name=self.name))
@@ -238,7 +247,7 @@ class MedLinker(TrainablePipe):
             featurizer.fill_nil(feats[j, 0])
             key = normalize_alias(text)
             prior = self.priors.get(key, {})
-            own = split_kb_id(gold[j]) if gold is not None else []
+            own = self._primary_ids(gold[j]) if gold is not None else []
             if len(own) == 1 and prior.get(own[0], 0) > 0:
                 prior = dict(prior)
                 prior[own[0]] -= 1
@@ -326,7 +335,7 @@ class MedLinker(TrainablePipe):
             if kb_id == NIL:
                 slot: Optional[int] = 0
             else:
-                ids = set(split_kb_id(kb_id))
+                ids = set(self._primary_ids(kb_id))
                 # a gold id the candidates miss teaches nothing about ranking them
                 slot = next((s for s, (cid, _) in enumerate(cands[j], start=1) if cid in ids), None)
             if slot is not None:
@@ -356,6 +365,12 @@ class MedLinker(TrainablePipe):
             d[j] = p / len(keep)
         return loss / len(keep), d
 
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
+        """Score with the component's scorer, given the KB so that any id of the gold
+        concept (`KnowledgeBase.ids_of`) counts."""
+        kwargs.setdefault("kb", self.kb)
+        return super().score(examples, **kwargs)
+
     def get_loss(self, examples, scores):
         raise NotImplementedError("MedLinker computes its loss in update()")
 
@@ -374,7 +389,7 @@ class MedLinker(TrainablePipe):
         sample = []
         for eg in get_examples():
             for ent in eg.reference.ents:
-                ids = split_kb_id(ent.kb_id_)
+                ids = self._primary_ids(ent.kb_id_)
                 if len(ids) == 1:
                     priors[normalize_alias(ent.text)][ids[0]] += 1
                     concepts[ids[0]] += 1
