@@ -19,7 +19,7 @@ records swap each mention independently, as before.
 """
 import random
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 import srsly
 from spacy.language import Language
@@ -172,17 +172,24 @@ def _choose_by_mention(ents: List[Span], names: Names, rng: random.Random, swap_
     return choices
 
 
-def _choose_by_concept(
-    doc: Doc, ents: List[Span], mentions: List[Span], records: List[Dict[str, object]], names: Names,
-    rng: random.Random, swap_prob: float,
-) -> Tuple[List[Choice], Dict[str, str]]:
-    """One new name per concept (id, or label + lowercased text), and old id -> new id."""
+def protected_offsets(doc: Doc, mentions: List[Span], records: List[Dict[str, object]]) -> Set[int]:
+    """The character offsets where a mention or a relation argument starts or ends: an entity
+    with one of them strictly inside cannot be renamed without breaking that annotation."""
     protected = {c for m in mentions for c in (m.start_char, m.end_char)}
     for r in records:
         for key in ("head", "tail"):
             if r.get(key) is not None:
                 arg = doc[r[key][0] : r[key][1]]
                 protected.update((arg.start_char, arg.end_char))
+    return protected
+
+
+def _choose_by_concept(
+    doc: Doc, ents: List[Span], mentions: List[Span], records: List[Dict[str, object]], names: Names,
+    rng: random.Random, swap_prob: float,
+) -> Tuple[List[Choice], Dict[str, str]]:
+    """One new name per concept (id, or label + lowercased text), and old id -> new id."""
+    protected = protected_offsets(doc, mentions, records)
     groups: Dict[Tuple[str, ...], List[int]] = {}
     for i, ent in enumerate(ents):
         ids = split_kb_id(ent.kb_id_)

@@ -26,7 +26,7 @@ from spacy.util import registry
 
 from ..errors import Errors
 from ..tokens import MENTIONS_KEY, get_relations, install_extensions, split_kb_id
-from .entity_swap import Choice, apply_swaps
+from .entity_swap import Choice, apply_swaps, protected_offsets
 
 MODES = ("alias", "concept")
 
@@ -62,12 +62,7 @@ def kb_swap(
     records = get_relations(doc)
     ents = list(doc.ents)
     mentions = list(doc.spans[MENTIONS_KEY]) if MENTIONS_KEY in doc.spans else []
-    protected = {c for m in mentions for c in (m.start_char, m.end_char)}
-    for r in records:
-        for key in ("head", "tail"):
-            if r.get(key) is not None:
-                arg = doc[r[key][0]: r[key][1]]
-                protected.update((arg.start_char, arg.end_char))
+    protected = protected_offsets(doc, mentions, records)
     groups: Dict[str, List[int]] = {}
     for i, ent in enumerate(ents):
         ids = split_kb_id(ent.kb_id_)
