@@ -88,6 +88,20 @@ def evaluate(
     typer.echo(table)
 
 
+def _report(name: str, output: Path, run, markdown) -> None:
+    """Run an evaluation, print a coded error and exit 1 on bad input, else write NAME.json/.md."""
+    from .evaluation import write_report
+
+    try:
+        results = run()
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    table = markdown(results)
+    write_report(output, name, results, table)
+    typer.echo(table)
+
+
 @app.command("evaluate-candidates")
 def evaluate_candidates_cmd(
     kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
@@ -95,17 +109,9 @@ def evaluate_candidates_cmd(
     output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for candidates.json and candidates.md"),
 ) -> None:
     """Recall@k of candidate generation on gold mentions (alternative ids count), load time, speed, memory."""
-    from .evaluation import write_report
     from .evaluation.candidates import evaluate_candidates, markdown
 
-    try:
-        results = evaluate_candidates(kb_dir, _pairs(data, "--data"))
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
-    table = markdown(results)
-    write_report(output, "candidates", results, table)
-    typer.echo(table)
+    _report("candidates", output, lambda: evaluate_candidates(kb_dir, _pairs(data, "--data")), markdown)
 
 
 @app.command("evaluate-linker")
@@ -117,17 +123,9 @@ def evaluate_linker_cmd(
     batch_size: int = typer.Option(32, help="documents per batch"),
 ) -> None:
     """Linking accuracy@1 / recall@k on gold mentions, end-to-end (span, label, id) P/R/F, the linker's share of time."""
-    from .evaluation import write_report
     from .evaluation.linker import evaluate_linker, markdown
 
-    try:
-        results = evaluate_linker(model, _pairs(data, "--data"), peer_cache=peer, batch_size=batch_size)
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
-    table = markdown(results)
-    write_report(output, "linker", results, table)
-    typer.echo(table)
+    _report("linker", output, lambda: evaluate_linker(model, _pairs(data, "--data"), peer_cache=peer, batch_size=batch_size), markdown)
 
 
 @app.command("evaluate-relations")
@@ -142,20 +140,15 @@ def evaluate_relations_cmd(
     limit: int = typer.Option(0, help="at most this many documents per data set (0: all)"),
 ) -> None:
     """Relation P/R/F: BC5CDR CID (gold entities and end to end), ADE and Chia (gold entities), the relation component's share of time."""
-    from .evaluation import write_report
     from .evaluation.relations import evaluate_relations, markdown
 
-    try:
-        results = evaluate_relations(
+    def run():
+        return evaluate_relations(
             cid=cid, cid_data=cid_data, ade=ade, ade_data=ade_data, chia=chia, chia_data=chia_data, limit=limit,
             progress=lambda msg: typer.echo(msg, err=True),
         )
-    except (FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1)
-    table = markdown(results)
-    write_report(output, "relations", results, table)
-    typer.echo(table)
+
+    _report("relations", output, run, markdown)
 
 
 @app.command("tune-thresholds")
