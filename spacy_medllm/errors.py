@@ -118,3 +118,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E134 = "{name}: the model could not be loaded from {path}: {reason}"
     E135 = "{name}: unknown linker feature {feature!r} in {featurizer}; known: {known}"
     E136 = "{name}: the model reads {width} features per candidate, the featurizer {featurizer} gives {n}; set the model's n_features to {n} (or leave it to the component)"
+    # multi-task corpora (E137-E139)
+    E137 = "spacy_medllm.MultiTaskCorpus.v1: source {name!r} needs a `path`, and optionally `annotations` and `limit`; got {value}"
+    E138 = "spacy_medllm.MultiTaskCorpus.v1: source {name!r}: annotations {value} are not a subset of {known} (\"relations\" needs \"ents\")"

@@ -7,13 +7,13 @@ aligned to it. Training straight from raw files skips the `convert` step; the
 `.spacy` files written by `medllm convert` are faster to reread.
 """
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence
 
 from spacy.language import Language
 from spacy.training import Example
 from spacy.util import registry
 
-from ..tokens import NCBI_LABELS
+from ..tokens import NCBI_LABELS, RELATIONS, install_extensions
 from .ade import read_ade
 from .brat import CHIA_LABELS, read_chia
 from .mimic import read_mimic_notes
@@ -132,5 +132,66 @@ def create_labelled_corpus(
                 yield doc
 
         yield from _examples(nlp, relabelled(), limit)
+
+    return reader
+
+
+# what a multi-task corpus source may keep: entities (with their concept ids), relation
+# records, document categories
+ANNOTATIONS = ("ents", "relations", "cats")
+
+
+@registry.readers("spacy_medllm.MultiTaskCorpus.v1")
+def create_multitask_corpus(sources: Dict[str, Dict[str, Any]], seed: int = 0) -> Callable[[Language], Iterable[Example]]:
+    """Examples from several `.spacy` files, each keeping only some of its annotations.
+
+    One shared encoder learns several tasks from corpora that annotate different things:
+    BC5CDR abstracts hold entities, concept ids and relations, the ADE corpus's sentences
+    hold the adverse-event category. What a source does not keep is *missing*, not
+    negative: its entities become unannotated tokens (no NER loss, no linker mentions, no
+    relation pairs), its categories are removed (no textcat loss), its relation records
+    dropped. Documents are read source by source in file order; spaCy's training loop
+    shuffles them.
+
+    sources (Dict[str, Dict[str, Any]]): by name, a dict with `path` (a `.spacy` file saved
+        with user data), `annotations` (what it keeps, among "ents", "relations", "cats";
+        "relations" needs "ents") and optionally `limit` (at most this many documents, a
+        seeded random sample fixed for the whole run; 0: all).
+    seed (int): the seed of those samples.
+    """
+    import random
+
+    from spacy.tokens import DocBin
+
+    from ..errors import Errors
+
+    plan = []
+    for i, (name, source) in enumerate(sources.items()):
+        unknown = sorted(set(source) - {"path", "annotations", "limit"})
+        if "path" not in source or unknown:
+            raise ValueError(Errors.E137.format(name=name, value=sorted(source)))
+        keep = tuple(source.get("annotations", ANNOTATIONS))
+        bad = [a for a in keep if a not in ANNOTATIONS]
+        if bad or ("relations" in keep and "ents" not in keep):
+            raise ValueError(Errors.E138.format(name=name, value=list(keep), known=list(ANNOTATIONS)))
+        plan.append((Path(source["path"]), keep, int(source.get("limit", 0)), seed + i))
+
+    def reader(nlp: Language) -> Iterator[Example]:
+        install_extensions()
+        for path, keep, limit, sample_seed in plan:
+            if not path.exists():
+                raise FileNotFoundError(Errors.E003.format(path=path))
+            docs = list(DocBin(store_user_data=True).from_disk(path).get_docs(nlp.vocab))
+            if limit and limit < len(docs):
+                chosen = sorted(random.Random(sample_seed).sample(range(len(docs)), limit))
+                docs = [docs[j] for j in chosen]
+            for doc in docs:
+                if "ents" not in keep:
+                    doc.set_ents([], default="missing")
+                if "relations" not in keep:
+                    setattr(doc._, RELATIONS, [])
+                if "cats" not in keep:
+                    doc.cats = {}
+                yield Example(nlp.make_doc(doc.text), doc)
 
     return reader

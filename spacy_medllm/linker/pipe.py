@@ -37,6 +37,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.knowledge_base import normalize_alias
+from ..layers.optim import ScaledOptimizer
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, split_kb_id
 from .features import CandidateContext, LinkerFeatures, make_linker_features
@@ -69,6 +70,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
             "features": None,
         },
         "scorer": {"@scorers": "spacy_medllm.linker_scorer.v1"},
+        "learn_rate_scale": 1.0,
     },
     default_score_weights={"medllm_link_acc": 1.0},
 )
@@ -82,6 +84,7 @@ def make_linker(
     labels_discard: Sequence[str],
     scorer: Optional[Callable],
     features: Optional[LinkerFeatures] = None,
+    learn_rate_scale: float = 1.0,
 ) -> "MedLinker":
     """Create a `medllm_linker`.
 
@@ -92,10 +95,15 @@ def make_linker(
     labels_discard (Sequence[str]): entity labels not to link.
     features (LinkerFeatures): the candidate features, `spacy_medllm.linker_features.v1`
         (its `type_labels` map entity labels to KB types); the model's feature width.
+    learn_rate_scale (float): the component's own weights move with the training
+        optimizer's learning rate times this factor; trained together with a transformer
+        (one optimizer, a transformer-sized rate) the candidate scorer needs a larger one.
     """
+    if learn_rate_scale <= 0:
+        raise ValueError(Errors.E037.format(name=name, value=learn_rate_scale))
     return MedLinker(
         nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
-        labels_discard=labels_discard, scorer=scorer, features=features,
+        labels_discard=labels_discard, scorer=scorer, features=features, learn_rate_scale=learn_rate_scale,
     )
 
 
@@ -111,7 +119,7 @@ class MedLinker(TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "medllm_linker", *, top_k: int = 30,
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
-        features: Optional[LinkerFeatures] = None,
+        features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0,
     ):
         install_extensions()
         torch_fork_safe()
@@ -135,6 +143,12 @@ class MedLinker(TrainablePipe):
         self.generator: Optional[CandidateGenerator] = None
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
+        self.learn_rate_scale = float(learn_rate_scale)
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Update the component's weights, with the learning rate times `learn_rate_scale`
+        (a listener has no weights: the shared encoder keeps the optimizer's own rate)."""
+        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else ScaledOptimizer(sgd, self.learn_rate_scale))
 
     # ---- knowledge base ----------------------------------------------------------------
     def set_kb(self, kb: KnowledgeBase, generator: Optional[CandidateGenerator] = None) -> None:

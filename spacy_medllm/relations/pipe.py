@@ -35,6 +35,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..errors import Errors
+from ..layers.optim import ScaledOptimizer
 from ..layers.threads import torch_fork_safe
 from ..tokens import get_relations, install_extensions, relation, split_kb_id
 from .gold import aligned_gold_entities
@@ -160,7 +161,7 @@ class RelationExtractor(TrainablePipe):
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
         (a listener has no weights: the shared encoder keeps the optimizer's own rate)."""
-        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else _ScaledOptimizer(sgd, self.learn_rate_scale))
+        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else ScaledOptimizer(sgd, self.learn_rate_scale))
 
     # ---- labels --------------------------------------------------------------------------
     @property
@@ -519,20 +520,6 @@ class RelationExtractor(TrainablePipe):
             self.model.from_bytes(data)
         except (AttributeError, ValueError, KeyError, RuntimeError) as err:
             raise ValueError(Errors.E032.format(name=self.name, path=where, reason=err)) from None
-
-
-class _ScaledOptimizer:
-    """An optimizer seen through a learning-rate factor (thinc's `lr_scale`)."""
-
-    def __init__(self, optimizer: Optimizer, scale: float):
-        self._optimizer = optimizer
-        self._scale = scale
-
-    def __call__(self, key, weights, gradient, *, lr_scale: float = 1.0):
-        return self._optimizer(key, weights, gradient, lr_scale=lr_scale * self._scale)
-
-    def __getattr__(self, name):
-        return getattr(self._optimizer, name)
 
 
 def _ids(inst: Instances, ent) -> List[str]:

@@ -1,0 +1,21 @@
+"""A component's own learning rate inside a pipeline trained with one optimizer."""
+from thinc.api import Optimizer
+
+
+class ScaledOptimizer:
+    """An optimizer seen through a learning-rate factor (thinc's `lr_scale`).
+
+    A head trained together with a transformer shares the transformer-sized learning
+    rate of the one optimizer; `finish_update` through this wrapper moves the head's
+    weights `scale` times faster, with the same schedule.
+    """
+
+    def __init__(self, optimizer: Optimizer, scale: float):
+        self._optimizer = optimizer
+        self._scale = scale
+
+    def __call__(self, key, weights, gradient, *, lr_scale: float = 1.0):
+        return self._optimizer(key, weights, gradient, lr_scale=lr_scale * self._scale)
+
+    def __getattr__(self, name):
+        return getattr(self._optimizer, name)
