@@ -515,6 +515,40 @@ def pretrain(
 
 
 @app.command()
+def quantize(
+    model: Path = typer.Argument(..., help="a trained pipeline folder with a transformer"),
+    output: Path = typer.Argument(..., help="the new pipeline folder (int8 encoder)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
+) -> None:
+    """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
+    import shutil
+
+    from .layers.quantize import quantize_pipeline
+
+    if output.resolve() == model.resolve():
+        typer.echo(f"error: {output} is the input pipeline; write the quantized one elsewhere", err=True)
+        raise typer.Exit(1)
+    if output.exists() and not force:
+        typer.echo(f"error: {output} exists; --force replaces it", err=True)
+        raise typer.Exit(1)
+    if not (model / "config.cfg").exists():
+        typer.echo(f"error: {model} is not a pipeline folder (no config.cfg)", err=True)
+        raise typer.Exit(1)
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        names = quantize_pipeline(model, tmp)
+    except ValueError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    if output.exists():
+        shutil.rmtree(output)
+    tmp.replace(output)
+    typer.echo(f"int8 encoder in {', '.join(names)}: {output}")
+
+
+@app.command()
 def deidentify(
     input_path: Path = typer.Argument(..., help="notes: a .txt file or folder, .jsonl, .csv/.tsv(.gz), a MIMIC NOTEEVENTS csv, a PhysioNet id.text, or a .spacy DocBin"),
     output: Path = typer.Argument(..., help="where to write the de-identified notes, in the input's format"),

