@@ -94,12 +94,42 @@ def _report(name: str, output: Path, run, markdown) -> None:
 
     try:
         results = run()
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     table = markdown(results)
     write_report(output, name, results, table)
     typer.echo(table)
+
+
+@app.command("evaluate-pipeline")
+def evaluate_pipeline_cmd(
+    model: List[str] = typer.Option(..., "--model", "-m", help="NAME=PATH of a pipeline (repeatable: each runs in its own process)"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for pipeline.json and pipeline.md"),
+    name: str = typer.Option("pipeline", "--name", help="file stem of the report"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Score and time every component of each pipeline (NER, linker, relations, textcat) on the same texts: one table."""
+    from .evaluation.pipeline import evaluate_isolated, markdown
+
+    datasets = _pairs(data, "--data")
+    models = _pairs(model, "--model")
+
+    def run():
+        for ds, path in datasets:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"--data {ds}: {path} not found")
+        for m, path in models:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"--model {m}: {path} not found")
+        results = {}
+        for m, path in models:
+            typer.echo(f"evaluating {m} ({path}) on {', '.join(n for n, _ in datasets)} ...", err=True)
+            results[m] = evaluate_isolated(path, datasets, batch_size=batch_size)
+        return results
+
+    _report(name, output, run, markdown)
 
 
 @app.command("evaluate-candidates")

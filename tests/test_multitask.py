@@ -10,8 +10,11 @@ from spacy import util
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import SGD, fix_random_seed
+from typer.testing import CliRunner
 
+from spacy_medllm.cli import app
 from spacy_medllm.corpus.readers import create_multitask_corpus
+from spacy_medllm.evaluation.pipeline import evaluate_pipeline, markdown
 from spacy_medllm.kb import Concept, KnowledgeBase
 from spacy_medllm.layers.optim import ScaledOptimizer
 from spacy_medllm.tokens import get_relations, install_extensions, relation
@@ -48,7 +51,7 @@ def abstract_doc(nlp, text, ents):
 
 def sentence_doc(nlp, text, ade):
     doc = nlp.make_doc(text)
-    doc.ents = [doc.char_span(0, len(doc[0].text), label="Chemical")] if ade else []
+    doc.ents = [doc.char_span(0, len(doc[0].text), label="Drug")] if ade else []  # as in the ADE corpus
     doc.cats = {"ADE": ade}
     return doc
 
@@ -164,3 +167,28 @@ def test_multitask_config_trains_one_shared_encoder(corpus, tiny_bert, tmp_path)
     assert set(doc.cats) == {"ADE"} and 0.0 <= doc.cats["ADE"] <= 1.0
     meta = util.load_meta(tmp_path / "model-last" / "meta.json")
     assert {"ents_f", "medllm_link_acc", "medllm_rel_f", "cats_score"} <= set(meta["performance"])
+
+    # every component scored on the same texts, in one report; then the int8 pipeline
+    runner = CliRunner()
+    quantized = runner.invoke(app, ["quantize", str(tmp_path / "model-last"), str(tmp_path / "int8")])
+    assert quantized.exit_code == 0, quantized.output
+    int8 = spacy.load(tmp_path / "int8")
+    doc8 = int8("Naloxone induced hypotension in rats .")
+    assert set(doc8.cats) == {"ADE"}
+    datasets = [("abstracts", corpus / "abstracts.spacy"), ("sentences", corpus / "sentences.spacy")]
+    res = evaluate_pipeline(tmp_path / "int8", datasets)
+    abstracts, sentences = res["datasets"]["abstracts"], res["datasets"]["sentences"]
+    assert res["quantized"]["components"] == ["transformer"] and res["size_mb"] > 0
+    assert {"ner", "linker", "relations", "textcat"} <= set(abstracts)  # the raw file has gold cats too
+    assert abstracts["linker"]["gold_mentions"]["overall"]["mentions"] == 6
+    assert abstracts["relations"]["CID"]["gold_entities"]["gold"] == 3
+    assert sentences["textcat"]["textcat_multilabel"]["documents"] == len(SENTENCES)
+    assert "ner" not in sentences and "linker" not in sentences  # their entity labels are not the NER's
+    table = markdown({"int8": res})
+    assert table.count("| int8 |") == 2
+    report = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={tmp_path / 'model-last'}", "--data", f"abstracts={corpus / 'abstracts.spacy'}",
+                                 "--output", str(tmp_path / "metrics"), "--name", "mt"])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "metrics" / "mt.md").exists() and (tmp_path / "metrics" / "mt.json").exists()
+    missing = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={tmp_path / 'nope'}", "--data", f"a={corpus / 'abstracts.spacy'}"])
+    assert missing.exit_code == 1 and "--model mt" in missing.output

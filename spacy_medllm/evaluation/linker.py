@@ -24,7 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import spacy
 from spacy.language import Language
-from spacy.tokens import DocBin
+from spacy.tokens import Doc, DocBin
 
 from ..errors import Errors
 from ..kb import ids_match
@@ -67,62 +67,16 @@ def evaluate_linker(
     linker = nlp.get_pipe(name)
     kb = linker.kb
 
-    def match(cid: str, gold: Set[str]) -> bool:
-        return ids_match(kb, cid, gold)
-
-    # gold entities: the components before the linker that do not write entities, and the linker
-    upto = nlp.pipe_names[: nlp.pipe_names.index(name)]
-    gold_pipes = [p for p in upto if not assigns_entities(nlp, p)] + [name]
     results: Dict[str, object] = {"model": str(model), "load_s": round(load_s, 2), "ks": list(ks), "datasets": {}}
     peer_queries: Dict[str, Tuple[List[Query], List[str]]] = {}
     for ds, path in datasets:
         gold_docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
-        hits = HitCounts()
-        missed: List[str] = []  # labels of the gold mentions the tokenizer cannot represent
-        docs, doc_ids = [], []
-        for gold in gold_docs:
-            doc = nlp.make_doc(gold.text)
-            ents, ids = [], []
-            for ent in gold.ents:
-                gids = split_kb_id(ent.kb_id_)
-                if not gids:
-                    continue
-                label = label_map.get(ent.label_, ent.label_)
-                span = doc.char_span(ent.start_char, ent.end_char, label=label)
-                if span is None:
-                    hits.add(label, {})  # the tokenizer cannot represent it: counted as a miss
-                    missed.append(label)
-                    continue
-                ents.append(span)
-                ids.append(set(gids))
-            doc.ents = ents
-            docs.append(doc)
-            doc_ids.append(ids)
-        linked, _ = time_components(nlp, docs, batch_size=batch_size, pipes=gold_pipes)
-        queries: List[Query] = []
-        for doc, ids in zip(linked, doc_ids):
-            linked_text = {(e.start, e.end): text for e, text, _ in linker._mentions(doc)}
-            for ent, gids in zip(doc.ents, ids):
-                queries.append((ent.label_, gids, ent.text, linked_text.get((ent.start, ent.end), ent.text)))
-                ranked = [cid for cid, _ in (ent._.kb_candidates or [])]
-                hits.add(ent.label_, {"acc@1": match(ent.kb_id_, gids), **recall_at_k(ranked, gids, ks, match)})
+        hits, queries, missed = link_gold_mentions(nlp, name, gold_docs, ks=ks, label_map=label_map, batch_size=batch_size)
         gold_scores = hits.scores()
         peer_queries[ds] = (queries, missed)
         # end to end, timed per component
         preds, times = time_components(nlp, [g.text for g in gold_docs], batch_size=batch_size)
-        e2e = PRFCounts()
-        for doc, gold in zip(preds, gold_docs):
-            pred = {(e.start_char, e.end_char, e.label_): e.kb_id_ for e in doc.ents if e.kb_id_ not in ("", NIL)}
-            for _, _, label in pred:
-                e2e.add(label, predicted=1)
-            for e in gold.ents:
-                gids = split_kb_id(e.kb_id_)
-                if not gids:
-                    continue
-                label = label_map.get(e.label_, e.label_)
-                cid = pred.get((e.start_char, e.end_char, label))
-                e2e.add(label, gold=1, tp=int(cid is not None and match(cid, gids)))
-        scores = e2e.scores()
+        scores = end_to_end_links(preds, gold_docs, kb, label_map=label_map)
         results["datasets"][ds] = {
             "path": str(path),
             "gold_mentions": gold_scores,
@@ -140,6 +94,69 @@ def evaluate_linker(
         for ds, (queries, missed) in peer_queries.items():
             results["datasets"][ds]["peer_scispacy"] = score_peer_queries(peer, queries, missed, ks)
     return results
+
+
+def link_gold_mentions(
+    nlp: Language, name: str, gold_docs: Sequence[Doc], *, ks: Sequence[int] = KS,
+    label_map: Mapping[str, str] = NCBI_DISEASE_LABELS, batch_size: int = 32,
+) -> Tuple[HitCounts, List[Query], List[str]]:
+    """The linker `name` on the gold mentions of `gold_docs` (the components before it that
+    write entities skipped): accuracy@1 and recall@k per label, the queries (for the peer),
+    and the labels of the gold mentions the tokenizer cannot represent (counted as misses)."""
+    linker = nlp.get_pipe(name)
+    kb = linker.kb
+    upto = nlp.pipe_names[: nlp.pipe_names.index(name)]
+    gold_pipes = [p for p in upto if not assigns_entities(nlp, p)] + [name]
+    hits = HitCounts()
+    missed: List[str] = []
+    docs, doc_ids = [], []
+    for gold in gold_docs:
+        doc = nlp.make_doc(gold.text)
+        ents, ids = [], []
+        for ent in gold.ents:
+            gids = split_kb_id(ent.kb_id_)
+            if not gids:
+                continue
+            label = label_map.get(ent.label_, ent.label_)
+            span = doc.char_span(ent.start_char, ent.end_char, label=label)
+            if span is None:
+                hits.add(label, {})
+                missed.append(label)
+                continue
+            ents.append(span)
+            ids.append(set(gids))
+        doc.ents = ents
+        docs.append(doc)
+        doc_ids.append(ids)
+    linked, _ = time_components(nlp, docs, batch_size=batch_size, pipes=gold_pipes)
+    queries: List[Query] = []
+    for doc, ids in zip(linked, doc_ids):
+        linked_text = {(e.start, e.end): text for e, text, _ in linker._mentions(doc)}
+        for ent, gids in zip(doc.ents, ids):
+            queries.append((ent.label_, gids, ent.text, linked_text.get((ent.start, ent.end), ent.text)))
+            ranked = [cid for cid, _ in (ent._.kb_candidates or [])]
+            match = lambda cid, gold: ids_match(kb, cid, gold)  # noqa: E731
+            hits.add(ent.label_, {"acc@1": match(ent.kb_id_, gids), **recall_at_k(ranked, gids, ks, match)})
+    return hits, queries, missed
+
+
+def end_to_end_links(
+    preds: Sequence[Doc], gold_docs: Sequence[Doc], kb, *, label_map: Mapping[str, str] = NCBI_DISEASE_LABELS,
+) -> Dict[str, object]:
+    """Predicted (span, label, id) against gold (span, label, ids): P/R/F overall and per label."""
+    e2e = PRFCounts()
+    for doc, gold in zip(preds, gold_docs):
+        pred = {(e.start_char, e.end_char, e.label_): e.kb_id_ for e in doc.ents if e.kb_id_ not in ("", NIL)}
+        for _, _, label in pred:
+            e2e.add(label, predicted=1)
+        for e in gold.ents:
+            gids = split_kb_id(e.kb_id_)
+            if not gids:
+                continue
+            label = label_map.get(e.label_, e.label_)
+            cid = pred.get((e.start_char, e.end_char, label))
+            e2e.add(label, gold=1, tp=int(cid is not None and ids_match(kb, cid, gids)))
+    return e2e.scores()
 
 
 def score_peer_queries(peer, queries: Sequence[Query], missed: Sequence[str] = (), ks: Sequence[int] = KS) -> Dict[str, dict]:
