@@ -579,6 +579,32 @@ def quantize(
 
 
 @app.command()
+def assemble(
+    model: Path = typer.Argument(..., help="a trained pipeline folder"),
+    output: Path = typer.Argument(..., help="the pipeline folder to package"),
+    kb: Optional[Path] = typer.Option(None, "--kb", help="the KB folder the linkers read (medllm build-kb --use package)"),
+    hierarchy: Optional[Path] = typer.Option(None, "--hierarchy", help="knowledge-graph triples the relation components read their concept hierarchy from"),
+    training: List[str] = typer.Option(["bc5cdr", "ncbi_disease", "ade_corpus_v2"], "--training", help="training corpora to list in meta.json sources (repeatable)"),
+    name: Optional[str] = typer.Option(None, "--name", help="meta name (package en_<name>)"),
+    version: Optional[str] = typer.Option(None, "--version"),
+    local_only: bool = typer.Option(False, "--local-only", help="allow KB sources that forbid redistribution (CTD MEDIC, UMLS): the package is marked local use only"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
+) -> None:
+    """Make a trained pipeline ready to package: its KB and hierarchy swapped for redistributable ones, its sources and licences in meta.json."""
+    from .assemble import assemble as run_assemble
+
+    try:
+        nlp = run_assemble(model, output, kb_path=kb, hierarchy=hierarchy, training=training, name=name, version=version, local_only=local_only, force=force)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    for source in nlp.meta["sources"]:
+        typer.echo(f"  {source['name']}: {source['license']}")
+    note = " (LOCAL USE ONLY)" if nlp.meta["medllm_local_only"] else ""
+    typer.echo(f"assembled {nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']}: {output}{note}")
+
+
+@app.command()
 def deidentify(
     input_path: Path = typer.Argument(..., help="notes: a .txt file or folder, .jsonl, .csv/.tsv(.gz), a MIMIC NOTEEVENTS csv, a PhysioNet id.text, or a .spacy DocBin"),
     output: Path = typer.Argument(..., help="where to write the de-identified notes, in the input's format"),

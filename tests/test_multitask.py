@@ -144,10 +144,12 @@ def _torch(linker):
     return next(node for node in linker.model.walk() if node.shims).shims[0]._model
 
 
-def test_multitask_config_trains_one_shared_encoder(corpus, tiny_bert, tmp_path):
-    """configs/multitask.cfg, with the tiny encoder and the inline corpora: every head
-    listens to the one transformer, training runs, and the saved pipeline predicts every task."""
+@pytest.fixture(scope="module")
+def trained(corpus, tiny_bert, tmp_path_factory):
+    """configs/multitask.cfg trained for 4 steps with the tiny encoder on the inline corpora."""
     from spacy.cli.train import train
+
+    tmp_path = tmp_path_factory.mktemp("trained")
 
     overrides = {
         "paths.train": str(corpus / "abstracts.spacy"), "paths.dev": str(corpus / "abstracts.spacy"),
@@ -159,18 +161,24 @@ def test_multitask_config_trains_one_shared_encoder(corpus, tiny_bert, tmp_path)
         "training.max_steps": 4, "training.eval_frequency": 2, "training.logger.progress_bar": False,
     }
     train(ROOT / "configs" / "multitask.cfg", tmp_path, overrides=overrides)
-    nlp = spacy.load(tmp_path / "model-last")
+    return tmp_path
+
+
+def test_multitask_config_trains_one_shared_encoder(trained, corpus, tmp_path):
+    """Every head listens to the one transformer, and the saved pipeline predicts every task;
+    its int8 version too; every component scored in one report."""
+    nlp = spacy.load(trained / "model-last")
     assert nlp.pipe_names == ["transformer", "ner", "medllm_linker", "medllm_rel", "textcat_multilabel"]
     assert sorted(nlp.get_pipe("transformer").listening_components) == ["medllm_linker", "medllm_rel", "ner", "textcat_multilabel"]
     assert nlp.get_pipe("medllm_linker").learn_rate_scale == 50.0
     doc = nlp("Naloxone induced hypotension in rats .")
     assert set(doc.cats) == {"ADE"} and 0.0 <= doc.cats["ADE"] <= 1.0
-    meta = util.load_meta(tmp_path / "model-last" / "meta.json")
+    meta = util.load_meta(trained / "model-last" / "meta.json")
     assert {"ents_f", "medllm_link_acc", "medllm_rel_f", "cats_score"} <= set(meta["performance"])
 
     # every component scored on the same texts, in one report; then the int8 pipeline
     runner = CliRunner()
-    quantized = runner.invoke(app, ["quantize", str(tmp_path / "model-last"), str(tmp_path / "int8")])
+    quantized = runner.invoke(app, ["quantize", str(trained / "model-last"), str(tmp_path / "int8")])
     assert quantized.exit_code == 0, quantized.output
     int8 = spacy.load(tmp_path / "int8")
     doc8 = int8("Naloxone induced hypotension in rats .")
@@ -186,9 +194,41 @@ def test_multitask_config_trains_one_shared_encoder(corpus, tiny_bert, tmp_path)
     assert "ner" not in sentences and "linker" not in sentences  # their entity labels are not the NER's
     table = markdown({"int8": res})
     assert table.count("| int8 |") == 2
-    report = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={tmp_path / 'model-last'}", "--data", f"abstracts={corpus / 'abstracts.spacy'}",
+    report = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={trained / 'model-last'}", "--data", f"abstracts={corpus / 'abstracts.spacy'}",
                                  "--output", str(tmp_path / "metrics"), "--name", "mt"])
     assert report.exit_code == 0, report.output
     assert (tmp_path / "metrics" / "mt.md").exists() and (tmp_path / "metrics" / "mt.json").exists()
     missing = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={tmp_path / 'nope'}", "--data", f"a={corpus / 'abstracts.spacy'}"])
     assert missing.exit_code == 1 and "--model mt" in missing.output
+
+
+def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
+    runner = CliRunner()
+    local = KnowledgeBase(CONCEPTS)
+    local.add_source("ctd_medic", title="CTD MEDIC disease vocabulary", licence="CTD terms of use: local use only", redistribution="no")
+    local.to_disk(tmp_path / "kb_local")
+    package_kb = KnowledgeBase(CONCEPTS[:3])
+    package_kb.add_source("mesh", title="MeSH descriptors", licence="CC0", redistribution="yes")
+    package_kb.to_disk(tmp_path / "kb_package")
+    (tmp_path / "triples.tsv").write_text("D007022\tisa\tD006973\nD003000\tisa\tD009270\n", encoding="utf8")
+    model = str(trained / "model-last")
+    # a local-only source is refused, with the way out
+    refused = runner.invoke(app, ["assemble", model, str(tmp_path / "out"), "--kb", str(tmp_path / "kb_local")])
+    assert refused.exit_code == 1 and "E145" in refused.output and "ctd_medic" in refused.output and "--local-only" in refused.output
+    assert not (tmp_path / "out").exists()
+    local_only = runner.invoke(app, ["assemble", model, str(tmp_path / "local"), "--kb", str(tmp_path / "kb_local"), "--local-only"])
+    assert local_only.exit_code == 0 and "LOCAL USE ONLY" in local_only.output
+    assert util.load_meta(tmp_path / "local" / "meta.json")["medllm_local_only"] is True
+    ok = runner.invoke(app, ["assemble", model, str(tmp_path / "pkg"), "--kb", str(tmp_path / "kb_package"), "--hierarchy", str(tmp_path / "triples.tsv"),
+                             "--name", "medllm_test", "--version", "0.2.0", "--training", "bc5cdr"])
+    assert ok.exit_code == 0, ok.output
+    nlp = spacy.load(tmp_path / "pkg")
+    assert len(nlp.get_pipe("medllm_linker").kb) == 3
+    assert nlp.get_pipe("medllm_rel").knowledge.parents == {"D007022": ["D006973"], "D003000": ["D009270"]}
+    meta = nlp.meta
+    assert (meta["name"], meta["version"], meta["medllm_local_only"]) == ("medllm_test", "0.2.0", False)
+    assert [s["name"].split(" (")[0] for s in meta["sources"]] == ["BioCreative V CDR corpus", "knowledge base: MeSH descriptors"]
+    assert meta["sources"][1]["license"] == "CC0"
+    assert nlp("Naloxone induced hypotension .") is not None
+    again = runner.invoke(app, ["assemble", model, str(tmp_path / "pkg"), "--kb", str(tmp_path / "kb_package")])
+    assert again.exit_code == 1 and "exists" in again.output

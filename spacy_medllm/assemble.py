@@ -1,0 +1,117 @@
+"""`medllm assemble`: a trained pipeline made ready to ship as a package.
+
+Training uses the local knowledge base, which may hold vocabularies whose terms allow local
+use only (CTD MEDIC, UMLS). Assembling writes a new pipeline folder in which
+- every `medllm_linker` reads the KB given (by default the `--use package` KB of
+  `medllm build-kb`, without those sources), with its candidate index;
+- every `medllm_rel` reads its concept hierarchy from the knowledge graph given (built
+  without MEDIC's parent edges for a package);
+- `meta.json` states the data sources with their licences (`sources`: the KB's vocabularies
+  and the training corpora), and whether the package is for local use only.
+A KB that holds a source that may not be redistributed is refused unless `local_only` is
+set; then the meta says so in its `notes` and `medllm_local_only`.
+"""
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import spacy
+from spacy.language import Language
+
+from .errors import Errors
+from .kb import CandidateGenerator, KnowledgeBase
+from .linker.pipe import MedLinker
+from .relations import RelationExtractor
+
+# the corpora the shipped pipelines are trained on, as meta.json `sources` entries
+TRAINING_SOURCES: Dict[str, Dict[str, str]] = {
+    "bc5cdr": {
+        "name": "BioCreative V CDR corpus (BC5CDR): training split (NER, concept ids, CID relations)",
+        "url": "https://biocreative.bioinformatics.udel.edu/tasks/biocreative-v/track-3-cdr/",
+        "license": "NCBI public domain notice (US Government work); cite Wei et al. 2015 and Li et al. 2016",
+    },
+    "ncbi_disease": {
+        "name": "NCBI disease corpus: training split (linker priors)",
+        "url": "https://www.ncbi.nlm.nih.gov/CBBresearch/Dogan/DISEASE/",
+        "license": "NCBI public domain notice (US Government work); cite Dogan et al. 2014",
+    },
+    "ade_corpus_v2": {
+        "name": "ADE corpus v2: training split (ADE sentence classification)",
+        "url": "https://github.com/trunghlt/AdverseDrugReaction/tree/master/ADE-Corpus-V2",
+        "license": "none stated; research use, cite Gurulingappa et al. 2012 (the package holds weights trained on it, not the corpus)",
+    },
+}
+
+
+def _kb_sources(kb: KnowledgeBase) -> List[Dict[str, str]]:
+    out = []
+    for source in kb.sources:
+        entry = {"name": f"knowledge base: {source.get('title') or source.get('name')}", "license": str(source.get("licence", "unknown"))}
+        if source.get("redistribution"):
+            entry["redistribution"] = str(source["redistribution"])
+        out.append(entry)
+    return out
+
+
+def not_redistributable(kb: KnowledgeBase) -> List[str]:
+    """The KB's sources whose licence allows local use only."""
+    return [str(s.get("name")) for s in kb.sources if s.get("redistribution") == "no"]
+
+
+def assemble(
+    model: Union[str, Path], output: Union[str, Path], *, kb_path: Optional[Union[str, Path]] = None,
+    hierarchy: Optional[Union[str, Path]] = None, training: Sequence[str] = ("bc5cdr", "ncbi_disease", "ade_corpus_v2"),
+    name: Optional[str] = None, version: Optional[str] = None, local_only: bool = False, force: bool = False,
+) -> Language:
+    """Write the pipeline `model` to `output` with the KB `kb_path`, the hierarchy
+    `hierarchy` and a meta that lists its sources; RETURNS the assembled pipeline."""
+    model, output = Path(model), Path(output)
+    if output.resolve() == model.resolve():
+        raise ValueError(Errors.E144.format(path=output, reason="it is the input pipeline; write the assembled one elsewhere"))
+    if output.exists() and not force:
+        raise ValueError(Errors.E144.format(path=output, reason="it exists (force replaces it)"))
+    unknown = [t for t in training if t not in TRAINING_SOURCES]
+    if unknown:
+        raise ValueError(Errors.E007.format(fmt=f"training={unknown}", known=sorted(TRAINING_SOURCES)))
+    nlp = spacy.load(model)
+    linkers = [p for _, p in nlp.pipeline if isinstance(p, MedLinker)]
+    if kb_path is not None:
+        kb = KnowledgeBase.from_disk(kb_path)
+        index = Path(kb_path) / "index"
+        generator = CandidateGenerator.from_disk(index, kb) if index.exists() else None
+        for linker in linkers:
+            linker.set_kb(kb, generator)
+    kbs = [linker.kb for linker in linkers if linker.kb is not None]
+    blocked = sorted({s for kb in kbs for s in not_redistributable(kb)})
+    if blocked and not local_only:
+        raise ValueError(Errors.E145.format(sources=", ".join(blocked)))
+    rels = [p for _, p in nlp.pipeline if isinstance(p, RelationExtractor)]
+    n_edges = None
+    if hierarchy is not None:
+        for rel in rels:
+            n_edges = rel.knowledge.load_hierarchy(hierarchy)
+    sources = [dict(TRAINING_SOURCES[t]) for t in training]
+    for kb in kbs[:1]:
+        sources.extend(_kb_sources(kb))
+    meta = nlp.meta
+    if name:
+        meta["name"] = name
+    if version:
+        meta["version"] = version
+    meta["sources"] = sources
+    meta["medllm_local_only"] = bool(blocked)
+    notes = [n for n in str(meta.get("notes") or "").split("\n") if n and not n.startswith("LOCAL USE ONLY")]
+    if blocked:
+        notes.append(f"LOCAL USE ONLY: the knowledge base holds {', '.join(blocked)}, whose terms forbid redistribution; do not share this package.")
+    meta["notes"] = "\n".join(notes)
+    meta["medllm_assembled"] = {
+        "from": str(model), "kb": str(kb_path) if kb_path else None, "kb_concepts": len(kbs[0]) if kbs else None,
+        "hierarchy": str(hierarchy) if hierarchy else None, "hierarchy_edges": n_edges,
+    }
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    nlp.to_disk(tmp)
+    if output.exists():
+        shutil.rmtree(output)
+    tmp.replace(output)
+    return nlp
