@@ -11,8 +11,16 @@ ROOT = Path(__file__).parent.parent
 def test_project_yml_is_valid():
     project = load_project_config(ROOT, overrides={"vars.corpus_dir": "../shared/corpus"})
     commands = {c["name"] for c in project["commands"]}
-    assert {"convert", "train", "train-cnn", "evaluate", "package", "verify-corpus"} <= commands
-    assert project["workflows"]["all"] == ["convert", "train", "train-cnn", "evaluate", "package"]
+    assert {"convert", "train", "train-cnn", "evaluate", "package", "package-ner", "verify-corpus"} <= commands
+    assert project["workflows"]["all"] == [
+        "convert", "build-kb", "build-kg", "train-kg", "train-pipeline", "build-kb-package", "build-kg-package",
+        "assemble", "quantize", "evaluate-pipeline", "package",
+    ]
+    assert project["workflows"]["ner"] == ["convert", "train", "train-cnn", "evaluate", "package-ner"]
+    # every command of the main job declares what it reads and writes, so a second run does nothing
+    by_name = {c["name"]: c for c in project["commands"]}
+    for name in project["workflows"]["all"]:
+        assert by_name[name].get("deps") and (by_name[name].get("outputs") or by_name[name].get("outputs_no_cache")), name
     assert project["workflows"]["baseline"] == ["convert", "train-cnn", "evaluate-cnn"]
     for asset in project["assets"]:
         # a derived file (converted from an upstream R data file) has no URL: its description names the upstream
