@@ -232,3 +232,114 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     assert nlp("Naloxone induced hypotension .") is not None
     again = runner.invoke(app, ["assemble", model, str(tmp_path / "pkg"), "--kb", str(tmp_path / "kb_package")])
     assert again.exit_code == 1 and "exists" in again.output
+
+
+CHAIN_TEXT = "Patient denies hypotension after naloxone . Mother has hypertension . Clonidine caused low blood pressure ( LBP ) ."
+
+
+def test_chains_with_scispacy_abbreviations_and_medspacy_context(trained):
+    """The pipeline with scispaCy's abbreviation detector before the linker and medspaCy's
+    ConText after it (spaCy 3.8; scripts/install_medspacy.sh). The tiny NER is barely
+    trained, so the entities are given and every other component runs on them."""
+    import medspacy  # noqa: F401  (registers medspacy_context)
+    import scispacy.abbreviation  # noqa: F401  (registers abbreviation_detector)
+
+    nlp = spacy.load(trained / "model-last")
+    nlp.add_pipe("sentencizer", first=True)
+    nlp.add_pipe("abbreviation_detector", before="medllm_linker")
+    nlp.add_pipe("medspacy_context", last=True)
+    doc = nlp.make_doc(CHAIN_TEXT)
+    wanted = [("hypotension", "Disease"), ("naloxone", "Chemical"), ("hypertension", "Disease"), ("Clonidine", "Chemical"), ("LBP", "Disease")]
+    doc.ents = [doc.char_span(CHAIN_TEXT.index(t), CHAIN_TEXT.index(t) + len(t), label=label) for t, label in wanted]
+    for name, proc in nlp.pipeline:
+        if name != "ner":
+            doc = proc(doc)
+    ents = {e.text: e for e in doc.ents}
+    assert ents["hypotension"]._.is_negated and not ents["naloxone"]._.is_family
+    assert ents["hypertension"]._.is_family and not ents["hypertension"]._.is_negated
+    assert not ents["Clonidine"]._.is_negated
+    # "LBP" shares no 3-gram with a KB name: its candidates come from its long form
+    assert [str(a._.long_form) for a in doc._.abbreviations] == ["low blood pressure"]
+    assert "D007022" in [cid for cid, _ in ents["LBP"]._.kb_candidates]
+    assert all(e.kb_id_ for e in doc.ents)  # the linker ran on every entity (an id or NIL)
+    assert isinstance(doc._.medllm_rels, list) and set(doc.cats) == {"ADE"}
+    # and the whole chain from raw text
+    full = nlp(CHAIN_TEXT)
+    assert all(hasattr(e._, "is_negated") for e in full.ents)
+
+
+def predictions(nlp, texts):
+    out = []
+    for doc in nlp.pipe(texts):
+        out.append({
+            "ents": [(e.start_char, e.end_char, e.label_, e.kb_id_) for e in doc.ents],
+            "cats": {k: round(v, 5) for k, v in doc.cats.items()},
+            "rels": [(r["head_id"], r["tail_id"], r["label"], round(r["score"], 5)) for r in doc._.medllm_rels],
+        })
+    return out
+
+
+def test_package_installs_and_loads_by_name(trained, corpus, tmp_path):
+    """`spacy package` of the assembled pipeline, installed with pip, loads by name in a fresh
+    process (offline, nothing but spacy_medllm and its requirements) and predicts what the
+    pipeline folder predicts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from spacy_medllm.assemble import assemble
+
+    package_kb = KnowledgeBase(CONCEPTS)
+    package_kb.add_source("mesh", title="MeSH descriptors", licence="CC0", redistribution="yes")
+    package_kb.to_disk(tmp_path / "kb")
+    folder = tmp_path / "medllm_test"
+    assemble(trained / "model-last", folder, kb_path=tmp_path / "kb", name="medllm_test", version="0.0.1")
+    (tmp_path / "packages").mkdir()
+    subprocess.run([sys.executable, "-m", "spacy", "package", str(folder), str(tmp_path / "packages"), "--name", "medllm_test",
+                    "--version", "0.0.1", "--force"], check=True, capture_output=True)
+    sdist = tmp_path / "packages" / "en_medllm_test-0.0.1" / "dist" / "en_medllm_test-0.0.1.tar.gz"
+    assert sdist.exists()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(tmp_path / "site"), str(sdist)],
+                   check=True, capture_output=True)
+    texts = [t for t, _ in ABSTRACTS] + [CHAIN_TEXT, ""]
+    script = "import json, sys, spacy\nfrom test_multitask import predictions\nnlp = spacy.load('en_medllm_test')\n" \
+             "print(json.dumps({'meta': nlp.meta, 'preds': predictions(nlp, json.loads(sys.argv[1]))}))"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "site"), str(Path(__file__).parent)]), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert loaded["preds"] == json.loads(json.dumps(predictions(spacy.load(folder), texts)))
+    meta = loaded["meta"]
+    assert any(r.startswith("spacy_medllm") or r.startswith("spacy-medllm") for r in meta["requirements"])
+    assert meta["sources"][-1]["license"] == "CC0" and meta["medllm_local_only"] is False
+
+
+def _textcat(nlp, arch):
+    tok2vec = {"@architectures": "spacy.HashEmbedCNN.v2", "width": 16, "depth": 1, "embed_size": 100, "window_size": 1,
+               "maxout_pieces": 2, "subword_features": True, "pretrained_vectors": None}
+    return nlp.add_pipe("textcat_multilabel", config={"model": {
+        "@architectures": arch, "exclusive_classes": False, "use_reduce_first": False, "use_reduce_last": False,
+        "use_reduce_max": True, "use_reduce_mean": True, "tok2vec": tok2vec}})
+
+
+def test_textcat_takes_an_empty_document_in_a_batch():
+    """spaCy's TextCatReduce.v1 with max pooling fails on ["text", ""]; ours does not, trains
+    on empty documents, and holds the same weights (a spaCy-trained textcat loads into it)."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    ours = _textcat(nlp, "spacy_medllm.TextCatReduce.v1")
+    examples = [Example.from_dict(nlp.make_doc(t), {"cats": {"ADE": c}}) for t, c in [("drug caused rash", 1.0), ("", 0.0), ("nothing here", 0.0)]]
+    nlp.initialize(lambda: examples)
+    for _ in range(3):
+        assert nlp.update(examples)["textcat_multilabel"] > 0
+    cats = [d.cats["ADE"] for d in nlp.pipe(["drug caused rash", "", "nothing"])]
+    assert all(0.0 <= c <= 1.0 for c in cats)
+    spacys = spacy.blank("en")
+    theirs = _textcat(spacys, "spacy.TextCatReduce.v1")
+    theirs.from_bytes(ours.to_bytes())
+    assert spacys("drug caused rash").cats == nlp("drug caused rash").cats
+    with pytest.raises(ValueError, match="sequence lengths must be > 0"):
+        list(spacys.pipe(["drug caused rash", ""]))
+    ours.from_bytes(theirs.to_bytes())
+    assert nlp("drug caused rash").cats == spacys("drug caused rash").cats
