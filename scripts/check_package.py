@@ -1,0 +1,70 @@
+"""Install a built pipeline package into a fresh folder with pip and check, in a fresh
+process that imports it by name (offline), that it predicts what the pipeline folder it
+was built from predicts, on the texts of a .spacy file.
+
+    python scripts/check_package.py training/medllm_bc5cdr packages/en_medllm_bc5cdr-0.2.0/dist/en_medllm_bc5cdr-0.2.0.tar.gz corpus/bc5cdr/test.spacy --output metrics/package_check.json
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import spacy
+import srsly
+import typer
+from spacy.tokens import DocBin
+
+CHILD = """
+import json, sys, time
+t = time.perf_counter()
+import spacy
+nlp = spacy.load(sys.argv[1])
+load_s = time.perf_counter() - t
+texts = json.load(open(sys.argv[2]))
+out = []
+for doc in nlp.pipe(texts, batch_size=32):
+    out.append({"ents": [[e.start_char, e.end_char, e.label_, e.kb_id_] for e in doc.ents],
+                "cats": {k: round(v, 4) for k, v in doc.cats.items()},
+                "rels": sorted([r["head_id"], r["tail_id"], r["label"]] for r in doc._.medllm_rels)})
+print(json.dumps({"load_s": load_s, "preds": out, "file": spacy.util.get_package_path(sys.argv[1]).as_posix()}))
+"""
+
+
+def main(folder: Path, sdist: Path, data: Path, limit: int = typer.Option(100, help="documents"), output: Path = typer.Option(None)) -> None:
+    name = srsly.read_json(folder / "meta.json")
+    package = f"{name['lang']}_{name['name']}"
+    texts = [d.text for d in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)][:limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(tmp / "site"), str(sdist)], check=True)
+        install_s = time.perf_counter() - t
+        (tmp / "texts.json").write_text(json.dumps(texts), encoding="utf8")
+        env = dict(os.environ, PYTHONPATH=str(tmp / "site"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        results = []
+        for target in (package, str(folder.resolve())):
+            run = subprocess.run([sys.executable, "-c", CHILD, target, str(tmp / "texts.json")], capture_output=True, text=True, env=env, cwd=tmp)
+            if run.returncode != 0:
+                typer.echo(run.stderr[-3000:], err=True)
+                raise typer.Exit(1)
+            results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    by_name, by_folder = results
+    same = sum(a == b for a, b in zip(by_name["preds"], by_folder["preds"]))
+    report = {
+        "package": package, "sdist": str(sdist), "sdist_mb": round(sdist.stat().st_size / 2**20, 1), "data": str(data),
+        "documents": len(texts), "identical_documents": same, "pip_install_s": round(install_s, 1),
+        "load_s_by_name": round(by_name["load_s"], 2), "load_s_folder": round(by_folder["load_s"], 2), "loaded_from": by_name["file"],
+        "entities": sum(len(p["ents"]) for p in by_name["preds"]), "relations": sum(len(p["rels"]) for p in by_name["preds"]),
+    }
+    typer.echo(json.dumps(report, indent=2))
+    if output:
+        srsly.write_json(output, report)
+    if same != len(texts):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)
