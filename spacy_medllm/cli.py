@@ -222,38 +222,42 @@ def tune_thresholds_cmd(
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="pipeline package name or path"),
-    input_path: Path = typer.Argument(..., help="text file (one document per line) or JSONL with a 'text' field"),
-    output: Path = typer.Argument(..., help="JSONL output: text, entities (start, end, label, kb_id), relations"),
-    batch_size: int = typer.Option(32, help="documents per batch"),
+    input_path: Path = typer.Argument(..., help="a .txt file (one document per line, or --unit file), a folder of .txt, JSONL, CSV/TSV(.gz), or a MIMIC NOTEEVENTS csv"),
+    output: Path = typer.Argument(..., help="JSONL output: id, entities (offsets, label, concept id and name, candidates), relations, categories"),
+    fmt: str = typer.Option("auto", "--format", help="auto (from the name), text, jsonl, csv, tsv, mimic"),
+    unit: str = typer.Option("line", "--unit", help="a single .txt input: one document per line, or the whole file"),
+    field: str = typer.Option("text", "--field", help="JSONL: the text field"),
+    id_field: str = typer.Option("id", "--id-field", help="JSONL: the id field (default id: the line)"),
+    column: Optional[str] = typer.Option(None, "--column", help="CSV: the text column (default: text; MIMIC: TEXT)"),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="CSV: the id column (MIMIC: ROW_ID; default id: the line)"),
+    batch_size: int = typer.Option(32, "--batch-size", help="documents per batch"),
+    n_process: int = typer.Option(1, "--n-process", help="worker processes (local engine)"),
+    on_error: str = typer.Option("skip", "--on-error", help="a corrupt record: skip it (reported) or stop"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run: skip the ids already in OUTPUT"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
+    summary_path: Optional[Path] = typer.Option(None, "--summary", help="also write the run's summary (JSON) here"),
 ) -> None:
-    """Run a pipeline over texts and write its entities, ids and relations as JSONL."""
-    import spacy
-    from tqdm import tqdm
+    """Run a pipeline over a corpus and write one JSON record per document, flushed as it goes (resumable)."""
+    from .deid.io import CorruptRecord
+    from .engines.local import annotate as run_annotate
 
-    from .io import read_text
-    from .tokens import get_relations
-
-    if input_path.suffix == ".jsonl":
-        records = list(srsly.read_jsonl(input_path))
-        for i, r in enumerate(records, start=1):
-            if not isinstance(r, dict) or not isinstance(r.get("text"), str):
-                typer.echo(f"error: {input_path}, line {i}: expected an object with a 'text' string", err=True)
-                raise typer.Exit(1)
-        texts = [r["text"] for r in records]
-    else:
-        texts = [t for t in read_text(input_path).split("\n") if t.strip()]
-    nlp = spacy.load(model)
-    out = []
-    for doc in tqdm(nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc="annotate", file=sys.stderr):
-        out.append(
-            {
-                "text": doc.text,
-                "entities": [{"start": e.start_char, "end": e.end_char, "text": e.text, "label": e.label_, "kb_id": e.kb_id_ or None} for e in doc.ents],
-                "relations": get_relations(doc),
-            }
+    try:
+        summary = run_annotate(
+            model, input_path, output, batch_size=batch_size, n_process=n_process, on_error=on_error, resume=resume,
+            force=force, fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column,
         )
-    srsly.write_jsonl(output, out)
-    typer.echo(f"wrote {len(out)} documents to {output}", err=True)
+    except CorruptRecord as err:
+        typer.echo(f"error: {err} (the documents before it are in {output}; fix the record and run again with --resume)", err=True)
+        raise typer.Exit(1)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    info = summary.to_dict()
+    if summary_path:
+        srsly.write_json(summary_path, info)
+    done = f" ({info['already_done']} already there)" if info["already_done"] else ""
+    typer.echo(f"wrote {info['documents']} documents to {output}{done}; {len(info['skipped'])} skipped; "
+               f"{info['documents_per_second']} documents/s, {info['words_per_second']} words/s", err=True)
 
 
 @app.command("build-kb")

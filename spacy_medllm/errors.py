@@ -128,3 +128,7 @@ class Errors(metaclass=ErrorsWithCodes):
     E143 = "{name}: the encoder's architecture is {arch}; `medllm quantize` handles spacy_medllm.TransformerModel.v1 and spacy-transformers.TransformerModel.v3"
     E144 = "cannot assemble into {path}: {reason}"
     E145 = "the knowledge base holds {sources}, whose terms allow local use only: build a package KB without them (`medllm build-kb --use package`, `spacy project run build-kb-package`), or pass --local-only for a package that stays on this site"
+    # medllm annotate (E146-E149)
+    E146 = "{path}, line {line}: not an annotation record (JSON with an 'id'); --resume reads the ids already written: is this the output of medllm annotate?"
+    E147 = "{path}: the output exists; pass --resume to continue it or --force to replace it"
+    E148 = "{path}: the output is a folder; annotate writes one JSONL file"
