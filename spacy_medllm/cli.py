@@ -552,6 +552,7 @@ def pretrain(
 def quantize(
     model: Path = typer.Argument(..., help="a trained pipeline folder with a transformer"),
     output: Path = typer.Argument(..., help="the new pipeline folder (int8 encoder)"),
+    keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="Linear layers whose name contains this stay fp32 (repeatable), e.g. attention, encoder.layer.5."),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
 ) -> None:
     """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
@@ -571,7 +572,7 @@ def quantize(
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        names = quantize_pipeline(model, tmp)
+        names = quantize_pipeline(model, tmp, keep_fp32=keep_fp32)
     except ValueError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         typer.echo(f"error: {err}", err=True)

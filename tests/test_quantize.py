@@ -73,3 +73,20 @@ def test_quantize_refuses_bad_paths(pipeline, tmp_path):
     cnn.to_disk(tmp_path / "cnn")
     no_trf = runner.invoke(app, ["quantize", str(tmp_path / "cnn"), str(tmp_path / "out")])
     assert no_trf.exit_code == 1 and "E142" in no_trf.output and not (tmp_path / "out").exists()
+
+
+def test_keep_some_layers_fp32(pipeline, tmp_path):
+    import torch
+
+    out = tmp_path / "int8_ffn"
+    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--keep-fp32", "attention"])
+    assert result.exit_code == 0, result.output
+    nlp = spacy.load(out)
+    model = hf_shim(nlp.get_pipe("transformer").model)._model
+    kinds = {name: type(m) for name, m in model.named_modules() if "dense" in name or name.endswith(("query", "key", "value"))}
+    assert kinds and all((k is torch.nn.Linear) == ("attention" in name) for name, k in kinds.items())
+    assert nlp.meta["quantized"]["kept_fp32"] == ["attention"]
+    nlp.to_disk(tmp_path / "again")
+    again = spacy.load(tmp_path / "again")
+    for text in TEXTS:
+        assert ents(again(text)) == ents(nlp(text))

@@ -11,7 +11,7 @@ int8 weights in memory, and predicts what it predicted before it was saved.
 
 A quantized encoder is for inference only: updating it raises E140.
 """
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import srsly
 
@@ -21,22 +21,30 @@ from thinc.api import Model
 from ..errors import Errors
 
 
-def quantize_module(module, scales: Optional[Dict[str, Tuple[float, int]]] = None):
+def quantize_module(module, scales: Optional[Dict[str, Tuple[float, int]]] = None, keep_fp32: Sequence[str] = ()):
     """`module` with its Linear layers dynamically quantized to int8 (CPU).
 
-    scales: layer name -> (scale, zero point) of weights saved by `weight_scales`; those
-        layers are quantized at exactly that scale (their fp32 weights are the dequantized
-        int8 values, so this gives back the saved int8 weights bit for bit), the others
-        at the scale the observer picks.
+    scales: layer name -> (scale, zero point) of weights saved by `weight_scales`: exactly
+        those layers are quantized, at exactly that scale (their fp32 weights are the
+        dequantized int8 values, so this gives back the saved int8 weights bit for bit).
+    keep_fp32: without `scales`, the Linear layers whose name contains one of these strings
+        stay fp32 (e.g. "attention", "encoder.layer.5."); the others are quantized at the
+        scale the observer picks.
     """
     import torch
 
     module = module.cpu()
+    linears = [name for name, sub in module.named_modules() if isinstance(sub, torch.nn.Linear)]
+    if scales:
+        chosen = [name for name in linears if name in scales]
+    else:
+        chosen = [name for name in linears if not any(pattern in name for pattern in keep_fp32)]
     saved = {}
     for name, sub in module.named_modules():
         if scales and name in scales and isinstance(sub, torch.nn.Linear):
             saved[name] = sub.weight.detach().clone()
-    quantized = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    quantized = torch.ao.quantization.quantize_dynamic(module, {name: qconfig for name in chosen}, dtype=torch.qint8)
     for name, linear in _quantized_linears(quantized):
         if name in saved:
             scale, zero_point = scales[name]
@@ -94,10 +102,10 @@ class QuantizedHFShim(HFShim):
             raise ValueError(Errors.E140)
         return super().__call__(inputs, is_train)
 
-    def quantize(self, scales: Optional[Dict[str, Tuple[float, int]]] = None) -> None:
+    def quantize(self, scales: Optional[Dict[str, Tuple[float, int]]] = None, keep_fp32: Sequence[str] = ()) -> None:
         """Quantize the encoder in place (no-op when it already is, or not yet loaded)."""
         if self._model is not None and not is_quantized(self._model):
-            self._model = quantize_module(self._model, scales)
+            self._model = quantize_module(self._model, scales, keep_fp32)
             if self._hfmodel is not None and self._hfmodel.transformer is not None:
                 self._hfmodel.transformer = self._model
 
@@ -116,8 +124,11 @@ class QuantizedHFShim(HFShim):
 
     def from_bytes(self, bytes_data):
         super().from_bytes(bytes_data)
-        scales = srsly.msgpack_loads(bytes_data).get(SCALES_KEY) or {}
-        self.quantize({name: (v[0], v[1]) for name, v in scales.items()})
+        scales = srsly.msgpack_loads(bytes_data).get(SCALES_KEY)
+        if scales is None:  # saved before it was quantized (a config with quantize = true): every Linear
+            self.quantize()
+        else:
+            self.quantize({name: (v[0], v[1]) for name, v in scales.items()})
         return self
 
 
@@ -141,7 +152,7 @@ def use_quantized_shim(model: Model) -> QuantizedHFShim:
 ARCHITECTURES = ("spacy_medllm.TransformerModel.v1", "spacy-transformers.TransformerModel.v3")
 
 
-def quantize_pipeline(model_path, output) -> list:
+def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = ()) -> list:
     """Load the pipeline at `model_path`, quantize every transformer's encoder to int8, and
     save it to `output` with `quantize = true` in each encoder's config and a note in the
     meta. RETURNS the names of the quantized components."""
@@ -159,9 +170,10 @@ def quantize_pipeline(model_path, output) -> list:
         arch = config["components"][name]["model"]["@architectures"]
         if arch not in ARCHITECTURES:
             raise ValueError(Errors.E143.format(name=name, arch=arch))
-        use_quantized_shim(nlp.get_pipe(name).model).quantize()
+        use_quantized_shim(nlp.get_pipe(name).model).quantize(keep_fp32=keep_fp32)
     nlp.meta["quantized"] = {
         "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers",
+        "kept_fp32": list(keep_fp32),
         "from": str(model_path),
     }
     output = Path(output)
