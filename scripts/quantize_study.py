@@ -1,0 +1,69 @@
+"""Which encoder layers to quantize: NER and ADE-textcat F1 and words/s on the dev sets,
+fp32 against int8 variants (`medllm quantize --keep-fp32 ...`), one process per variant.
+
+    python scripts/quantize_study.py training/multitask/model-tuned --output metrics/quantize_study.json
+"""
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+VARIANTS = {
+    "fp32": None,
+    "int8 all Linear": [],
+    "int8, attention fp32": ["attention"],
+    "int8, last two layers fp32": ["encoder.layer.4.", "encoder.layer.5."],
+}
+
+CHILD = """
+import json, sys, time
+import spacy
+from spacy.scorer import Scorer
+from spacy.tokens import DocBin
+from spacy.training import Example
+nlp = spacy.load(sys.argv[1])
+out = {}
+for name, path in (("bc5cdr-dev", sys.argv[2]), ("ade-dev", sys.argv[3])):
+    golds = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    list(nlp.pipe([g.text for g in golds[:8]]))
+    t = time.perf_counter()
+    preds = list(nlp.pipe([g.text for g in golds], batch_size=32))
+    s = time.perf_counter() - t
+    egs = [Example(p, g) for p, g in zip(preds, golds)]
+    row = {"words_per_second": round(sum(len(p) for p in preds) / s)}
+    if name == "bc5cdr-dev":
+        row["ents_f"] = round(100 * Scorer.score_spans(egs, "ents")["ents_f"], 2)
+    else:
+        row["ade_f"] = round(100 * Scorer.score_cats(egs, "cats", labels=["ADE"], multi_label=True)["cats_f_per_type"]["ADE"]["f"], 2)
+    out[name] = row
+print(json.dumps(out))
+"""
+
+
+def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_dev: Path = Path("corpus/ade/dev.spacy"), output: Path = typer.Option(None)) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, keep in VARIANTS.items():
+            path = model
+            if keep is not None:
+                path = Path(tmp) / name.replace(" ", "_").replace(",", "")
+                cmd = [sys.executable, "-m", "spacy_medllm", "quantize", str(model), str(path)]
+                for k in keep:
+                    cmd += ["--keep-fp32", k]
+                subprocess.run(cmd, check=True, capture_output=True)
+            run = subprocess.run([sys.executable, "-c", CHILD, str(path), str(bc5cdr_dev), str(ade_dev)], capture_output=True, text=True)
+            if run.returncode != 0:
+                typer.echo(run.stderr[-2000:], err=True)
+                raise typer.Exit(1)
+            results[name] = json.loads(run.stdout.strip().splitlines()[-1])
+            typer.echo(f"{name}: {results[name]}", err=True)
+    print(json.dumps(results, indent=2))
+    if output:
+        output.write_text(json.dumps(results, indent=2), encoding="utf8")
+
+
+if __name__ == "__main__":
+    typer.run(main)
