@@ -28,7 +28,7 @@ out = []
 for doc in nlp.pipe(texts, batch_size=32):
     out.append({"ents": [[e.start_char, e.end_char, e.label_, e.kb_id_] for e in doc.ents],
                 "cats": {k: round(v, 4) for k, v in doc.cats.items()},
-                "rels": sorted([r["head_id"], r["tail_id"], r["label"]] for r in doc._.medllm_rels)})
+                "rels": sorted(([r["head_id"], r["tail_id"], r["label"]] for r in doc._.medllm_rels), key=str)})
 print(json.dumps({"load_s": load_s, "preds": out, "file": spacy.util.get_package_path(sys.argv[1]).as_posix()}))
 """
 
