@@ -245,6 +245,7 @@ def annotate(
         summary = run_annotate(
             model, input_path, output, batch_size=batch_size, n_process=n_process, on_error=on_error, resume=resume,
             force=force, fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column,
+            report=lambda msg: typer.echo(msg, err=True),
         )
     except CorruptRecord as err:
         typer.echo(f"error: {err} (the documents before it are in {output}; fix the record and run again with --resume)", err=True)

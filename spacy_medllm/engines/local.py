@@ -7,6 +7,7 @@ ids already written and annotates only the rest, so the resumed output equals an
 uninterrupted run's. Without `resume`, an existing output is replaced only with `force`.
 """
 import json
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from ..evaluation.metrics import peak_rss_mb
 from .records import doc_record, read_records
 
 ON_ERROR = ("skip", "stop")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +88,7 @@ def annotate(
     if on_error not in ON_ERROR:
         raise ValueError(Errors.E007.format(fmt=f"on_error={on_error!r}", known=", ".join(ON_ERROR)))
     check_output(input_path, output, resume=resume, force=force)
-    report = report or (lambda msg: print(msg, file=sys.stderr))
+    report = report or logger.warning
     done = done_ids(output) if resume and output.exists() else set()
     total = count_records(input_path, **read_options)
     nlp = spacy.load(model) if isinstance(model, (str, Path)) else model

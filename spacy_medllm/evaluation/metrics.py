@@ -232,3 +232,28 @@ def write_report(out_dir: Union[str, Path], stem: str, results: Dict[str, object
     srsly.write_json(out / f"{stem}.json", results)
     (out / f"{stem}.md").write_text(table, encoding="utf8")
     return out / f"{stem}.json", out / f"{stem}.md"
+
+
+def _isolated_child(queue, func, args, kwargs):
+    try:
+        queue.put(("ok", func(*args, **kwargs)))
+    except BaseException as err:  # report the failure to the parent instead of hanging it
+        queue.put(("error", f"{type(err).__name__}: {err}"))
+
+
+def run_in_fresh_process(func: Callable, model, *args, **kwargs):
+    """`func(model, *args, **kwargs)` in a fresh (spawned) process, so that the peak memory it
+    reports is its own; a failure comes back as E127 naming `model`."""
+    import multiprocessing as mp
+
+    from ..errors import Errors
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_isolated_child, args=(queue, func, (model, *args), kwargs))
+    proc.start()
+    status, result = queue.get()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(Errors.E127.format(model=model, reason=result))
+    return result

@@ -9,7 +9,6 @@ numbers compare with both). Each pipeline is measured in its own process
 (`run_isolated`), so the peak resident memory reported is that of loading that pipeline
 and annotating those texts, nothing else.
 """
-import multiprocessing as mp
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -18,8 +17,7 @@ from spacy.scorer import Scorer
 from spacy.tokens import DocBin
 from spacy.training import Example
 
-from ..errors import Errors
-from .metrics import peak_rss_mb, percent, time_components
+from .metrics import peak_rss_mb, percent, run_in_fresh_process, time_components
 
 
 def _prf(scores: Dict[str, float]) -> Dict[str, float]:
@@ -75,24 +73,9 @@ def evaluate_ner(
     return out
 
 
-def _child(queue, args, kwargs):
-    try:
-        queue.put(("ok", evaluate_ner(*args, **kwargs)))
-    except BaseException as err:  # report the failure to the parent instead of hanging it
-        queue.put(("error", f"{type(err).__name__}: {err}"))
-
-
 def run_isolated(model: str, datasets: Sequence[Tuple[str, str]], **kwargs) -> Dict[str, object]:
     """`evaluate_ner` in a fresh process, so its peak memory is its own."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, (model, datasets), kwargs))
-    proc.start()
-    status, result = queue.get()
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(Errors.E127.format(model=model, reason=result))
-    return result
+    return run_in_fresh_process(evaluate_ner, model, datasets, **kwargs)
 
 
 def markdown_table(results: Dict[str, Dict[str, object]]) -> str:

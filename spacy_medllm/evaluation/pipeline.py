@@ -14,10 +14,9 @@ what the pipeline has:
 plus the pipeline's load time, size on disk, words per second end to end, and the peak
 memory of the process (`evaluate_isolated` runs each pipeline in its own process).
 """
-import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import spacy
 from spacy.language import Language
@@ -25,12 +24,11 @@ from spacy.scorer import Scorer
 from spacy.tokens import DocBin
 from spacy.training import Example
 
-from ..errors import Errors
 from ..linker.pipe import MedLinker
 from ..relations import RelationExtractor, gold_entity_docs
 from .candidates import NCBI_DISEASE_LABELS, check_datasets
 from .linker import end_to_end_links, link_gold_mentions
-from .metrics import KS, peak_rss_mb, percent, time_components
+from .metrics import KS, peak_rss_mb, percent, run_in_fresh_process, time_components
 from .relations import concept_pair_counts, pipeline_kb
 
 BATCH = 32
@@ -124,24 +122,9 @@ def evaluate_pipeline(
     return results
 
 
-def _child(queue, args, kwargs):
-    try:
-        queue.put(("ok", evaluate_pipeline(*args, **kwargs)))
-    except Exception as err:  # reported to the parent with its message
-        queue.put(("error", f"{type(err).__name__}: {err}"))
-
-
 def evaluate_isolated(model: Union[str, Path], datasets: Sequence[Tuple[str, Union[str, Path]]], **kwargs) -> Dict[str, object]:
     """`evaluate_pipeline` in a fresh process, so that its peak memory is its own."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, (str(model), list(datasets)), kwargs))
-    proc.start()
-    status, result = queue.get()
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(Errors.E127.format(model=model, reason=result))
-    return result
+    return run_in_fresh_process(evaluate_pipeline, str(model), list(datasets), **kwargs)
 
 
 def _f(x) -> str:

@@ -21,10 +21,11 @@ from thinc.api import Model
 from ..errors import Errors
 
 
-def quantize_module(module, scales: Optional[Dict[str, Tuple[float, int]]] = None, keep_fp32: Sequence[str] = ()):
-    """`module` with its Linear layers dynamically quantized to int8 (CPU).
+def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()):
+    """`module` with its Linear layers dynamically quantized to int8 (CPU), one scale per
+    output channel.
 
-    scales: layer name -> (scale, zero point) of weights saved by `weight_scales`: exactly
+    scales: layer name -> the weight scales saved by `weight_scales`: exactly
         those layers are quantized, at exactly that scale (their fp32 weights are the
         dequantized int8 values, so this gives back the saved int8 weights bit for bit).
     keep_fp32: without `scales`, the Linear layers whose name contains one of these strings
@@ -43,19 +44,41 @@ def quantize_module(module, scales: Optional[Dict[str, Tuple[float, int]]] = Non
     for name, sub in module.named_modules():
         if scales and name in scales and isinstance(sub, torch.nn.Linear):
             saved[name] = sub.weight.detach().clone()
-    qconfig = torch.ao.quantization.default_dynamic_qconfig
+    # one scale per output row: the int8 error of a row no longer depends on the largest
+    # weight of the whole matrix (measured: a third of the per-tensor F1 cost on BC5CDR dev)
+    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     quantized = torch.ao.quantization.quantize_dynamic(module, {name: qconfig for name in chosen}, dtype=torch.qint8)
     for name, linear in _quantized_linears(quantized):
         if name in saved:
-            scale, zero_point = scales[name]
-            weight = torch.quantize_per_tensor(saved[name], float(scale), int(zero_point), torch.qint8)
-            linear.set_weight_bias(weight, linear.bias())
+            linear.set_weight_bias(_requantize(saved[name], scales[name]), linear.bias())
     return quantized
 
 
-def weight_scales(module) -> Dict[str, Tuple[float, int]]:
-    """Layer name -> (scale, zero point) of each int8 Linear's weights."""
-    return {name: (float(lin.weight().q_scale()), int(lin.weight().q_zero_point())) for name, lin in _quantized_linears(module)}
+def _requantize(weight, scale):
+    import torch
+
+    if isinstance(scale, dict):  # per channel
+        return torch.quantize_per_channel(
+            weight, torch.tensor(scale["scales"], dtype=torch.double), torch.tensor(scale["zero_points"], dtype=torch.long),
+            int(scale["axis"]), torch.qint8,
+        )
+    return torch.quantize_per_tensor(weight, float(scale[0]), int(scale[1]), torch.qint8)
+
+
+def weight_scales(module) -> Dict[str, object]:
+    """Layer name -> the scales of each int8 Linear's weights: {"axis", "scales",
+    "zero_points"} per channel, or [scale, zero point] per tensor."""
+    import torch
+
+    out: Dict[str, object] = {}
+    for name, lin in _quantized_linears(module):
+        w = lin.weight()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            out[name] = {"axis": int(w.q_per_channel_axis()), "scales": w.q_per_channel_scales().tolist(),
+                         "zero_points": w.q_per_channel_zero_points().tolist()}
+        else:
+            out[name] = [float(w.q_scale()), int(w.q_zero_point())]
+    return out
 
 
 def _quantized_linears(module) -> Iterator[Tuple[str, object]]:
@@ -102,7 +125,7 @@ class QuantizedHFShim(HFShim):
             raise ValueError(Errors.E140)
         return super().__call__(inputs, is_train)
 
-    def quantize(self, scales: Optional[Dict[str, Tuple[float, int]]] = None, keep_fp32: Sequence[str] = ()) -> None:
+    def quantize(self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()) -> None:
         """Quantize the encoder in place (no-op when it already is, or not yet loaded)."""
         if self._model is not None and not is_quantized(self._model):
             self._model = quantize_module(self._model, scales, keep_fp32)
@@ -119,7 +142,7 @@ class QuantizedHFShim(HFShim):
             msg = srsly.msgpack_loads(super().to_bytes())
         finally:
             self._model = self._hfmodel.transformer = model
-        msg[SCALES_KEY] = {name: list(v) for name, v in weight_scales(model).items()}
+        msg[SCALES_KEY] = weight_scales(model)
         return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data):
@@ -128,7 +151,7 @@ class QuantizedHFShim(HFShim):
         if scales is None:  # saved before it was quantized (a config with quantize = true): every Linear
             self.quantize()
         else:
-            self.quantize({name: (v[0], v[1]) for name, v in scales.items()})
+            self.quantize(scales)
         return self
 
 
@@ -172,7 +195,7 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = ()) -> list
             raise ValueError(Errors.E143.format(name=name, arch=arch))
         use_quantized_shim(nlp.get_pipe(name).model).quantize(keep_fp32=keep_fp32)
     nlp.meta["quantized"] = {
-        "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers",
+        "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers, per-channel weight scales",
         "kept_fp32": list(keep_fp32),
         "from": str(model_path),
     }
