@@ -252,7 +252,16 @@ def run_in_fresh_process(func: Callable, model, *args, **kwargs):
     queue = ctx.Queue()
     proc = ctx.Process(target=_isolated_child, args=(queue, func, (model, *args), kwargs))
     proc.start()
-    status, result = queue.get()
+    import queue as queues
+
+    while True:
+        try:
+            status, result = queue.get(timeout=1.0)
+            break
+        except queues.Empty:
+            if not proc.is_alive():  # died before it could report (killed, out of memory, unpicklable)
+                status, result = "error", f"the evaluation process ended with exit code {proc.exitcode} and no result"
+                break
     proc.join()
     if status != "ok":
         raise RuntimeError(Errors.E127.format(model=model, reason=result))
