@@ -29,7 +29,9 @@ for doc in nlp.pipe(texts, batch_size=32):
     out.append({"ents": [[e.start_char, e.end_char, e.label_, e.kb_id_] for e in doc.ents],
                 "cats": {k: round(v, 4) for k, v in doc.cats.items()},
                 "rels": sorted(([r["head_id"], r["tail_id"], r["label"]] for r in doc._.medllm_rels), key=str)})
-print(json.dumps({"load_s": load_s, "preds": out, "file": spacy.util.get_package_path(sys.argv[1]).as_posix()}))
+import importlib, os
+where = sys.argv[1] if os.path.isdir(sys.argv[1]) else os.path.dirname(importlib.import_module(sys.argv[1]).__file__)
+print(json.dumps({"load_s": load_s, "preds": out, "file": where}))
 """
 
 
