@@ -60,4 +60,8 @@ def build_transformer_model(
         from .quantize import use_quantized_shim
 
         use_quantized_shim(model)
+    else:
+        from .chunked import use_chunked_shim
+
+        use_chunked_shim(model)
     return model

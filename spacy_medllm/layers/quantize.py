@@ -19,6 +19,7 @@ from spacy_transformers.layers.hf_shim import HFShim
 from thinc.api import Model
 
 from ..errors import Errors
+from .chunked import ChunkedHFShim
 
 
 def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()):
@@ -117,7 +118,7 @@ def dequantized_copy(module):
 SCALES_KEY = "medllm_int8_scales"
 
 
-class QuantizedHFShim(HFShim):
+class QuantizedHFShim(ChunkedHFShim):
     """spacy-transformers' shim with an int8 encoder: saved dequantized, re-quantized on load."""
 
     def __call__(self, inputs, is_train: bool):
