@@ -109,6 +109,7 @@ def evaluate_pipeline_cmd(
     output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for pipeline.json and pipeline.md"),
     name: str = typer.Option("pipeline", "--name", help="file stem of the report"),
     batch_size: int = typer.Option(32, "--batch-size"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="also write PNG plots (per-label P/R/F, linker recall@k) to OUTPUT/plots"),
 ) -> None:
     """Score and time every component of each pipeline (NER, linker, relations, textcat) on the same texts: one table."""
     from .evaluation.pipeline import evaluate_isolated, markdown
@@ -127,6 +128,11 @@ def evaluate_pipeline_cmd(
         for m, path in models:
             typer.echo(f"evaluating {m} ({path}) on {', '.join(n for n, _ in datasets)} ...", err=True)
             results[m] = evaluate_isolated(path, datasets, batch_size=batch_size)
+        if plots:
+            from .evaluation.plots import write_plots
+
+            for png in write_plots(results, output / "plots" / name):
+                typer.echo(f"plot: {png}", err=True)
         return results
 
     _report(name, output, run, markdown)

@@ -194,10 +194,21 @@ def test_multitask_config_trains_one_shared_encoder(trained, corpus, tmp_path):
     assert "ner" not in sentences and "linker" not in sentences  # their entity labels are not the NER's
     table = markdown({"int8": res})
     assert table.count("| int8 |") == 2
+    # the plots: PNG files with something drawn on them
+    from matplotlib.image import imread
+
+    from spacy_medllm.evaluation.plots import write_plots
+
+    pngs = write_plots({"int8": res}, tmp_path / "plots")
+    assert [p.name for p in pngs] == ["ner_prf.png", "linker_recall_at_k.png"]
+    for png in pngs:
+        image = imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 300 and image[..., :3].std() > 0.05
     report = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={trained / 'model-last'}", "--data", f"abstracts={corpus / 'abstracts.spacy'}",
                                  "--output", str(tmp_path / "metrics"), "--name", "mt"])
     assert report.exit_code == 0, report.output
     assert (tmp_path / "metrics" / "mt.md").exists() and (tmp_path / "metrics" / "mt.json").exists()
+    assert (tmp_path / "metrics" / "plots" / "mt" / "ner_prf.png").exists()
     missing = runner.invoke(app, ["evaluate-pipeline", "--model", f"mt={tmp_path / 'nope'}", "--data", f"a={corpus / 'abstracts.spacy'}"])
     assert missing.exit_code == 1 and "--model mt" in missing.output
 
