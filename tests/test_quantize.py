@@ -5,27 +5,21 @@ import pytest
 import spacy
 from spacy import util
 from spacy.training import Example
-from thinc.api import Adam, fix_random_seed
+from thinc.api import Adam
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
 from spacy_medllm.layers.quantize import QuantizedHFShim, hf_shim, is_quantized
 
-from test_ner_trf import TRAIN, ents, make_nlp
+from test_ner_trf import TRAIN, ents, trained  # noqa: F401  (the tiny transformer NER fixture)
 
 TEXTS = [t for t, _ in TRAIN] + ["Propofol and cisplatin were given; lithium caused fever .", ""]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_bert, tmp_path_factory):
-    nlp = make_nlp(tiny_bert)
-    examples = [Example.from_dict(nlp.make_doc(t), {"entities": e}) for t, e in TRAIN]
-    nlp.initialize(lambda: examples)
-    optimizer = Adam(1e-3)
-    for _ in range(60):
-        nlp.update(examples, sgd=optimizer, losses={})
+def pipeline(trained, tmp_path_factory):  # noqa: F811
     path = tmp_path_factory.mktemp("fp32") / "model"
-    nlp.to_disk(path)
+    trained.to_disk(path)
     return path
 
 
