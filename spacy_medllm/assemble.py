@@ -11,7 +11,6 @@ use only (CTD MEDIC, UMLS). Assembling writes a new pipeline folder in which
 A KB that holds a source that may not be redistributed is refused unless `local_only` is
 set; then the meta says so in its `notes` and `medllm_local_only`.
 """
-import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -19,6 +18,7 @@ import spacy
 from spacy.language import Language
 
 from .errors import Errors
+from .evaluation.tuning import check_output, write_pipeline
 from .kb import CandidateGenerator, KnowledgeBase
 from .linker.pipe import MedLinker
 from .relations import RelationExtractor
@@ -66,10 +66,7 @@ def assemble(
     """Write the pipeline `model` to `output` with the KB `kb_path`, the hierarchy
     `hierarchy` and a meta that lists its sources; RETURNS the assembled pipeline."""
     model, output = Path(model), Path(output)
-    if output.resolve() == model.resolve():
-        raise ValueError(Errors.E144.format(path=output, reason="it is the input pipeline; write the assembled one elsewhere"))
-    if output.exists() and not force:
-        raise ValueError(Errors.E144.format(path=output, reason="it exists (force replaces it)"))
+    check_output(output, [model], force=force)
     unknown = [t for t in training if t not in TRAINING_SOURCES]
     if unknown:
         raise ValueError(Errors.E007.format(fmt=f"training={unknown}", known=sorted(TRAINING_SOURCES)))
@@ -108,10 +105,5 @@ def assemble(
         "from": str(model), "kb": str(kb_path) if kb_path else None, "kb_concepts": len(kbs[0]) if kbs else None,
         "hierarchy": str(hierarchy) if hierarchy else None, "hierarchy_edges": n_edges,
     }
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    nlp.to_disk(tmp)
-    if output.exists():
-        shutil.rmtree(output)
-    tmp.replace(output)
+    write_pipeline(nlp, output, force=force)
     return nlp

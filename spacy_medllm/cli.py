@@ -607,7 +607,7 @@ def assemble(
 
     try:
         nlp = run_assemble(model, output, kb_path=kb, hierarchy=hierarchy, training=training, name=name, version=version, local_only=local_only, force=force)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     for source in nlp.meta["sources"]:

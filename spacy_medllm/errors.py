@@ -126,7 +126,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E141 = "{name}: no Hugging Face transformer in this model to quantize"
     E142 = "{path}: no transformer component to quantize (pipeline: {pipes})"
     E143 = "{name}: the encoder's architecture is {arch}; `medllm quantize` handles spacy_medllm.TransformerModel.v1 and spacy-transformers.TransformerModel.v3"
-    E144 = "cannot assemble into {path}: {reason}"
     E145 = "the knowledge base holds {sources}, whose terms allow local use only: build a package KB without them (`medllm build-kb --use package`, `spacy project run build-kb-package`), or pass --local-only for a package that stays on this site"
     # medllm annotate (E146-E149)
     E146 = "{path}, line {line}: not an annotation record (JSON with an 'id'); --resume reads the ids already written: is this the output of medllm annotate?"

@@ -5,6 +5,7 @@ and flushed as each document is done. An interrupted run (Ctrl-C, SIGTERM, SIGKI
 cut) leaves the documents it finished; `resume=True` drops a last line cut short, reads the
 ids already written and annotates only the rest, so the resumed output equals an
 uninterrupted run's. Without `resume`, an existing output is replaced only with `force`.
+The input is counted in a first, parse-only pass, so the progress bar can show the time left.
 """
 import json
 import logging

@@ -8,7 +8,9 @@ activations of 1,600 windows per layer, and peak memory grows with the document 
 training is unchanged. `spacy_medllm.TransformerModel.v1` installs it.
 """
 from spacy_transformers.layers.hf_shim import HFShim
-from thinc.api import ArgsKwargs
+from thinc.api import ArgsKwargs, Model
+
+from ..errors import Errors
 
 # windows per encoder call at inference: 64 x 128 pieces keeps the activations of one call
 # in the tens of MB for a MiniLM-sized encoder
@@ -51,10 +53,17 @@ class ChunkedHFShim(HFShim):
         return _concat(parts)
 
 
-def use_chunked_shim(model) -> None:
-    """Switch a TransformerModel's shim to `ChunkedHFShim` (unless it already is one)."""
-    from .quantize import hf_shim
+def hf_shim(model: Model) -> HFShim:
+    """The HFShim of a spacy-transformers TransformerModel."""
+    for node in model.walk():
+        for shim in node.shims:
+            if isinstance(shim, HFShim):
+                return shim
+    raise ValueError(Errors.E141.format(name=model.name))
 
+
+def use_chunked_shim(model: Model) -> None:
+    """Switch a TransformerModel's shim to `ChunkedHFShim` (unless it already is one)."""
     shim = hf_shim(model)
     if not isinstance(shim, ChunkedHFShim):
         shim.__class__ = ChunkedHFShim

@@ -19,3 +19,9 @@ class ScaledOptimizer:
 
     def __getattr__(self, name):
         return getattr(self._optimizer, name)
+
+
+def finish_update_scaled(model, sgd: Optimizer, scale: float) -> None:
+    """`model.finish_update` with the learning rate times `scale` (a component's
+    `learn_rate_scale`; a listener has no weights: the shared encoder keeps its own rate)."""
+    model.finish_update(sgd if scale == 1.0 else ScaledOptimizer(sgd, scale))

@@ -15,11 +15,10 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import srsly
 
-from spacy_transformers.layers.hf_shim import HFShim
 from thinc.api import Model
 
 from ..errors import Errors
-from .chunked import ChunkedHFShim
+from .chunked import ChunkedHFShim, hf_shim
 
 
 def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()):
@@ -154,15 +153,6 @@ class QuantizedHFShim(ChunkedHFShim):
         else:
             self.quantize(scales)
         return self
-
-
-def hf_shim(model: Model) -> HFShim:
-    """The HFShim of a spacy-transformers TransformerModel."""
-    for node in model.walk():
-        for shim in node.shims:
-            if isinstance(shim, HFShim):
-                return shim
-    raise ValueError(Errors.E141.format(name=model.name))
 
 
 def use_quantized_shim(model: Model) -> QuantizedHFShim:

@@ -37,7 +37,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from ..errors import Errors
 from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.knowledge_base import normalize_alias
-from ..layers.optim import ScaledOptimizer
+from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, split_kb_id
 from .features import CandidateContext, LinkerFeatures, make_linker_features
@@ -148,7 +148,7 @@ class MedLinker(TrainablePipe):
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
         (a listener has no weights: the shared encoder keeps the optimizer's own rate)."""
-        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else ScaledOptimizer(sgd, self.learn_rate_scale))
+        finish_update_scaled(self.model, sgd, self.learn_rate_scale)
 
     # ---- knowledge base ----------------------------------------------------------------
     def set_kb(self, kb: KnowledgeBase, generator: Optional[CandidateGenerator] = None) -> None:

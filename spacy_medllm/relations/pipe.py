@@ -35,7 +35,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from ..errors import Errors
-from ..layers.optim import ScaledOptimizer
+from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import get_relations, install_extensions, relation, split_kb_id
 from .gold import aligned_gold_entities
@@ -161,7 +161,7 @@ class RelationExtractor(TrainablePipe):
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
         (a listener has no weights: the shared encoder keeps the optimizer's own rate)."""
-        self.model.finish_update(sgd if self.learn_rate_scale == 1.0 else ScaledOptimizer(sgd, self.learn_rate_scale))
+        finish_update_scaled(self.model, sgd, self.learn_rate_scale)
 
     # ---- labels --------------------------------------------------------------------------
     @property
