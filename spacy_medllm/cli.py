@@ -242,6 +242,7 @@ def annotate(
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run: skip the ids already in OUTPUT"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
     summary_path: Optional[Path] = typer.Option(None, "--summary", help="also write the run's summary (JSON) here"),
+    with_text: bool = typer.Option(False, "--with-text", help="write each document's text into its record (what `medllm visualize` draws)"),
 ) -> None:
     """Run a pipeline over a corpus and write one JSON record per document, flushed as it goes (resumable)."""
     from .deid.io import CorruptRecord
@@ -250,7 +251,7 @@ def annotate(
     try:
         summary = run_annotate(
             model, input_path, output, batch_size=batch_size, n_process=n_process, on_error=on_error, resume=resume,
-            force=force, fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column,
+            force=force, with_text=with_text, fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column,
             report=lambda msg: typer.echo(msg, err=True),
         )
     except CorruptRecord as err:
@@ -463,51 +464,38 @@ def _matcher_coverage(embeddings: Path, kb: Path, coverage: List[Path]) -> dict:
 
 
 @app.command()
-def render(
-    input_path: Path = typer.Argument(..., help="text file (one document per line), JSONL with a 'text' field, or a .spacy file"),
-    output: Path = typer.Argument(..., help="HTML file to write"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="pipeline that annotates the texts; without it a .spacy file is drawn as stored"),
-    limit: int = typer.Option(0, help="at most this many documents (0: all)"),
-    batch_size: int = typer.Option(32, help="documents per batch"),
+def visualize(
+    input_path: Path = typer.Argument(..., help="the JSONL of `medllm annotate --with-text`, a .spacy file (drawn as stored), or, with --model, any input annotate reads"),
+    output: Path = typer.Argument(..., help="the HTML page to write (self-contained: no scripts, no network)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="pipeline that annotates the input first (name or path)"),
+    fmt: str = typer.Option("auto", "--format", help="with --model: auto (from the name), text, jsonl, csv, tsv, mimic"),
+    unit: str = typer.Option("line", "--unit", help="with --model, a single .txt: one document per line, or the whole file"),
+    field: str = typer.Option("text", "--field", help="JSONL: the text field"),
+    id_field: str = typer.Option("id", "--id-field", help="JSONL: the id field"),
+    column: Optional[str] = typer.Option(None, "--column", help="CSV: the text column"),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="CSV: the id column"),
+    limit: int = typer.Option(0, "--limit", help="at most this many documents (0: all)"),
+    batch_size: int = typer.Option(32, "--batch-size", help="documents per batch (with --model)"),
+    title: Optional[str] = typer.Option(None, "--title", help="page title (default: the input's name)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
 ) -> None:
-    """Draw entities (with linked concepts) and relations as an HTML page."""
-    import spacy
-    from spacy.tokens import DocBin
+    """Draw documents as one HTML page: entities coloured by label (concept id and name on hover), negated and other ConText flags marked, relation arcs."""
+    from .errors import Errors
+    from .visualize import load_views, render_records, write_page
 
-    from .io import read_text
-    from .relations.render import render as render_html
-    from .tokens import install_extensions
-
-    install_extensions()
-    if input_path.suffix == ".spacy":
-        if not input_path.exists():
-            typer.echo(f"error: {input_path} not found", err=True)
-            raise typer.Exit(1)
-        docs = list(DocBin().from_disk(input_path).get_docs(spacy.blank("en").vocab))
-        texts = [d.text for d in docs]
-    elif input_path.suffix == ".jsonl":
-        if model is None:
-            typer.echo("error: --model is needed to annotate raw text", err=True)
-            raise typer.Exit(1)
-        records = list(srsly.read_jsonl(input_path))
-        for i, r in enumerate(records, start=1):
-            if not isinstance(r, dict) or not isinstance(r.get("text"), str):
-                typer.echo(f"error: {input_path}, line {i}: expected an object with a 'text' string", err=True)
-                raise typer.Exit(1)
-        texts, docs = [r["text"] for r in records], []
-    else:
-        if model is None:
-            typer.echo("error: --model is needed to annotate raw text", err=True)
-            raise typer.Exit(1)
-        texts, docs = [t for t in read_text(input_path).split("\n") if t.strip()], []
-    if limit:
-        texts, docs = texts[:limit], docs[:limit]
-    if model:
-        nlp = spacy.load(model)
-        docs = list(nlp.pipe(texts, batch_size=batch_size))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_html(docs, page=True, title=input_path.name), encoding="utf8")
-    typer.echo(f"wrote {len(docs)} documents to {output}", err=True)
+    try:
+        if output.exists() and output.resolve() == input_path.resolve():
+            raise ValueError(Errors.E064.format(path=output, input=input_path))
+        if output.exists() and not force:
+            raise ValueError(f"{output}: the output exists; pass --force to replace it")
+        views = load_views(input_path, model=model, limit=limit, batch_size=batch_size, report=lambda m: typer.echo(m, err=True),
+                           fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    meta = f"pipeline {model}" if model else f"from {input_path.name}"
+    write_page(render_records(views, title=title or input_path.name, meta=meta), output)
+    typer.echo(f"wrote {len(views)} documents to {output}", err=True)
 
 
 @app.command()

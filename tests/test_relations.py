@@ -338,13 +338,13 @@ def test_render_has_every_entity_and_arc(cid_nlp):
     assert "C3 Lithium Carbonate" in out and "D5|D6" in out
     records = get_relations(doc)
     assert len(records) == 2
-    assert out.count('class="displacy-arc"') == len(records)
+    assert out.count('class="medllm-arc"') == len(records)
     assert out.count("<tr><td>CID</td>") == len(records)
     # gold records without offsets are drawn between the first mentions of their concepts
     gold = cid_doc(cid_nlp, *CID_TRAIN[1])
-    assert render(gold).count('class="displacy-arc"') == 2
+    assert render(gold).count('class="medllm-arc"') == 2
     # no relations: entities only
-    assert "displacy-arc" not in render(cid_doc(cid_nlp, *CID_TRAIN[2][:2]))
+    assert "medllm-arc" not in render(cid_doc(cid_nlp, *CID_TRAIN[2][:2]))
 
 
 # ---- with the shared encoder ------------------------------------------------------------------
@@ -406,23 +406,6 @@ def test_configs_build(name, tiny_bert):
     level = {"rel_bc5cdr.cfg": "concept", "rel_bc5cdr_ft.cfg": "concept", "rel_ade.cfg": "mention", "rel_chia.cfg": "mention"}[name]
     rel = nlp.get_pipe("medllm_rel")
     assert (rel.level, rel.cfg["level"], rel.candidates.level) == (level, level, level)
-
-
-def test_render_command(tmp_path):
-    """`medllm render` draws the gold entities and relations of a .spacy file."""
-    from typer.testing import CliRunner
-
-    from spacy_medllm.cli import app
-
-    install_extensions()
-    nlp = spacy.blank("en")
-    docs = [cid_doc(nlp, t, e, p) for t, e, p in CID_TRAIN]
-    DocBin(store_user_data=True, docs=docs).to_disk(tmp_path / "gold.spacy")
-    result = CliRunner().invoke(app, ["render", str(tmp_path / "gold.spacy"), str(tmp_path / "out.html"), "--limit", "2"])
-    assert result.exit_code == 0, result.output
-    html = (tmp_path / "out.html").read_text(encoding="utf8")
-    assert html.count('class="displacy-arc"') == 4 and "nephrotoxicity" in html and "breast cancer" in html
-    assert CliRunner().invoke(app, ["render", str(tmp_path / "missing.txt"), str(tmp_path / "x.html")]).exit_code == 1
 
 
 # ---- knowledge: prior counts and hierarchy (PairRepresentation.v2) ---------------------------

@@ -77,7 +77,7 @@ def count_records(input_path: Path, **read_options) -> int:
 
 def annotate(
     model, input_path: Union[str, Path], output: Union[str, Path], *, batch_size: int = 32, n_process: int = 1,
-    on_error: str = "skip", resume: bool = False, force: bool = False, progress: bool = True,
+    on_error: str = "skip", resume: bool = False, force: bool = False, with_text: bool = False, progress: bool = True,
     report: Optional[Callable[[str], None]] = None, **read_options,
 ) -> AnnotateSummary:
     """Annotate every record of `input_path` with the pipeline `model` (a name, a path or a
@@ -115,7 +115,7 @@ def annotate(
     bar = tqdm(total=max(total - len(done), 0), unit="doc", desc="annotate", disable=not progress, file=sys.stderr, smoothing=0.1)
     with output.open(mode, encoding="utf8") as out:
         for doc, doc_id in nlp.pipe(todo(), as_tuples=True, batch_size=batch_size, n_process=n_process):
-            out.write(json.dumps(doc_record(doc_id, doc), ensure_ascii=False) + "\n")
+            out.write(json.dumps(doc_record(doc_id, doc, text=with_text), ensure_ascii=False) + "\n")
             out.flush()
             summary.documents += 1
             summary.words += len(doc)

@@ -96,10 +96,11 @@ def _context(ent) -> Dict[str, bool]:
     return {a: bool(getattr(ent._, a)) for a in CONTEXT_ATTRS if ent.has_extension(a)}
 
 
-def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5) -> Dict[str, Any]:
+def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5, text: bool = False) -> Dict[str, Any]:
     """The JSON object of one annotated document: its entities (text, label, character
     offsets, concept id and name, the best candidates with scores, ConText attributes where
-    ConText ran), its relations (head and tail as entity indexes, label, score), its categories."""
+    ConText ran), its relations (head and tail as entity indexes, label, score), its
+    categories; with `text`, the document's text too (what `medllm visualize` draws)."""
     ents = list(doc.ents)
     index = {(e.start, e.end): i for i, e in enumerate(ents)}
     entities = []
@@ -120,7 +121,10 @@ def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5) -> Dict[str, A
             span = r.get(side)
             rel[side] = index.get(tuple(span)) if span is not None else None
         relations.append(rel)
-    out: Dict[str, Any] = {"id": doc_id, "entities": entities, "relations": relations}
+    out: Dict[str, Any] = {"id": doc_id}
+    if text:
+        out["text"] = doc.text
+    out.update({"entities": entities, "relations": relations})
     if doc.cats:
         out["categories"] = {k: round(float(v), 4) for k, v in doc.cats.items()}
     return out

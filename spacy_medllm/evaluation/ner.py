@@ -8,16 +8,22 @@ matches, per label and overall; the scorer of `spacy evaluate` and of training, 
 numbers compare with both). Each pipeline is measured in its own process
 (`run_isolated`), so the peak resident memory reported is that of loading that pipeline
 and annotating those texts, nothing else.
+
+`label_confusion` counts which label the predicted entities give the gold ones (an
+entity-level confusion matrix with a "none" row and column for spurious and missed
+entities), for `medllm evaluate-pipeline`.
 """
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import spacy
 from spacy.scorer import Scorer
-from spacy.tokens import DocBin
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
 from .metrics import peak_rss_mb, percent, run_in_fresh_process, time_components
+
+NONE = "none"  # the confusion matrix's row of spurious entities and column of missed ones
 
 
 def _prf(scores: Dict[str, float]) -> Dict[str, float]:
@@ -71,6 +77,46 @@ def evaluate_ner(
         }
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def label_confusion(preds: Iterable[Doc], golds: Iterable[Doc]) -> Dict[str, object]:
+    """The entity-level label confusion of predicted against gold entities (`doc.ents`).
+
+    A predicted entity with the character offsets of a gold one is matched to it, with its
+    label or another (row: the gold label, column: the predicted one); a gold entity that
+    no predicted entity matches counts in column "none" (missed), a predicted entity that
+    matches no gold one in row "none" (spurious). On the same tokens, the diagonal holds
+    the true positives of spaCy's span scorer and the other cells its errors, so the matrix
+    gives the NER's P/R/F. A missed and a spurious entity that overlap are also counted as
+    a pair in `partial_overlaps` (a boundary error rather than two unrelated ones), in
+    total and where the labels agree.
+    RETURNS (Dict[str, object]): {"labels": the labels (sorted) then "none", "matrix":
+        counts, one row per gold label, one column per predicted label, "partial_overlaps":
+        {"pairs", "same_label"}}.
+    """
+    counts: Dict[Tuple[str, str], int] = {}
+    pairs = same_label = 0
+    for pred, gold in zip(preds, golds):
+        predicted = {(e.start_char, e.end_char): e.label_ for e in pred.ents}
+        expected = {(e.start_char, e.end_char): e.label_ for e in gold.ents}
+        for key, label in expected.items():
+            cell = (label, predicted.get(key, NONE))
+            counts[cell] = counts.get(cell, 0) + 1
+        spurious = [(key, label) for key, label in predicted.items() if key not in expected]
+        for key, label in spurious:
+            counts[(NONE, label)] = counts.get((NONE, label), 0) + 1
+        missed = [(key, label) for key, label in expected.items() if key not in predicted]
+        for (g_start, g_end), g_label in missed:
+            for (p_start, p_end), p_label in spurious:
+                if p_start < g_end and g_start < p_end:
+                    pairs += 1
+                    same_label += p_label == g_label
+    labels = sorted({label for cell in counts for label in cell} - {NONE}) + [NONE]
+    return {
+        "labels": labels,
+        "matrix": [[counts.get((g, p), 0) for p in labels] for g in labels],
+        "partial_overlaps": {"pairs": pairs, "same_label": same_label},
+    }
 
 
 def run_isolated(model: str, datasets: Sequence[Tuple[str, str]], **kwargs) -> Dict[str, object]:

@@ -4,11 +4,16 @@
 end to end over the raw texts (timed per component, `metrics.time_components`), then scores
 what the pipeline has:
 - `ner`: entity P/R/F, overall and per label (spaCy's span scorer, exact offsets), on a
-  data set whose gold entity labels are the NER's (NCBI-disease's types read as Disease);
+  data set whose gold entity labels are the NER's (NCBI-disease's types read as Disease),
+  and the label confusion of its entities (`ner.label_confusion`: gold label against
+  predicted label, missed and spurious entities in a "none" column and row);
 - `medllm_linker`: end to end (span, label, id) P/R/F, and accuracy@1 / recall@k on the
   gold mentions (`linker.link_gold_mentions`: a second pass of the linker alone);
 - `medllm_rel`: document-level concept-pair P/R/F per relation label, end to end and with
-  gold entities (`relations.concept_pair_counts`);
+  gold entities (`relations.concept_pair_counts`), and in `relations_pr` the precision-
+  recall curve of the same pairs over the thresholds, with its average precision and the
+  component's own threshold (`relations.precision_recall_curve`, from the probabilities of
+  every candidate: the component's thresholds and predictions are left as they are);
 - `textcat` / `textcat_multilabel`: per category P/R/F at the component's threshold and
   ROC AUC, on the documents that carry that category;
 plus the pipeline's load time, size on disk, words per second end to end, and the peak
@@ -29,7 +34,8 @@ from ..relations import RelationExtractor, gold_entity_docs
 from .candidates import NCBI_DISEASE_LABELS, check_datasets
 from .linker import end_to_end_links, link_gold_mentions
 from .metrics import KS, peak_rss_mb, percent, run_in_fresh_process, time_components
-from .relations import concept_pair_counts, pipeline_kb
+from .ner import label_confusion
+from .relations import candidate_pair_scores, concept_pair_counts, pipeline_kb, precision_recall_curve
 
 BATCH = 32
 TEXTCAT_FACTORIES = ("textcat", "textcat_multilabel")
@@ -44,6 +50,20 @@ def _ner(preds, golds) -> Dict[str, object]:
     return {
         "p": percent(s["ents_p"] or 0.0), "r": percent(s["ents_r"] or 0.0), "f": percent(s["ents_f"] or 0.0),
         "per_label": {k: {m: percent(v[m]) for m in "prf"} for k, v in (s["ents_per_type"] or {}).items()},
+        "confusion": label_confusion(preds, golds),
+    }
+
+
+def _relations_pr(rel: RelationExtractor, labels: Sequence[str], settings: Dict[str, list], golds, kb, batch_size: int) -> Dict[str, object]:
+    """Per label: the component's thresholds and, per setting (its predicted Docs), the
+    precision-recall curve of its concept pairs."""
+    scores = {setting: candidate_pair_scores(rel, docs, labels, batch_size=batch_size) for setting, docs in settings.items()}
+    return {
+        label: {
+            "threshold": rel.threshold_of(label), "relative_threshold": rel.relative_threshold_of(label),
+            **{setting: precision_recall_curve(s[label], golds, label, kb, threshold=rel.threshold_of(label)) for setting, s in scores.items()},
+        }
+        for label in labels
     }
 
 
@@ -113,6 +133,7 @@ def evaluate_pipeline(
                     }
                     for label in labels
                 }
+                out["relations_pr"] = _relations_pr(rel, labels, {"end_to_end": preds, "gold_entities": with_gold}, golds, kb, batch_size)
         for name in textcats:
             cats = _cats(nlp, name, preds, golds)
             if cats is not None:
@@ -132,7 +153,8 @@ def _f(x) -> str:
 
 
 def markdown(results: Dict[str, Dict[str, object]]) -> str:
-    """One table: a row per (pipeline, data set), a column per task."""
+    """One table: a row per (pipeline, data set), a column per task; then, per (pipeline,
+    data set), the NER's label confusion and the relations' average precision."""
     rows = [
         "| pipeline | data | NER F | link acc@1 (gold) | link F (e2e) | relation F (gold ents) | relation F (e2e) | textcat F / AUC | words/s | load s | peak RSS MB | size MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -152,4 +174,21 @@ def markdown(results: Dict[str, Dict[str, object]]) -> str:
                 f"| {(_f(cat_label.get('f')) + ' / ' + _f(cat['macro_auc'])) if cat else ''} "
                 f"| {d['words_per_second']:,} | {res['load_s']} | {res['peak_rss_mb']} | {res['size_mb']} |"
             )
+    for name, res in results.items():
+        for ds, d in res["datasets"].items():
+            confusion = (d.get("ner") or {}).get("confusion")
+            if confusion:
+                labels, overlaps = confusion["labels"], confusion["partial_overlaps"]
+                rows += [
+                    "", f"NER label confusion, {name} on {ds} (rows: gold, columns: predicted; none: missed or spurious; "
+                    f"{overlaps['pairs']} missed and spurious pairs overlap, {overlaps['same_label']} of them with the same label):", "",
+                    "| gold \\ predicted | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels),
+                ]
+                rows += [f"| {label} | " + " | ".join(str(n) for n in row) + " |" for label, row in zip(labels, confusion["matrix"])]
+            for label, pr in (d.get("relations_pr") or {}).items():
+                rows += ["", (
+                    f"{label} relations, {name} on {ds}: average precision {_f(pr['gold_entities']['average_precision'])} with gold entities, "
+                    f"{_f(pr['end_to_end']['average_precision'])} end to end (threshold {pr['threshold']}"
+                    + (f", relative {pr['relative_threshold']}" if pr["relative_threshold"] is not None else "") + ")."
+                )]
     return "\n".join(rows) + "\n"

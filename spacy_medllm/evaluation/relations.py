@@ -17,12 +17,16 @@ document the predicted (document, chemical id, disease id) pairs against the gol
 label) scores mention pairs by character offsets, with gold entities, with the
 component's own scorer. `evaluate_relations` runs the ones given and notes the models
 that do not exist (Chia is optional).
+`candidate_pair_scores` and `precision_recall_curve` give the concept-pair precision and
+recall of a relation component over its thresholds, in the units of `concept_pair_counts`
+(for `medllm evaluate-pipeline`).
 """
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy
 import spacy
 from spacy.language import Language
 from spacy.scorer import Scorer
@@ -34,11 +38,12 @@ from ..kb import KnowledgeBase
 from ..linker.pipe import MedLinker
 from ..relations import RelationExtractor, concept_keys, concept_pairs, gold_entity_docs, score_relations
 from ..tokens import get_relations, split_kb_id
-from .metrics import PRFCounts, peak_rss_mb, percent, time_components
+from .metrics import PRFCounts, peak_rss_mb, percent, prf, time_components
 
 BATCH = 32
 ADE_TYPE_LABELS = {"Effect": "ADE", "Dose": "DOSE"}
 CID = ("CID", "Chemical", "Disease")  # relation label, head entity label, tail entity label
+CURVE_POINTS = 200  # at most this many points of a precision-recall curve are kept
 
 
 def rel_name(nlp: Language, model: Union[str, Path] = "") -> str:
@@ -86,6 +91,89 @@ def concept_pair_counts(
     counts.add_sets(pred, gold, label_of=lambda _: label)
     s = counts.scores()["overall"]
     return {"p": s["p"], "r": s["r"], "f": s["f"], "predicted": s["predicted"], "gold": s["gold"]}
+
+
+def candidate_pair_scores(
+    rel: RelationExtractor, docs: Sequence[Doc], labels: Sequence[str], *, batch_size: int = BATCH,
+) -> Dict[str, List[Dict[Tuple[str, str], float]]]:
+    """The probability of every candidate concept pair of the component `rel`, whatever its
+    thresholds: per label, per Doc, {(head id, tail id): the highest probability of a
+    candidate with those ids}, unrounded. The ids are those of the records the component
+    writes for a candidate (one without ids on both sides gives none). The Docs must hold
+    what the model reads (they went through the components before `rel`); the component
+    and the Docs are left as they are.
+    """
+    index = [rel.labels.index(label) for label in labels]
+    out: Dict[str, List[Dict[Tuple[str, str], float]]] = {label: [] for label in labels}
+    for start in range(0, len(docs), batch_size):
+        batch = list(docs[start : start + batch_size])
+        instances, probs = rel.predict(batch)
+        j = 0
+        for doc, inst in zip(batch, instances):
+            scores: Dict[str, Dict[Tuple[str, str], float]] = {label: {} for label in labels}
+            for p, (eh, et) in enumerate(inst.pairs):
+                for label, k in zip(labels, index):
+                    prob = float(probs[j + p, k])
+                    for _, h, t in concept_keys([rel._record(doc, inst, eh, et, p, label, prob)]):
+                        scores[label][(h, t)] = max(scores[label].get((h, t), 0.0), prob)
+            j += len(inst.pairs)
+            for label in labels:
+                out[label].append(scores[label])
+    return out
+
+
+def precision_recall_curve(
+    scores: Sequence[Mapping[Tuple[str, str], float]], gold_docs: Sequence[Doc], label: str, kb: Optional[KnowledgeBase] = None,
+    *, threshold: float, max_points: int = CURVE_POINTS,
+) -> Dict[str, object]:
+    """Document-level concept-pair precision and recall (percent) over thresholds, in the
+    units of `concept_pair_counts`: a (document, head id, tail id) key is predicted at a
+    threshold when one of its candidates' probability reaches it.
+
+    scores: per Doc, {(head id, tail id): probability}, `candidate_pair_scores`.
+    threshold: the component's threshold for `label`; `at_threshold` holds the P/R/F that
+        it alone gives (compared in float32, as the component compares).
+    max_points: the curve keeps at most this many of its points, evenly spread.
+    RETURNS (Dict[str, object]): {"thresholds" (one per distinct probability, decreasing),
+        "precision", "recall" (non-decreasing), "average_precision" (the precision at each
+        threshold weighted by the recall it adds, over every point; gold keys without a
+        candidate count as never found), "pairs" (scored keys), "gold", "at_threshold"}.
+    """
+    canon = canonical_ids(kb)
+    best: Dict[Tuple[str, str, str], float] = {}
+    gold = set()
+    for i, (doc_scores, g) in enumerate(zip(scores, gold_docs)):
+        key = doc_key(g, i)
+        for (h, t), score in doc_scores.items():
+            k = (key, canon(h), canon(t))
+            best[k] = max(best.get(k, 0.0), score)
+        gold.update((key, canon(h), canon(t)) for _, h, t in concept_keys(get_relations(g), label))
+    ranked = sorted(((score, k in gold) for k, score in best.items()), key=lambda x: -x[0])
+    thresholds: List[float] = []
+    precision: List[float] = []
+    recall: List[float] = []
+    tp, ap, last_r = 0, 0.0, 0.0
+    for n, (score, hit) in enumerate(ranked, 1):
+        tp += hit
+        if n < len(ranked) and ranked[n][0] == score:
+            continue  # one point per distinct probability: tied keys come in together
+        s = prf(tp, n, len(gold))
+        ap += (s["r"] - last_r) * s["p"]
+        last_r = s["r"]
+        thresholds.append(score)
+        precision.append(percent(s["p"]))
+        recall.append(percent(s["r"]))
+    if len(thresholds) > max_points:
+        keep = sorted({round(i * (len(thresholds) - 1) / (max_points - 1)) for i in range(max_points)})
+        thresholds, precision, recall = ([xs[i] for i in keep] for xs in (thresholds, precision, recall))
+    limit = float(numpy.float32(threshold))
+    accepted = [hit for score, hit in ranked if score >= limit]
+    at = prf(sum(accepted), len(accepted), len(gold))
+    return {
+        "thresholds": thresholds, "precision": precision, "recall": recall, "average_precision": percent(ap),
+        "pairs": len(best), "gold": len(gold),
+        "at_threshold": {**{k: percent(v) for k, v in at.items()}, "predicted": len(accepted), "gold": len(gold)},
+    }
 
 
 def pipeline_kb(nlp: Language) -> Optional[KnowledgeBase]:
