@@ -200,7 +200,7 @@ def test_multitask_config_trains_one_shared_encoder(trained, corpus, tmp_path):
     from spacy_medllm.evaluation.plots import write_plots
 
     pngs = write_plots({"int8": res}, tmp_path / "plots")
-    assert [p.name for p in pngs] == ["ner_prf.png", "linker_recall_at_k.png"]
+    assert [p.name for p in pngs] == ["ner_prf.png", "ner_confusion.png", "linker_recall_at_k.png", "relations_pr.png"]
     for png in pngs:
         image = imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 300 and image[..., :3].std() > 0.05

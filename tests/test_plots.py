@@ -2,7 +2,6 @@
 counting on hand-made Docs, the curve on hand-made scores, both on a tiny pipeline (an
 entity ruler named "ner", a component that sets ids, a medllm_rel overfit on
 test_relations' CID examples, with a tuned threshold), and the PNG files drawn from them."""
-from pathlib import Path
 
 import pytest
 import spacy

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..deid.io import CorruptRecord
 from ..errors import Errors
@@ -33,6 +33,8 @@ class AnnotateSummary:
     seconds: float = 0.0
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     output: str = ""
+    engine: str = "local"
+    workers: Dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -41,7 +43,7 @@ class AnnotateSummary:
             "documents_per_second": round(self.documents / self.seconds, 2) if self.seconds else None,
             "words_per_second": round(self.words / self.seconds) if self.seconds else None,
             "skipped": [{"position": p, "reason": r} for p, r in self.skipped],
-            "peak_rss_mb": peak_rss_mb(), "output": self.output,
+            "peak_rss_mb": peak_rss_mb(), "output": self.output, "engine": self.engine, **({"workers": self.workers} if self.workers else {}),
         }
 
 
@@ -75,50 +77,50 @@ def count_records(input_path: Path, **read_options) -> int:
     return sum(1 for _ in read_records(input_path, **read_options))
 
 
-def annotate(
-    model, input_path: Union[str, Path], output: Union[str, Path], *, batch_size: int = 32, n_process: int = 1,
-    on_error: str = "skip", resume: bool = False, force: bool = False, with_text: bool = False, progress: bool = True,
-    report: Optional[Callable[[str], None]] = None, **read_options,
-) -> AnnotateSummary:
-    """Annotate every record of `input_path` with the pipeline `model` (a name, a path or a
-    loaded `Language`) into the JSONL file `output`; see the module docstring."""
-    import spacy
+def pending(input_path: Path, done: Set[str], summary: AnnotateSummary, *, on_error: str, report: Callable[[str], None],
+            stop: List[CorruptRecord], **read_options) -> Iterator[Tuple[str, str]]:
+    """(text, id) of each record of `input_path` still to annotate: the ids in `done` are
+    left out; a corrupt record is reported and recorded in `summary`, and with
+    `on_error="stop"` it ends the stream and is appended to `stop`."""
+    for r in read_records(input_path, **read_options):
+        if isinstance(r, CorruptRecord):
+            summary.skipped.append((r.position, r.reason))
+            report(f"{'stopped at' if on_error == 'stop' else 'skipped'}: {r}")
+            if on_error == "stop":
+                stop.append(r)
+                return
+            continue
+        doc_id, text = r
+        if doc_id not in done:
+            yield text, doc_id
+
+
+def write_records(input_path: Path, output: Path, *, run: Callable[[Iterator[Tuple[str, str]]], Iterable[Tuple[Dict[str, object], int]]],
+                  engine: str, on_error: str = "skip", resume: bool = False, force: bool = False, progress: bool = True,
+                  report: Optional[Callable[[str], None]] = None, **read_options) -> AnnotateSummary:
+    """The part every engine shares: check the output, read the ids already done, count the
+    input, then write and flush the (record, words) pairs `run(todo)` yields for the stream
+    `todo` of (text, id), with a progress bar; a stopping corrupt record is raised at the end."""
     from tqdm import tqdm
 
-    input_path, output = Path(input_path), Path(output)
     if on_error not in ON_ERROR:
         raise ValueError(Errors.E007.format(fmt=f"on_error={on_error!r}", known=", ".join(ON_ERROR)))
     check_output(input_path, output, resume=resume, force=force)
     report = report or logger.warning
     done = done_ids(output) if resume and output.exists() else set()
     total = count_records(input_path, **read_options)
-    nlp = spacy.load(model) if isinstance(model, (str, Path)) else model
-    summary = AnnotateSummary(already_done=len(done), output=str(output))
+    summary = AnnotateSummary(already_done=len(done), output=str(output), engine=engine)
     stop: List[CorruptRecord] = []
-
-    def todo() -> Iterator[Tuple[str, str]]:
-        for r in read_records(input_path, **read_options):
-            if isinstance(r, CorruptRecord):
-                summary.skipped.append((r.position, r.reason))
-                report(f"{'stopped at' if on_error == 'stop' else 'skipped'}: {r}")
-                if on_error == "stop":
-                    stop.append(r)
-                    return
-                continue
-            doc_id, text = r
-            if doc_id in done:
-                continue
-            yield text, doc_id
-
+    todo = pending(input_path, done, summary, on_error=on_error, report=report, stop=stop, **read_options)
     mode = "a" if resume and output.exists() else "w"
     start = time.perf_counter()
     bar = tqdm(total=max(total - len(done), 0), unit="doc", desc="annotate", disable=not progress, file=sys.stderr, smoothing=0.1)
     with output.open(mode, encoding="utf8") as out:
-        for doc, doc_id in nlp.pipe(todo(), as_tuples=True, batch_size=batch_size, n_process=n_process):
-            out.write(json.dumps(doc_record(doc_id, doc, text=with_text), ensure_ascii=False) + "\n")
+        for record, words in run(todo):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
             summary.documents += 1
-            summary.words += len(doc)
+            summary.words += words
             bar.update(1)
             elapsed = time.perf_counter() - start
             if summary.documents % 16 == 0 and elapsed > 0:
@@ -129,3 +131,25 @@ def annotate(
     if stop:
         raise stop[0]
     return summary
+
+
+def annotate(
+    model, input_path: Union[str, Path], output: Union[str, Path], *, batch_size: int = 32, n_process: int = 1,
+    on_error: str = "skip", resume: bool = False, force: bool = False, with_text: bool = False, progress: bool = True,
+    report: Optional[Callable[[str], None]] = None, **read_options,
+) -> AnnotateSummary:
+    """Annotate every record of `input_path` with the pipeline `model` (a name, a path or a
+    loaded `Language`) into the JSONL file `output`; see the module docstring."""
+    import spacy
+
+    nlp = []
+
+    def run(todo: Iterator[Tuple[str, str]]) -> Iterator[Tuple[Dict[str, object], int]]:
+        for doc, doc_id in nlp[0].pipe(todo, as_tuples=True, batch_size=batch_size, n_process=n_process):
+            yield doc_record(doc_id, doc, text=with_text), len(doc)
+
+    input_path, output = Path(input_path), Path(output)
+    check_output(input_path, output, resume=resume, force=force)  # before the pipeline loads
+    nlp.append(spacy.load(model) if isinstance(model, (str, Path)) else model)
+    return write_records(input_path, output, run=run, engine="local", on_error=on_error, resume=resume, force=force,
+                         progress=progress, report=report, **read_options)
