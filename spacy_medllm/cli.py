@@ -243,21 +243,34 @@ def annotate(
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
     summary_path: Optional[Path] = typer.Option(None, "--summary", help="also write the run's summary (JSON) here"),
     with_text: bool = typer.Option(False, "--with-text", help="write each document's text into its record (what `medllm visualize` draws)"),
+    engine: str = typer.Option("local", "--engine", help="local (this process, --n-process workers) or ray (a Ray Data actor pool; pip install spacy_medllm[ray])"),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster (auto, or ray://HOST:10001); default: a local Ray instance"),
+    workers: int = typer.Option(1, "--workers", help="ray: actors, each with the pipeline loaded"),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="ray: CPUs per actor (default: local cores / workers; on a cluster 1)"),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="ray: GPUs per actor (default: 1 where the cluster has GPUs)"),
+    window: int = typer.Option(10000, "--window", help="ray: documents handed to the actor pool at a time"),
 ) -> None:
     """Run a pipeline over a corpus and write one JSON record per document, flushed as it goes (resumable)."""
     from .deid.io import CorruptRecord
-    from .engines.local import annotate as run_annotate
 
+    options = dict(batch_size=batch_size, on_error=on_error, resume=resume, force=force, with_text=with_text, fmt=fmt, unit=unit,
+                   field=field, id_field=id_field, column=column, id_column=id_column, report=lambda msg: typer.echo(msg, err=True))
     try:
-        summary = run_annotate(
-            model, input_path, output, batch_size=batch_size, n_process=n_process, on_error=on_error, resume=resume,
-            force=force, with_text=with_text, fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column,
-            report=lambda msg: typer.echo(msg, err=True),
-        )
+        if engine == "local":
+            from .engines.local import annotate as run_annotate
+
+            summary = run_annotate(model, input_path, output, n_process=n_process, **options)
+        elif engine == "ray":
+            from .engines.ray import annotate as run_ray
+
+            summary = run_ray(model, input_path, output, workers=workers, address=address, cpus_per_worker=cpus_per_worker,
+                              gpus_per_worker=gpus_per_worker, window=window, **options)
+        else:
+            raise ValueError(f"--engine {engine!r}: choose local or ray")
     except CorruptRecord as err:
         typer.echo(f"error: {err} (the documents before it are in {output}; fix the record and run again with --resume)", err=True)
         raise typer.Exit(1)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (FileNotFoundError, ValueError, OSError, ImportError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     info = summary.to_dict()

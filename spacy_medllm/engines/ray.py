@@ -1,0 +1,136 @@
+"""`medllm annotate --engine ray`: the same pipeline over a Ray Data dataset, with an actor pool.
+
+Each actor loads the pipeline once (`model`: a package name installed on every node, or a
+path every node can read) and annotates batches of documents (`Dataset.map_batches` with a
+callable class, `concurrency=workers`, `num_gpus` per actor where the cluster has GPUs, the
+pipeline then on the GPU). The driver reads the input with the local engine's readers (the
+same ids, the same corrupt-record handling), feeds the pool in windows of `window`
+documents (a million notes never sit in memory at once) and writes each record as it comes
+back, in input order, flushed: the output and `--resume` are the local engine's
+(`engines.local.write_records`), so a run can be continued with either engine.
+
+`address`: None starts a local Ray instance on this machine (loopback, no dashboard) unless
+one is already running in this process; "auto" joins the cluster this node belongs to;
+"ray://HOST:10001" connects to a remote cluster through Ray Client. Ray is an optional
+extra: `pip install spacy_medllm[ray]`.
+"""
+import json
+import os
+import resource
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+
+from ..errors import Errors
+from .local import AnnotateSummary, check_output, write_records
+from .records import doc_record
+
+
+class Annotator:
+    """One Ray actor: a loaded pipeline that turns a batch of (id, text) into records."""
+
+    def __init__(self, model: str, with_text: bool, gpu: bool, threads: int) -> None:
+        import spacy
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        if gpu:
+            spacy.require_gpu()
+        self.nlp = spacy.load(model)
+        self.with_text = with_text
+
+    def __call__(self, batch: Dict[str, object]) -> Dict[str, object]:
+        import numpy
+
+        ids, texts = [str(i) for i in batch["id"]], [str(t) for t in batch["text"]]
+        records, words = [], []
+        for doc, doc_id in self.nlp.pipe(zip(texts, ids), as_tuples=True, batch_size=max(1, len(texts))):
+            records.append(json.dumps(doc_record(doc_id, doc, text=self.with_text), ensure_ascii=False))
+            words.append(len(doc))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"record": numpy.array(records, dtype=object), "words": numpy.array(words),
+                "pid": numpy.full(len(ids), os.getpid()), "rss_mb": numpy.full(len(ids), rss)}
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ImportError(Errors.E149) from None
+    return ray
+
+
+def start(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
+    """Connect to Ray (see the module docstring); RETURNS whether this call started it."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                 configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    return True
+
+
+def annotate(
+    model: Union[str, Path], input_path: Union[str, Path], output: Union[str, Path], *, batch_size: int = 32,
+    workers: int = 1, address: Optional[str] = None, gpus_per_worker: Optional[float] = None,
+    cpus_per_worker: Optional[float] = None, window: int = 10000, on_error: str = "skip", resume: bool = False,
+    force: bool = False, with_text: bool = False, progress: bool = True, report: Optional[Callable[[str], None]] = None,
+    **read_options,
+) -> AnnotateSummary:
+    """Annotate every record of `input_path` into the JSONL file `output` with `workers`
+    Ray actors, each holding the pipeline `model`; see the module docstring.
+
+    gpus_per_worker: GPUs per actor (default: 1 where the cluster has GPUs, else 0).
+    cpus_per_worker: CPUs per actor (default: on a local instance, this machine's cores
+        shared among the workers; on a cluster, 1).
+    window: documents handed to the actor pool at a time.
+    """
+    if not isinstance(model, (str, Path)):
+        raise TypeError(Errors.E150.format(model=type(model).__name__))
+    if workers < 1 or window < 1 or batch_size < 1:
+        raise ValueError(Errors.E151.format(workers=workers, window=window, batch_size=batch_size))
+    input_path, output = Path(input_path), Path(output)
+    check_output(input_path, output, resume=resume, force=force)
+    model = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    ray = _import_ray()
+    started = start(address, num_cpus=None)
+    try:
+        cluster = ray.cluster_resources()
+        if gpus_per_worker is None:
+            gpus_per_worker = 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
+        if cpus_per_worker is None:
+            cpus_per_worker = max(1.0, float(cluster.get("CPU", 1)) // workers) if address is None else 1.0
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True  # records come back in input order
+        context.enable_progress_bars = False  # the driver's bar counts documents
+        summary_workers: Dict[str, object] = {"workers": workers, "cpus_per_worker": cpus_per_worker,
+                                              "gpus_per_worker": gpus_per_worker, "address": address or "local"}
+        rss: Dict[int, float] = {}  # actor process -> its peak RSS (MB)
+
+        def run(todo: Iterator[Tuple[str, str]]) -> Iterator[Tuple[Dict[str, object], int]]:
+            while True:
+                items = [{"id": doc_id, "text": text} for text, doc_id in islice(todo, window)]
+                if not items:
+                    return
+                blocks = max(workers, min(len(items) // batch_size + 1, 32 * workers))
+                ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+                    Annotator, batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+                    fn_constructor_kwargs={"model": model, "with_text": with_text, "gpu": gpus_per_worker > 0,
+                                           "threads": int(cpus_per_worker)},
+                )
+                for row in ds.iter_rows():
+                    rss[int(row["pid"])] = max(float(row["rss_mb"]), rss.get(int(row["pid"]), 0.0))
+                    yield json.loads(row["record"]), int(row["words"])
+
+        summary = write_records(input_path, output, run=run, engine="ray", on_error=on_error, resume=resume, force=force,
+                                progress=progress, report=report, **read_options)
+        summary.workers = {**summary_workers, "actors_started": len(rss),
+                           "actor_peak_rss_mb": round(max(rss.values()), 1) if rss else None}
+        return summary
+    finally:
+        if started:
+            ray.shutdown()
