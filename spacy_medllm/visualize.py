@@ -148,7 +148,7 @@ def _text_html(record: Dict[str, Any], colors: Dict[str, str]) -> str:
     ents = sorted(enumerate(record.get("entities") or []), key=lambda x: (x[1]["start"], -x[1]["end"]))
     parts, pos = [], 0
     for i, ent in ents:
-        if ent["start"] < pos:  # overlaps the entity before it: drawn in the tooltip-free table only
+        if ent["start"] < pos:  # overlaps the entity before it (records from elsewhere): arcs and table only
             continue
         parts.append(_e(text[pos : ent["start"]]))
         classes = ["medllm-ent"] + [cls for attr, (_, cls) in FLAGS.items() if ent.get(attr)]
@@ -214,9 +214,8 @@ def _arcs_svg(record: Dict[str, Any], arcs: Sequence[Tuple[int, int, Dict[str, A
 def render_record(record: Dict[str, Any], *, colors: Optional[Dict[str, str]] = None, uid: str = "0") -> str:
     """One view record as an HTML fragment: marked text, categories, relation arcs and table."""
     record = check_view(record, f"document {record.get('id', uid) if isinstance(record, dict) else uid}")
-    ents = record.get("entities") or []
-    for ent in ents:
-        ent.setdefault("text", record["text"][ent["start"] : ent["end"]])
+    ents = [{"text": record["text"][e["start"] : e["end"]], **e} for e in record.get("entities") or []]
+    record = {**record, "entities": ents}
     colors = label_colors((e["label"] for e in ents), colors)
     parts = [f'<section class="medllm-doc" data-doc="{_e(record.get("id", ""))}">']
     if record.get("id"):
