@@ -26,6 +26,8 @@ from ..tokens import split_kb_id
 
 LEVELS = ("concept", "mention")
 WILDCARD = "*"
+# head mentions whose candidate pairs are enumerated at a time: (block x mentions) arrays
+PAIR_BLOCK = 512
 SENTENCE_ENDS = {".", "!", "?"}
 
 
@@ -120,26 +122,29 @@ class TypePairs:
         lab = numpy.array([label_set.index(x) for x in labels])
         starts = numpy.array([m[0] for m in out.mentions])
         ends = numpy.array([m[1] for m in out.mentions])
-        after = starts[None, :] >= starts[:, None]  # tail starts at or after the head
-        gap = numpy.where(after, starts[None, :] - ends[:, None], starts[:, None] - ends[None, :]).clip(min=0)
-        mask = ok_labels[lab[:, None], lab[None, :]]
-        numpy.fill_diagonal(mask, False)
-        if self.max_distance is not None:
-            mask &= gap <= self.max_distance
         owners: List[List[int]] = [[] for _ in spans]
         for e, ent in enumerate(out.entities):
             for m in ent.mentions:
                 owners[m].append(e)
         best: Dict[Tuple[int, int], Tuple[int, int, int]] = {}
-        for h, t in zip(*numpy.nonzero(mask)):
-            g = int(gap[h, t])
-            for eh in owners[h]:
-                for et in owners[t]:
-                    if eh == et:
-                        continue
-                    old = best.get((eh, et))
-                    if old is None or g < old[0]:
-                        best[(eh, et)] = (g, int(h), int(t))
+        n = len(spans)
+        for b in range(0, n, PAIR_BLOCK):  # head mentions a block at a time: (block x n) arrays, not (n x n)
+            rows = numpy.arange(b, min(n, b + PAIR_BLOCK))
+            after = starts[None, :] >= starts[rows, None]  # tail starts at or after the head
+            gap = numpy.where(after, starts[None, :] - ends[rows, None], starts[rows, None] - ends[None, :]).clip(min=0)
+            mask = ok_labels[lab[rows, None], lab[None, :]]
+            mask[rows - b, rows] = False
+            if self.max_distance is not None:
+                mask &= gap <= self.max_distance
+            for r, t in zip(*numpy.nonzero(mask)):
+                g, h = int(gap[r, t]), int(rows[r])
+                for eh in owners[h]:
+                    for et in owners[t]:
+                        if eh == et:
+                            continue
+                        old = best.get((eh, et))
+                        if old is None or g < old[0]:
+                            best[(eh, et)] = (g, h, int(t))
         out.n_candidates = len(best)
         keys = sorted(best)
         if len(keys) > self.max_pairs:
@@ -150,7 +155,7 @@ class TypePairs:
             g, h, t = best[key]
             out.pairs.append(key)
             out.gaps.append(g)
-            out.tail_after.append(bool(after[h, t]))
+            out.tail_after.append(bool(starts[t] >= starts[h]))
             out.evidence.append((h, t))
             out.sentence_gaps.append(abs(int(sentence[out.mentions[t][0]]) - int(sentence[out.mentions[h][0]])))
         return out

@@ -5,6 +5,9 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+# attention values (pairs x tokens) of the localized context pooling held at a time: 16 MB
+CONTEXT_BUDGET = 1 << 22
+
 
 class PairEncoder(nn.Module):
     """Vectors for (head entity, tail entity) pairs, one Doc at a time.
@@ -64,6 +67,28 @@ class PairEncoder(nn.Module):
         the token width comes from the projection, the rest from the current module."""
         return dict(current.config, width=int(state["project.weight"].shape[1]))
 
+    def localized_context(self, entities: torch.Tensor, H: torch.Tensor, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(P, hidden): per pair, the tokens pooled by the product of the head's and the
+        tail's attention. The attention is (pairs x tokens): on a long document (a discharge
+        summary of 100k tokens, hundreds of pairs) it is computed a slice of pairs at a
+        time, at most `CONTEXT_BUDGET` values per slice, so memory stays bounded."""
+        n_tokens = H.shape[0]
+        scale = math.sqrt(self.hidden)
+        if (h.shape[0] + entities.shape[0]) * n_tokens <= CONTEXT_BUDGET:
+            attention = torch.softmax(self.query(entities) @ self.key(H).T / scale, dim=-1)
+            shared = attention[h] * attention[t]
+            shared = shared / (shared.sum(-1, keepdim=True) + 1e-6)
+            return shared @ H
+        queries, keys = self.query(entities), self.key(H).T
+        step = max(1, CONTEXT_BUDGET // (3 * n_tokens))
+        out = []
+        for i in range(0, h.shape[0], step):
+            hs, ts = h[i : i + step], t[i : i + step]
+            shared = torch.softmax(queries[hs] @ keys / scale, dim=-1) * torch.softmax(queries[ts] @ keys / scale, dim=-1)
+            shared = shared / (shared.sum(-1, keepdim=True) + 1e-6)
+            out.append(shared @ H)
+        return torch.cat(out) if out else H.new_zeros(0, H.shape[1])
+
     @property
     def out_width(self) -> int:
         return 4 * self.hidden + self.distances.embedding_dim + self.knowledge_width
@@ -99,11 +124,8 @@ class PairEncoder(nn.Module):
             gathered = gathered.masked_fill((mem < 0).unsqueeze(-1), float("-inf"))
             entities = torch.logsumexp(gathered, dim=1)
             types = self.labels(feat[:, 0]) + self.counts(feat[:, 1]) + self.positions(feat[:, 2])
-            attention = torch.softmax(self.query(entities) @ self.key(H).T / math.sqrt(self.hidden), dim=-1)
             h, t = pair[:, 0], pair[:, 1]
-            shared = attention[h] * attention[t]
-            shared = shared / (shared.sum(-1, keepdim=True) + 1e-6)
-            context = shared @ H
+            context = self.localized_context(entities, H, h, t)
             zh = torch.tanh(self.head(torch.cat([entities[h], context, types[h]], dim=-1)))
             zt = torch.tanh(self.tail(torch.cat([entities[t], context, types[t]], dim=-1)))
             if steps is None:
