@@ -109,7 +109,7 @@ def evaluate_pipeline_cmd(
     output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for pipeline.json and pipeline.md"),
     name: str = typer.Option("pipeline", "--name", help="file stem of the report"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    plots: bool = typer.Option(True, "--plots/--no-plots", help="also write PNG plots (per-label P/R/F, linker recall@k) to OUTPUT/plots"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="also write PNG plots (per-label P/R/F, NER confusion, linker recall@k, relation PR curve) to OUTPUT/plots"),
 ) -> None:
     """Score and time every component of each pipeline (NER, linker, relations, textcat) on the same texts: one table."""
     from .evaluation.pipeline import evaluate_isolated, markdown
