@@ -5,8 +5,9 @@ path every node can read) and annotates batches of documents (`Dataset.map_batch
 callable class, `concurrency=workers`, `num_gpus` per actor where the cluster has GPUs, the
 pipeline then on the GPU). The driver reads the input with the local engine's readers (the
 same ids, the same corrupt-record handling), feeds the pool in windows of `window`
-documents (a million notes never sit in memory at once) and writes each record as it comes
-back, in input order, flushed: the output and `--resume` are the local engine's
+documents (a million notes never sit in memory at once), each row of the dataset one batch
+of `batch_size` documents, the batch the local engine would form (so the same padding and
+the same records), and writes each record as it comes back, in input order, flushed: the output and `--resume` are the local engine's
 (`engines.local.write_records`), so a run can be continued with either engine.
 
 `address`: None starts a local Ray instance on this machine (loopback, no dashboard) unless
@@ -27,7 +28,7 @@ from .records import doc_record
 
 
 class Annotator:
-    """One Ray actor: a loaded pipeline that turns a batch of (id, text) into records."""
+    """One Ray actor: a loaded pipeline that turns batches of (id, text) into records."""
 
     def __init__(self, model: str, with_text: bool, gpu: bool, threads: int) -> None:
         import spacy
@@ -39,17 +40,22 @@ class Annotator:
         self.nlp = spacy.load(model)
         self.with_text = with_text
 
-    def __call__(self, batch: Dict[str, object]) -> Dict[str, object]:
+    def __call__(self, rows: Dict[str, object]) -> Dict[str, object]:
+        """Each row is one pipeline batch, [[id, text], ...] as JSON: the documents the local
+        engine would batch together, so padding and results are the local engine's."""
         import numpy
 
-        ids, texts = [str(i) for i in batch["id"]], [str(t) for t in batch["text"]]
-        records, words = [], []
-        for doc, doc_id in self.nlp.pipe(zip(texts, ids), as_tuples=True, batch_size=max(1, len(texts))):
-            records.append(json.dumps(doc_record(doc_id, doc, text=self.with_text), ensure_ascii=False))
-            words.append(len(doc))
+        out = []
+        for row in rows["batch"]:
+            items = json.loads(str(row))
+            records, words = [], []
+            for doc, doc_id in self.nlp.pipe(((t, i) for i, t in items), as_tuples=True, batch_size=max(1, len(items))):
+                records.append(doc_record(doc_id, doc, text=self.with_text))
+                words.append(len(doc))
+            out.append(json.dumps({"records": records, "words": words}, ensure_ascii=False))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"record": numpy.array(records, dtype=object), "words": numpy.array(words),
-                "pid": numpy.full(len(ids), os.getpid()), "rss_mb": numpy.full(len(ids), rss)}
+        return {"result": numpy.array(out, dtype=object), "pid": numpy.full(len(out), os.getpid()),
+                "rss_mb": numpy.full(len(out), rss)}
 
 
 def _import_ray():
@@ -87,7 +93,7 @@ def annotate(
     gpus_per_worker: GPUs per actor (default: 1 where the cluster has GPUs, else 0).
     cpus_per_worker: CPUs per actor (default: on a local instance, this machine's cores
         shared among the workers; on a cluster, 1).
-    window: documents handed to the actor pool at a time.
+    window: documents handed to the actor pool at a time (rounded up to whole batches).
     """
     if not isinstance(model, (str, Path)):
         raise TypeError(Errors.E150.format(model=type(model).__name__))
@@ -111,20 +117,23 @@ def annotate(
                                               "gpus_per_worker": gpus_per_worker, "address": address or "local"}
         rss: Dict[int, float] = {}  # actor process -> its peak RSS (MB)
 
+        per_window = -(-window // batch_size) * batch_size  # whole pipeline batches
+
         def run(todo: Iterator[Tuple[str, str]]) -> Iterator[Tuple[Dict[str, object], int]]:
             while True:
-                items = [{"id": doc_id, "text": text} for text, doc_id in islice(todo, window)]
-                if not items:
+                docs = [(doc_id, text) for text, doc_id in islice(todo, per_window)]
+                if not docs:
                     return
-                blocks = max(workers, min(len(items) // batch_size + 1, 32 * workers))
-                ds = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-                    Annotator, batch_size=batch_size, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
+                rows = [{"batch": json.dumps(docs[i : i + batch_size], ensure_ascii=False)} for i in range(0, len(docs), batch_size)]
+                ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 8 * workers)).map_batches(
+                    Annotator, batch_size=1, concurrency=workers, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
                     fn_constructor_kwargs={"model": model, "with_text": with_text, "gpu": gpus_per_worker > 0,
                                            "threads": int(cpus_per_worker)},
                 )
                 for row in ds.iter_rows():
                     rss[int(row["pid"])] = max(float(row["rss_mb"]), rss.get(int(row["pid"]), 0.0))
-                    yield json.loads(row["record"]), int(row["words"])
+                    result = json.loads(row["result"])
+                    yield from zip(result["records"], result["words"])
 
         summary = write_records(input_path, output, run=run, engine="ray", on_error=on_error, resume=resume, force=force,
                                 progress=progress, report=report, **read_options)
