@@ -188,7 +188,7 @@ def markdown(results: Dict[str, Dict[str, object]]) -> str:
             for label, pr in (d.get("relations_pr") or {}).items():
                 rows += ["", (
                     f"{label} relations, {name} on {ds}: average precision {_f(pr['gold_entities']['average_precision'])} with gold entities, "
-                    f"{_f(pr['end_to_end']['average_precision'])} end to end (threshold {pr['threshold']}"
-                    + (f", relative {pr['relative_threshold']}" if pr["relative_threshold"] is not None else "") + ")."
+                    f"{_f(pr['end_to_end']['average_precision'])} end to end (threshold {pr['threshold']:.4g}"
+                    + (f", relative {pr['relative_threshold']:.4g}" if pr["relative_threshold"] is not None else "") + ")."
                 )]
     return "\n".join(rows) + "\n"
