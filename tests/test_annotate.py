@@ -105,7 +105,7 @@ def test_doc_record_of_the_whole_pipeline():
     doc.ents[0]._.kb_concept = {"id": "D009270", "name": "Naloxone", "types": ["Chemical"], "definition": None}
     doc._.medllm_rels = [relation("CID", doc.ents[0], doc.ents[1], score=0.8), relation("CID", head_id="D009270", tail_id="D007022", score=0.7)]
     doc.cats = {"ADE": 0.25}
-    rec = doc_record("x", doc)
+    rec = doc_record("x", doc, context=False)  # ConText did not run: no ConText attributes, whatever is registered
     assert rec["entities"][0] == {"text": "Naloxone", "label": "Chemical", "start": 0, "end": 8, "kb_id": "D009270", "kb_name": "Naloxone",
                                   "candidates": [["D009270", 0.9], ["D003000", 0.05]]}
     assert rec["relations"] == [{"label": "CID", "score": 0.8, "head_id": "D009270", "tail_id": "D007022", "head": 0, "tail": 1},

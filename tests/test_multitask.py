@@ -277,6 +277,13 @@ def test_chains_with_scispacy_abbreviations_and_medspacy_context(trained):
     # and the whole chain from raw text
     full = nlp(CHAIN_TEXT)
     assert all(hasattr(e._, "is_negated") for e in full.ents)
+    # `medllm annotate` writes the ConText flags of a pipeline that runs ConText
+    from spacy_medllm.engines.records import doc_record, runs_context
+
+    assert runs_context(nlp) and not runs_context(spacy.load(trained / "model-last"))
+    record = doc_record("x", doc, context=runs_context(nlp))
+    assert [(e["text"], e["is_negated"], e["is_family"]) for e in record["entities"]][:3] == [
+        ("hypotension", True, False), ("naloxone", True, False), ("hypertension", False, True)]  # "denies" scopes over both
 
 
 def predictions(nlp, texts):

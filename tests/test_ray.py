@@ -5,6 +5,7 @@ import json
 
 import pytest
 import srsly
+from spacy.tokens import Span
 from typer.testing import CliRunner
 
 from spacy_medllm.cli import app
@@ -30,6 +31,10 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def corpus(model, tmp_path_factory):  # noqa: F811
+    # a ConText attribute registered in this process (as importing medspaCy does) while the
+    # pipeline runs no ConText: no engine writes it, whatever was imported where
+    if not Span.has_extension("is_negated"):
+        Span.set_extension("is_negated", default=False)
     path = tmp_path_factory.mktemp("ray")
     with (path / "notes.jsonl").open("w", encoding="utf8") as f:
         for i, note in enumerate(NOTES):
@@ -38,6 +43,7 @@ def corpus(model, tmp_path_factory):  # noqa: F811
                 f.write("{broken\n")  # a corrupt record, line 6
     result = run(model, path / "notes.jsonl", path / "local.jsonl", "--with-text")
     assert result.exit_code == 0, result.output
+    assert "is_negated" not in (path / "local.jsonl").read_text(encoding="utf8")
     return path
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tupl
 from ..deid.io import CorruptRecord
 from ..errors import Errors
 from ..evaluation.metrics import peak_rss_mb
-from .records import doc_record, read_records
+from .records import doc_record, read_records, runs_context
 
 ON_ERROR = ("skip", "stop")
 logger = logging.getLogger(__name__)
@@ -145,8 +145,9 @@ def annotate(
     nlp = []
 
     def run(todo: Iterator[Tuple[str, str]]) -> Iterator[Tuple[Dict[str, object], int]]:
+        context = runs_context(nlp[0])
         for doc, doc_id in nlp[0].pipe(todo, as_tuples=True, batch_size=batch_size, n_process=n_process):
-            yield doc_record(doc_id, doc, text=with_text), len(doc)
+            yield doc_record(doc_id, doc, text=with_text, context=context), len(doc)
 
     input_path, output = Path(input_path), Path(output)
     check_output(input_path, output, resume=resume, force=force)  # before the pipeline loads

@@ -17,14 +17,14 @@ extra: `pip install spacy_medllm[ray]`.
 """
 import json
 import os
-import resource
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 
 from ..errors import Errors
+from ..evaluation.metrics import peak_rss_mb
 from .local import AnnotateSummary, check_output, write_records
-from .records import doc_record
+from .records import doc_record, runs_context
 
 
 class Annotator:
@@ -39,6 +39,7 @@ class Annotator:
             spacy.require_gpu()
         self.nlp = spacy.load(model)
         self.with_text = with_text
+        self.context = runs_context(self.nlp)
 
     def __call__(self, rows: Dict[str, object]) -> Dict[str, object]:
         """Each row is one pipeline batch, [[id, text], ...] as JSON: the documents the local
@@ -50,10 +51,10 @@ class Annotator:
             items = json.loads(str(row))
             records, words = [], []
             for doc, doc_id in self.nlp.pipe(((t, i) for i, t in items), as_tuples=True, batch_size=max(1, len(items))):
-                records.append(doc_record(doc_id, doc, text=self.with_text))
+                records.append(doc_record(doc_id, doc, text=self.with_text, context=self.context))
                 words.append(len(doc))
             out.append(json.dumps({"records": records, "words": words}, ensure_ascii=False))
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss = peak_rss_mb() or 0.0
         return {"result": numpy.array(out, dtype=object), "pid": numpy.full(len(out), os.getpid()),
                 "rss_mb": numpy.full(len(out), rss)}
 

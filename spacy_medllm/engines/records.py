@@ -92,15 +92,24 @@ def _table(path: Path, fmt: str, column: Optional[str], id_column: Optional[str]
         yield Record(r.position, r.text, row[id_index].strip() if id_index is not None else r.position)
 
 
+def runs_context(nlp) -> bool:
+    """Whether a pipeline sets ConText attributes (a medspaCy `medspacy_context` or another
+    component whose factory is named like it)."""
+    return any("context" in nlp.get_pipe_meta(name).factory for name in nlp.pipe_names)
+
+
 def _context(ent) -> Dict[str, bool]:
     return {a: bool(getattr(ent._, a)) for a in CONTEXT_ATTRS if ent.has_extension(a)}
 
 
-def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5, text: bool = False) -> Dict[str, Any]:
+def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5, text: bool = False, context: Optional[bool] = None) -> Dict[str, Any]:
     """The JSON object of one annotated document: its entities (text, label, character
     offsets, concept id and name, the best candidates with scores, ConText attributes where
     ConText ran), its relations (head and tail as entity indexes, label, score), its
-    categories; with `text`, the document's text too (what `medllm visualize` draws)."""
+    categories; with `text`, the document's text too (what `medllm visualize` draws).
+
+    context: whether ConText ran (`runs_context(nlp)`); None: whenever its attributes are
+        registered in this process."""
     ents = list(doc.ents)
     index = {(e.start, e.end): i for i, e in enumerate(ents)}
     entities = []
@@ -112,7 +121,8 @@ def doc_record(doc_id: str, doc: Doc, *, max_candidates: int = 5, text: bool = F
             entity["kb_name"] = e._.kb_concept.get("name")
         if e.has_extension("kb_candidates") and e._.kb_candidates:
             entity["candidates"] = [[cid, round(float(s), 4)] for cid, s in e._.kb_candidates[:max_candidates]]
-        entity.update(_context(e))
+        if context is not False:
+            entity.update(_context(e))
         entities.append(entity)
     relations = []
     for r in get_relations(doc):
