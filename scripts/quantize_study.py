@@ -2,12 +2,17 @@
 fp32 against int8 variants (`medllm quantize --keep-fp32 ...`), one process per variant.
 
     python scripts/quantize_study.py training/multitask/model-tuned --output metrics/quantize_study.json
+    python scripts/quantize_study.py training/medllm_bc5cdr --output metrics/quantize_study_channel.json \
+        --only "int8 all Linear" --only "int8, first layer fp32" --only "int8, FFN expansion fp32" --only "int8, first and last layer fp32"
+
+(`medllm quantize` scales per output channel since the first study, which was per tensor.)
 """
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -16,6 +21,9 @@ VARIANTS = {
     "int8 all Linear": [],
     "int8, attention fp32": ["attention"],
     "int8, last two layers fp32": ["encoder.layer.4.", "encoder.layer.5."],
+    "int8, first layer fp32": ["encoder.layer.0."],
+    "int8, FFN expansion fp32": ["intermediate"],
+    "int8, first and last layer fp32": ["encoder.layer.0.", "encoder.layer.5."],
 }
 
 CHILD = """
@@ -43,10 +51,13 @@ print(json.dumps(out))
 """
 
 
-def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_dev: Path = Path("corpus/ade/dev.spacy"), output: Path = typer.Option(None)) -> None:
+def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_dev: Path = Path("corpus/ade/dev.spacy"),
+         output: Path = typer.Option(None), only: List[str] = typer.Option([], help="run only these variants (repeatable)")) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, keep in VARIANTS.items():
+            if only and name not in only:
+                continue
             path = model
             if keep is not None:
                 path = Path(tmp) / name.replace(" ", "_").replace(",", "")
