@@ -85,7 +85,9 @@ def main(
                "--batch-size", str(batch_size), "--summary", str(summary_path), *args]
         typer.echo(f"{label}: {' '.join(cmd[2:])}", err=True)
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        log_path = work / "annotate.log"  # a file, not a pipe: the progress bar never fills a pipe nobody reads
+        log = log_path.open("w", encoding="utf8")
+        proc = subprocess.Popen(cmd, stderr=log, text=True)
         ps, peak = psutil.Process(proc.pid), 0.0
         while proc.poll() is None:
             try:
@@ -93,7 +95,9 @@ def main(
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.2)
-        err = proc.stderr.read()
+        proc.wait()
+        log.close()
+        err = log_path.read_text(encoding="utf8", errors="replace")
         if proc.returncode != 0:
             typer.echo(err[-3000:], err=True)
             raise typer.Exit(1)

@@ -263,6 +263,9 @@ def annotate(
         elif engine == "ray":
             from .engines.ray import annotate as run_ray
 
+            if n_process != 1:
+                typer.echo("note: --n-process is for the local engine; the Ray engine runs --workers actors", err=True)
+
             summary = run_ray(model, input_path, output, workers=workers, address=address, cpus_per_worker=cpus_per_worker,
                               gpus_per_worker=gpus_per_worker, window=window, **options)
         else:
@@ -270,7 +273,7 @@ def annotate(
     except CorruptRecord as err:
         typer.echo(f"error: {err} (the documents before it are in {output}; fix the record and run again with --resume)", err=True)
         raise typer.Exit(1)
-    except (FileNotFoundError, ValueError, OSError, ImportError) as err:
+    except (FileNotFoundError, ValueError, OSError, ImportError, RuntimeError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     info = summary.to_dict()
@@ -503,11 +506,12 @@ def visualize(
             raise ValueError(f"{output}: the output exists; pass --force to replace it")
         views = load_views(input_path, model=model, limit=limit, batch_size=batch_size, report=lambda m: typer.echo(m, err=True),
                            fmt=fmt, unit=unit, field=field, id_field=id_field, column=column, id_column=id_column)
+        meta = f"pipeline {model}" if model else f"from {input_path.name}"
+        page = render_records(views, title=title or input_path.name, meta=meta)
     except (FileNotFoundError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
-    meta = f"pipeline {model}" if model else f"from {input_path.name}"
-    write_page(render_records(views, title=title or input_path.name, meta=meta), output)
+    write_page(page, output)
     typer.echo(f"wrote {len(views)} documents to {output}", err=True)
 
 

@@ -127,10 +127,12 @@ class Errors(metaclass=ErrorsWithCodes):
     E142 = "{path}: no transformer component to quantize (pipeline: {pipes})"
     E143 = "{name}: the encoder's architecture is {arch}; `medllm quantize` handles spacy_medllm.TransformerModel.v1 and spacy-transformers.TransformerModel.v3"
     E145 = "the knowledge base holds {sources}, whose terms allow local use only: build a package KB without them (`medllm build-kb --use package`, `spacy project run build-kb-package`), or pass --local-only for a package that stays on this site"
-    # medllm annotate (E146-E151)
+    # medllm annotate (E146-E153)
     E146 = "{path}, line {line}: not an annotation record (JSON with an 'id'); --resume reads the ids already written: is this the output of medllm annotate?"
     E147 = "{path}: the output exists; pass --resume to continue it or --force to replace it"
     E148 = "{path}: the output is a folder; annotate writes one JSONL file"
     E149 = "the Ray engine needs Ray Data: pip install 'spacy_medllm[ray]' (or pip install 'ray[data]')"
     E150 = "the Ray engine loads the pipeline in every actor: give its package name or path, not a loaded {model}"
     E151 = "workers={workers}, window={window}, batch_size={batch_size}: each must be at least 1"
+    E152 = "{model}: neither a pipeline folder nor an installed pipeline package; every Ray node must be able to load it"
+    E153 = "a Ray actor failed: {error} (the documents before it are in {output}; run again with --resume)"

@@ -92,11 +92,22 @@ def check_view(record: Any, where: str) -> Dict[str, Any]:
     if not isinstance(record.get("text"), str):
         raise ValueError(f"{where}: no 'text' string (write the annotations with `medllm annotate --with-text`, or give --model)")
     n = len(record["text"])
+    for key, kind in (("entities", list), ("relations", list), ("categories", dict)):
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            raise ValueError(f"{where}: '{key}' must be a JSON {'array' if kind is list else 'object'}")
     for i, ent in enumerate(record.get("entities") or []):
-        if not isinstance(ent, dict) or not all(isinstance(ent.get(k), int) for k in ("start", "end")) or "label" not in ent:
-            raise ValueError(f"{where}: entity {i} needs integer 'start' and 'end' and a 'label'")
+        if not isinstance(ent, dict) or not all(isinstance(ent.get(k), int) for k in ("start", "end")) or not isinstance(ent.get("label"), str):
+            raise ValueError(f"{where}: entity {i} needs integer 'start' and 'end' and a string 'label'")
         if not 0 <= ent["start"] < ent["end"] <= n:
             raise ValueError(f"{where}: entity {i} offsets {ent['start']}:{ent['end']} are outside the text ({n} characters)")
+    for i, rel in enumerate(record.get("relations") or []):
+        if not isinstance(rel, dict) or not isinstance(rel.get("label", ""), str):
+            raise ValueError(f"{where}: relation {i} must be an object with a string 'label'")
+        if rel.get("score") is not None and not isinstance(rel["score"], (int, float)):
+            raise ValueError(f"{where}: relation {i}: 'score' must be a number")
+    for name, value in (record.get("categories") or {}).items():
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: category {name!r}: the score must be a number, not {value!r}")
     return record
 
 
@@ -308,7 +319,7 @@ def is_view_file(path) -> bool:
                 except ValueError:
                     return False
                 return isinstance(first, dict) and "entities" in first and isinstance(first.get("text"), str)
-    return False
+    return True  # no record at all: an empty page, not a request for a pipeline
 
 
 def load_views(input_path, *, model=None, limit: int = 0, batch_size: int = 32, report=None, **read_options) -> List[Dict[str, Any]]:
@@ -330,6 +341,7 @@ def load_views(input_path, *, model=None, limit: int = 0, batch_size: int = 32, 
     from .engines.records import read_records
     from .errors import Errors
 
+    install_extensions()
     path = Path(input_path)
     report = report or (lambda msg: None)
     if not path.exists():
@@ -386,6 +398,9 @@ def write_page(html_text: str, output) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf8") as f:
             f.write(html_text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would: the page is for sharing
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

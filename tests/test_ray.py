@@ -86,3 +86,8 @@ def test_ray_engine_needs_a_loadable_model(local_ray, trained, tmp_path):  # noq
         annotate(trained, tmp_path / "in.jsonl", tmp_path / "out.jsonl")
     with pytest.raises(ValueError, match="E151"):
         annotate("x", tmp_path / "in.jsonl", tmp_path / "out.jsonl", workers=0)
+    # a pipeline no actor could load is refused before the output is touched
+    (tmp_path / "out.jsonl").write_text("kept\n", encoding="utf8")
+    with pytest.raises(FileNotFoundError, match="E152"):
+        annotate("en_no_such_pipeline", tmp_path / "in.jsonl", tmp_path / "out.jsonl", force=True)
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf8") == "kept\n"

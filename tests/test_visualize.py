@@ -113,6 +113,10 @@ def test_bad_records_name_the_problem():
         check_view({"id": "a"}, "x.jsonl, line 3")
     with pytest.raises(ValueError, match="entity 0 offsets 5:99 are outside the text"):
         check_view({"text": "short", "entities": [{"start": 5, "end": 99, "label": "X"}]}, "doc")
+    for bad, message in (({"relations": ["x"]}, "relation 0 must be an object"), ({"categories": {"A": None}}, "category 'A'"),
+                         ({"entities": [{"start": 0, "end": 1, "label": ["a"]}]}, "string 'label'"), ({"relations": {}}, "'relations' must be")):
+        with pytest.raises(ValueError, match=message):
+            check_view({"text": "short", **bad}, "doc")
 
 
 def test_visualize_command(model, tmp_path):  # noqa: F811
@@ -135,6 +139,13 @@ def test_visualize_command(model, tmp_path):  # noqa: F811
     result = run(tmp_path / "broken.jsonl", tmp_path / "x.html")
     assert result.exit_code == 1 and "broken.jsonl, line 2: not JSON" in result.output
     assert not (tmp_path / "x.html").exists()
+    # an annotation run that wrote nothing: an empty page; pages are readable by others, as files are
+    (tmp_path / "empty.jsonl").write_text("", encoding="utf8")
+    assert run(tmp_path / "empty.jsonl", tmp_path / "empty.html").exit_code == 0
+    assert "0 documents" in (tmp_path / "empty.html").read_text(encoding="utf8")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "empty.html").stat().st_mode & 0o777 == 0o666 & ~umask
     # gold documents of a .spacy file, drawn as stored (relations between concepts)
     install_extensions()
     DocBin(store_user_data=True, docs=[cid_doc(spacy.blank("en"), t, e, p) for t, e, p in CID_TRAIN]).to_disk(tmp_path / "gold.spacy")

@@ -1,7 +1,9 @@
 """`medllm annotate --engine ray`: the same pipeline over a Ray Data dataset, with an actor pool.
 
-Each actor loads the pipeline once (`model`: a package name installed on every node, or a
-path every node can read) and annotates batches of documents (`Dataset.map_batches` with a
+Each actor loads the pipeline (`model`: a package name installed on every node, or a path
+every node can read) once per window: a pool of `workers` actors serves each window of
+`window` documents, so with the default 10,000 the load is a few seconds per actor in
+every ~10,000 documents and annotates batches of documents (`Dataset.map_batches` with a
 callable class, `concurrency=workers`, `num_gpus` per actor where the cluster has GPUs, the
 pipeline then on the GPU). The driver reads the input with the local engine's readers (the
 same ids, the same corrupt-record handling), feeds the pool in windows of `window`
@@ -102,13 +104,19 @@ def annotate(
         raise ValueError(Errors.E151.format(workers=workers, window=window, batch_size=batch_size))
     input_path, output = Path(input_path), Path(output)
     check_output(input_path, output, resume=resume, force=force)
-    model = str(Path(model).resolve()) if Path(model).exists() else str(model)
+    import spacy
+
+    if Path(model).exists():
+        model = str(Path(model).resolve())
+    elif address is None and not spacy.util.is_package(str(model)):  # a cluster's nodes may have packages this one lacks
+        raise FileNotFoundError(Errors.E152.format(model=model))
+    model = str(model)
     ray = _import_ray()
     started = start(address, num_cpus=None)
     try:
         cluster = ray.cluster_resources()
-        if gpus_per_worker is None:
-            gpus_per_worker = 1.0 if cluster.get("GPU", 0) >= 1 else 0.0
+        if gpus_per_worker is None:  # one GPU per actor, shared when there are more actors than GPUs
+            gpus_per_worker = min(1.0, float(cluster.get("GPU", 0)) / workers)
         if cpus_per_worker is None:
             cpus_per_worker = max(1.0, float(cluster.get("CPU", 1)) // workers) if address is None else 1.0
         context = ray.data.DataContext.get_current()
@@ -136,8 +144,11 @@ def annotate(
                     result = json.loads(row["result"])
                     yield from zip(result["records"], result["words"])
 
-        summary = write_records(input_path, output, run=run, engine="ray", on_error=on_error, resume=resume, force=force,
-                                progress=progress, report=report, **read_options)
+        try:
+            summary = write_records(input_path, output, run=run, engine="ray", on_error=on_error, resume=resume, force=force,
+                                    progress=progress, report=report, **read_options)
+        except ray.exceptions.RayError as err:  # an actor failed (e.g. the pipeline does not load on a node)
+            raise RuntimeError(Errors.E153.format(output=output, error=str(err).strip().splitlines()[-1][:500])) from err
         summary.workers = {**summary_workers, "actors_started": len(rss),
                            "actor_peak_rss_mb": round(max(rss.values()), 1) if rss else None}
         return summary
