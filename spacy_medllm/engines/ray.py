@@ -70,13 +70,13 @@ def _import_ray():
     return ray
 
 
-def start(address: Optional[str] = None, *, num_cpus: Optional[int] = None) -> bool:
+def start(address: Optional[str] = None) -> bool:
     """Connect to Ray (see the module docstring); RETURNS whether this call started it."""
     ray = _import_ray()
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
                  configure_logging=False)
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
@@ -112,7 +112,7 @@ def annotate(
         raise FileNotFoundError(Errors.E152.format(model=model))
     model = str(model)
     ray = _import_ray()
-    started = start(address, num_cpus=None)
+    started = start(address)
     try:
         cluster = ray.cluster_resources()
         if gpus_per_worker is None:  # one GPU per actor, shared when there are more actors than GPUs
