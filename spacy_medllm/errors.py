@@ -136,3 +136,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E151 = "workers={workers}, window={window}, batch_size={batch_size}: each must be at least 1"
     E152 = "{model}: neither a pipeline folder nor an installed pipeline package; every Ray node must be able to load it"
     E153 = "a Ray actor failed: {error} (the documents before it are in {output}; run again with --resume)"
+    # dense name encoder and index (E154-E159)
+    E154 = "{path}: {reason}"
+    E155 = "{kb} has {n} concepts with two or more names: the name encoder trains on synonym sets and needs at least 2"
+    E156 = ("{path} already holds a name-encoder checkpoint: pass --resume to continue it, or choose "
+            "another output folder")

@@ -64,10 +64,12 @@ def score_candidates(
     return counts.scores()
 
 
-def evaluate_candidates(kb_dir: Union[str, Path], datasets: Sequence[Tuple[str, Union[str, Path]]], *, ks: Sequence[int] = KS) -> Dict[str, object]:
+def evaluate_candidates(kb_dir: Union[str, Path], datasets: Sequence[Tuple[str, Union[str, Path]]], *, ks: Sequence[int] = KS,
+                        alphas: Sequence[float] = ()) -> Dict[str, object]:
     """Recall@k of the candidate generator in `kb_dir`/index on each (name, .spacy path).
 
-    RETURNS (dict): {"kb", "concepts", "load_s", "peak_rss_mb", "datasets": {name:
+    alphas: with a dense index, also score each of these TF-IDF weights (rows NAME@alpha=A).
+    RETURNS (dict): {"kb", "concepts", "load_s", "peak_rss_mb", "dense", "datasets": {name:
         {"path", "mentions_per_second", "per_label": {label: {"mentions", "id_in_kb",
         "recall@k"...}}}}}.
     """
@@ -77,17 +79,25 @@ def evaluate_candidates(kb_dir: Union[str, Path], datasets: Sequence[Tuple[str, 
     gen = CandidateGenerator.from_disk(Path(kb_dir) / "index", kb)
     kb.alias_index  # built lazily; part of what loading costs
     load_s = time.perf_counter() - t0
-    results: Dict[str, object] = {"kb": str(kb_dir), "concepts": len(kb), "load_s": round(load_s, 2), "ks": list(ks), "datasets": {}}
+    dense = None
+    if gen.dense is not None:
+        dense = {"kind": gen.dense.kind, "names": len(gen.dense), "alpha": gen.alpha, "vector_mb": round(gen.dense.memory_bytes() / 2**20, 1)}
+    results: Dict[str, object] = {"kb": str(kb_dir), "concepts": len(kb), "load_s": round(load_s, 2), "ks": list(ks), "dense": dense, "datasets": {}}
+    own = gen.alpha
+    settings = [(None, own)] + ([(a, a) for a in alphas if a != own] if gen.dense is not None else [])
     for name, path in datasets:
         mentions = gold_mentions(path)
-        t0 = time.perf_counter()
-        cands = gen([m.text for m in mentions], k=max(ks))
-        seconds = time.perf_counter() - t0
-        results["datasets"][name] = {
-            "path": str(path),
-            "mentions_per_second": round(len(mentions) / seconds) if seconds and mentions else None,
-            "per_label": score_candidates(kb, mentions, cands, ks),
-        }
+        for tag, a in settings:
+            gen.alpha = a
+            t0 = time.perf_counter()
+            cands = gen([m.text for m in mentions], k=max(ks))
+            seconds = time.perf_counter() - t0
+            results["datasets"][name if tag is None else f"{name}@alpha={a}"] = {
+                "path": str(path), "alpha": a if gen.dense is not None else None,
+                "mentions_per_second": round(len(mentions) / seconds) if seconds and mentions else None,
+                "per_label": score_candidates(kb, mentions, cands, ks),
+            }
+        gen.alpha = own
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -104,4 +114,7 @@ def markdown(results: Dict[str, object]) -> str:
             speed = f"{d['mentions_per_second']:,}" if label == "overall" and d["mentions_per_second"] is not None else ""
             lines.append(f"| {name} | {label} | {s['mentions']:,} | {s['id_in_kb']:.1f} | " + " | ".join(f"{s[f'recall@{k}']:.1f}" for k in ks) + f" | {speed} |")
     mem = "n/a" if results["peak_rss_mb"] is None else f"{results['peak_rss_mb']} MB"
-    return "\n".join(lines) + f"\n\nKB: {results['concepts']:,} concepts, loaded with its index in {results['load_s']} s; peak RSS {mem}.\n"
+    dense = results.get("dense")
+    extra = (f" Dense index: {dense['kind']}, {dense['names']:,} names, {dense['vector_mb']} MB of vectors, alpha {dense['alpha']}."
+             if dense else " TF-IDF only (no dense index).")
+    return "\n".join(lines) + f"\n\nKB: {results['concepts']:,} concepts, loaded with its index in {results['load_s']} s; peak RSS {mem}.{extra}\n"

@@ -8,6 +8,13 @@ one core, needs no index build (scispaCy's HNSW index over the same names takes
 ~20 minutes to build) and never misses a neighbour. Names that match the mention
 exactly (after case and whitespace normalization) come first with score 1.0.
 
+With a `DenseIndex` (`spacy_medllm.kb.dense`: a trained name encoder and one vector per
+name), the candidates are the union of the exact matches, the TF-IDF top k and the dense
+top k; every candidate gets both scores (its closest name's TF-IDF cosine and dense
+cosine, computed exactly for the candidates the other search found) and they are ranked
+by `alpha * tfidf + (1 - alpha) * dense` (alpha chosen on dev: `medllm
+evaluate-candidates --alpha`). The dense index lives in `index/dense/`.
+
 Everything is stored in safe formats: the vocabulary as JSON, idf and the name ->
 concept mapping as `.npy`, the name matrix as a scipy `.npz` (loaded with
 `allow_pickle=False`). The index records a fingerprint of the knowledge base it was
@@ -51,13 +58,26 @@ def _vectorizer(vocabulary: Optional[Dict[str, int]] = None) -> TfidfVectorizer:
     )
 
 
-class CandidateGenerator:
-    """Top-k concepts for mention strings, from a `KnowledgeBase`."""
+# (concept id, merged score, TF-IDF cosine, dense cosine)
+DetailedCandidate = Tuple[str, float, float, float]
 
-    def __init__(self, kb: KnowledgeBase, *, _state: Optional[dict] = None):
+
+class CandidateGenerator:
+    """Top-k concepts for mention strings, from a `KnowledgeBase`.
+
+    dense (DenseIndex): optional dense name index of the same KB (names in the same order).
+    alpha (float): weight of the TF-IDF score in the merged score (1: TF-IDF only).
+    """
+
+    def __init__(self, kb: KnowledgeBase, *, dense=None, alpha: float = 0.5, _state: Optional[dict] = None):
         self.kb = kb
+        self.dense = dense
+        self.alpha = float(alpha)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(Errors.E154.format(path="alpha", reason=f"{alpha}: the TF-IDF weight must be in [0, 1]"))
         if _state is not None:
             self.__dict__.update(_state)
+            self._concept_ranges()
             return
         names: List[str] = []
         owners: List[int] = []
@@ -69,40 +89,128 @@ class CandidateGenerator:
         self.vectorizer = _vectorizer()
         self.matrix = self.vectorizer.fit_transform(names).tocsr().astype(np.float32)
         self.owners = np.asarray(owners, dtype=np.int32)
+        self._concept_ranges()
+
+    def _concept_ranges(self) -> None:
+        # names are stored concept by concept: concept o owns rows start[o]:end[o]
+        n = len(self.concept_ids)
+        self._starts = np.searchsorted(self.owners, np.arange(n), side="left")
+        self._ends = np.searchsorted(self.owners, np.arange(n), side="right")
+        if len(self.owners) > 1 and bool((np.diff(self.owners) < 0).any()):
+            raise ValueError(Errors.E051.format(path="owners.npy", reason="names are not stored concept by concept"))
+
+    def set_dense(self, dense, alpha: Optional[float] = None) -> None:
+        """Attach (or, with None, remove) a dense index of this KB."""
+        if dense is not None and len(dense) != len(self.owners):
+            raise ValueError(Errors.E052.format(path="dense index", kb=f"this index ({len(self.owners)} names)", reason=f"it holds {len(dense)} names"))
+        self.dense = dense
+        if alpha is not None:
+            self.alpha = float(alpha)
 
     def __call__(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[Candidate]]:
         """The k best (concept_id, score) for each mention, best first.
 
         Exact name matches score 1.0; other concepts score the cosine similarity of
-        their closest name. Ties break by concept id, so results are reproducible.
+        their closest name (merged with the dense cosine when there is a dense index).
+        Ties break by concept id, so results are reproducible.
         """
-        out: List[List[Candidate]] = []
+        return [[(c[0], c[1]) for c in cs] for cs in self.detailed(mentions, k=k, chunk_size=chunk_size)]
+
+    def detailed(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[DetailedCandidate]]:
+        """Like `__call__`, with each candidate's TF-IDF and dense cosines (dense 0.0 without a dense index)."""
+        out: List[List[DetailedCandidate]] = []
         # in chunks: the similarity matrix of many mentions against ~100k names is large
         for i in range(0, len(mentions), chunk_size):
             out.extend(self._search(mentions[i : i + chunk_size], k))
         return out
 
-    def _search(self, mentions: Sequence[str], k: int) -> List[List[Candidate]]:
-        queries = self.vectorizer.transform([normalize_alias(m) for m in mentions]).astype(np.float32)
+    def _tfidf_top(self, sims, row: int, k: int) -> Dict[int, float]:
+        start, end = sims.indptr[row], sims.indptr[row + 1]
+        cols, vals = sims.indices[start:end], sims.data[start:end]
+        best: Dict[int, float] = {}
+        if len(vals):
+            # keep the k*8 best names: enough for k concepts unless concepts repeat >8 times there
+            top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
+            for j in top:
+                owner = int(self.owners[cols[j]])
+                score = float(vals[j])
+                if score > best.get(owner, -1.0):
+                    best[owner] = score
+        return best
+
+    def _name_rows(self, pairs: Sequence[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+        """(pair index, name row) of every name of each (mention, concept) pair."""
+        pair_idx, rows = [], []
+        for p, (_, owner) in enumerate(pairs):
+            r = np.arange(self._starts[owner], self._ends[owner])
+            rows.append(r)
+            pair_idx.append(np.full(len(r), p))
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(pair_idx), np.concatenate(rows)
+
+    def _pair_max(self, pair_idx: np.ndarray, values: np.ndarray, n_pairs: int) -> np.ndarray:
+        best = np.full(n_pairs, -1.0, dtype=np.float64)
+        np.maximum.at(best, pair_idx, values)
+        return np.maximum(best, 0.0)
+
+    def _search(self, mentions: Sequence[str], k: int) -> List[List[DetailedCandidate]]:
+        keys = [normalize_alias(m) for m in mentions]
+        queries = self.vectorizer.transform(keys).astype(np.float32)
         sims = (queries @ self.matrix.T).tocsr()
-        out: List[List[Candidate]] = []
-        for row, mention in enumerate(mentions):
-            start, end = sims.indptr[row], sims.indptr[row + 1]
-            cols, vals = sims.indices[start:end], sims.data[start:end]
+        tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]
+        exact = [[self.kb.resolve(cid) or cid for cid in self.kb.lookup(m)] for m in mentions]
+        position = {cid: i for i, cid in enumerate(self.concept_ids)}
+        if self.dense is None:
+            out = []
+            for row in range(len(mentions)):
+                scored = {self.concept_ids[o]: min(s, 0.9999) for o, s in tfidf[row].items()}
+                for cid in exact[row]:
+                    scored[cid] = 1.0
+                ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
+                out.append([(cid, round(s, 4), round(s, 4), 0.0) for cid, s in ranked])
+            return out
+        # dense: one query vector per distinct key
+        unique = list(dict.fromkeys(keys))
+        qvec = self.dense.encoder.encode(unique)
+        at = {key: i for i, key in enumerate(unique)}
+        qrows = np.array([at[key] for key in keys])
+        d_scores, d_rows = self.dense.search_vectors(qvec, k * 4)
+        dense_top: List[Dict[int, float]] = []
+        for row in range(len(mentions)):
             best: Dict[int, float] = {}
-            if len(vals):
-                # keep the k*8 best names: enough for k concepts unless concepts repeat >8 times there
-                top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
-                for j in top:
-                    owner = int(self.owners[cols[j]])
-                    score = float(vals[j])
-                    if score > best.get(owner, -1.0):
-                        best[owner] = score
-            scored = {self.concept_ids[o]: min(s, 0.9999) for o, s in best.items()}
-            for cid in self.kb.lookup(mention):
-                scored[cid] = 1.0
-            ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
-            out.append([(cid, round(score, 4)) for cid, score in ranked])
+            for score, name_row in zip(d_scores[qrows[row]], d_rows[qrows[row]]):
+                if name_row >= 0:
+                    owner = int(self.owners[name_row])
+                    if owner not in best:
+                        best[owner] = float(score)
+                        if len(best) == k:
+                            break
+            dense_top.append(best)
+        # every candidate of either search (and the exact matches) gets both scores
+        pairs: List[Tuple[int, int]] = []
+        for row in range(len(mentions)):
+            owners = dict.fromkeys(list(tfidf[row]) + list(dense_top[row]) + [position[c] for c in exact[row] if c in position])
+            pairs.extend((row, o) for o in owners)
+        pair_idx, name_rows = self._name_rows(pairs)
+        mention_of = np.array([p[0] for p in pairs], dtype=np.int64)
+        # TF-IDF cosine of each of the pair's names: a row-wise sparse dot product
+        q = queries[mention_of[pair_idx]]
+        t_vals = np.asarray(q.multiply(self.matrix[name_rows]).sum(axis=1)).ravel()
+        t_best = self._pair_max(pair_idx, t_vals, len(pairs))
+        d_vals = np.einsum("ij,ij->i", qvec[qrows[mention_of[pair_idx]]], self.dense.name_vectors(name_rows))
+        d_best = self._pair_max(pair_idx, d_vals, len(pairs))
+        out = []
+        merged: Dict[int, List[DetailedCandidate]] = {}
+        exact_sets = [set(e) for e in exact]
+        for p, (row, owner) in enumerate(pairs):
+            cid = self.concept_ids[owner]
+            t, d = float(min(t_best[p], 0.9999)), float(min(d_best[p], 0.9999))
+            score = 1.0 if cid in exact_sets[row] else min(self.alpha * t + (1 - self.alpha) * d, 0.9999)
+            merged.setdefault(row, []).append((cid, round(score, 4), round(t, 4), round(d, 4)))
+        for row in range(len(mentions)):
+            ranked = sorted(merged.get(row, []), key=lambda x: (-x[1], x[0]))[:k]
+            out.append(ranked)
         return out
 
     def to_disk(self, path: Union[str, Path]) -> None:
@@ -115,6 +223,9 @@ class CandidateGenerator:
         np.save(path / "idf.npy", self.vectorizer.idf_.astype(np.float32))
         np.save(path / "owners.npy", self.owners)
         sp.save_npz(path / "names.npz", self.matrix)
+        if self.dense is not None:
+            self.dense.to_disk(path / "dense")
+            srsly.write_json(path / "dense" / "merge.json", {"alpha": self.alpha})
 
     @classmethod
     def from_disk(cls, path: Union[str, Path], kb: KnowledgeBase, kb_source: Optional[str] = None) -> "CandidateGenerator":
@@ -162,7 +273,16 @@ class CandidateGenerator:
         vectorizer = _vectorizer(meta["vocabulary"])
         vectorizer.idf_ = idf
         state = {"concept_ids": list(meta["concept_ids"]), "vectorizer": vectorizer, "matrix": matrix, "owners": owners}
-        return cls(kb, _state=state)
+        generator = cls(kb, _state=state)
+        if (path / "dense" / "dense.json").exists():
+            from .dense import DenseIndex
+
+            merge_file = path / "dense" / "merge.json"
+            merge = srsly.read_json(merge_file) if merge_file.exists() else {}
+            if not isinstance(merge, dict) or not isinstance(merge.get("alpha", 0.5), (int, float)):
+                raise ValueError(Errors.E051.format(path=merge_file, reason="expected {\"alpha\": number}"))
+            generator.set_dense(DenseIndex.from_disk(path / "dense", kb), alpha=float(merge.get("alpha", 0.5)))
+        return generator
 
 
 def _load_npy(path: Path) -> np.ndarray:

@@ -38,6 +38,8 @@ class CandidateContext:
     canonical_name: the concept's name; prior, total: training counts of concept ids
     for this alias and their sum (the mention's own count left out in training);
     concept_count: training mentions of this concept (own count left out).
+    tfidf, dense: the candidate's character 3-gram TF-IDF cosine and dense name-encoder
+    cosine (0.0 without a dense index), before the generator merged them into `score`.
     """
 
     label: str
@@ -52,6 +54,9 @@ class CandidateContext:
     prior: int
     total: int
     concept_count: int
+    tfidf: float = 0.0
+    dense: float = 0.0
+    best_dense: float = 0.0
 
 
 FeatureFunction = Callable[[CandidateContext], float]
@@ -127,6 +132,12 @@ def base_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, Feature
 DEFAULT_FEATURES = list(base_features(DEFAULT_TYPE_LABELS))
 
 
+def generator_features() -> Dict[str, FeatureFunction]:
+    """The two scores a generator with a dense index merges, as separate columns (opt-in:
+    name them in `features`)."""
+    return {"tfidf": lambda c: c.tfidf, "dense": lambda c: c.dense, "dense_gap": lambda c: c.dense - c.best_dense}
+
+
 @registry.misc("spacy_medllm.linker_features.v1")
 def make_linker_features(
     type_labels: Optional[Dict[str, List[str]]] = None,
@@ -138,11 +149,14 @@ def make_linker_features(
         corresponds to (None: Chemical -> Chemical, Disease -> Disease).
     features (Optional[List[str]]): the names of the features to use, in column order
         (None: all twelve: score, exact, rank, type_match, type_conflict, prior,
-        alias_count, concept_count, expanded, score_gap, nil, canonical_name).
+        alias_count, concept_count, expanded, score_gap, nil, canonical_name). Also known,
+        for a generator with a dense index: tfidf, dense, dense_gap (the candidate's dense
+        cosine minus the best one's).
     RETURNS (LinkerFeatures): the featurizer; its length is the scorer's feature width.
     """
     known = base_features(DEFAULT_TYPE_LABELS if type_labels is None else type_labels)
     names = list(known) if features is None else list(features)
+    known.update(generator_features())
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))

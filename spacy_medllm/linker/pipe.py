@@ -248,14 +248,15 @@ class MedLinker(TrainablePipe):
         self._require_kb()
         flat = [(i, m) for i, ms in enumerate(mentions) for m in ms]
         k = self.cfg["top_k"]
-        cands = self.generator([m[1] for _, m in flat], k=k) if flat else []
+        detailed = self.generator.detailed([m[1] for _, m in flat], k=k) if flat else []
+        cands = [[(c[0], c[1]) for c in cs] for cs in detailed]
         n_rows = self.model.attrs["n_concept_rows"]
         featurizer = self.features
         feats = numpy.zeros((len(flat), k + 1, len(featurizer)), dtype="float32")
         rows = numpy.zeros((len(flat), k + 1), dtype="int64")
         mask = numpy.zeros((len(flat), k + 1), dtype="bool")
         spans = []
-        for j, ((i, (ent, text, expanded)), cs) in enumerate(zip(flat, cands)):
+        for j, ((i, (ent, text, expanded)), cs) in enumerate(zip(flat, detailed)):
             spans.append((i, ent.start, ent.end))
             mask[j, 0] = True
             featurizer.fill_nil(feats[j, 0])
@@ -267,13 +268,15 @@ class MedLinker(TrainablePipe):
                 prior[own[0]] -= 1
             total = sum(prior.values())
             best = cs[0][1] if cs else 0.0
-            for slot, (cid, score) in enumerate(cs, start=1):
+            best_dense = max((c[3] for c in cs), default=0.0)
+            for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
                 concept = self.kb[cid]
                 featurizer.fill(feats[j, slot], CandidateContext(
                     label=ent.label_, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
                     types=frozenset(concept.types), canonical_name=concept.canonical_name,
                     prior=prior.get(cid, 0), total=total,
                     concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
+                    tfidf=tfidf, dense=dense, best_dense=best_dense,
                 ))
                 rows[j, slot] = concept_row(cid, n_rows)
                 mask[j, slot] = True

