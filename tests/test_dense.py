@@ -36,7 +36,7 @@ def kb():
 
 def settings(tiny_bert, **kw):
     base = dict(encoder=str(tiny_bert), steps=60, batch_concepts=4, learn_rate=2e-3, warmup_steps=5, heldout_concepts=0,
-                save_every=10, eval_every=1000, temperature=0.1)
+                save_every=10, eval_every=1000, log_every=10, temperature=0.1)
     base.update(kw)
     return NameEncoderSettings(**base)
 

@@ -22,6 +22,7 @@ built from (its concept ids and names, hashed): loading it beside another knowle
 whose ids and names the rows would silently misname, is refused; so is a damaged file.
 """
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -225,7 +226,8 @@ class CandidateGenerator:
         sp.save_npz(path / "names.npz", self.matrix)
         if self.dense is not None:
             self.dense.to_disk(path / "dense")
-            srsly.write_json(path / "dense" / "merge.json", {"alpha": self.alpha})
+            # json, not srsly: ujson writes 0.3 as 0.30000000000000004
+            (path / "dense" / "merge.json").write_text(json.dumps({"alpha": self.alpha}), encoding="utf8")
 
     @classmethod
     def from_disk(cls, path: Union[str, Path], kb: KnowledgeBase, kb_source: Optional[str] = None) -> "CandidateGenerator":
@@ -278,7 +280,10 @@ class CandidateGenerator:
             from .dense import DenseIndex
 
             merge_file = path / "dense" / "merge.json"
-            merge = srsly.read_json(merge_file) if merge_file.exists() else {}
+            try:
+                merge = json.loads(merge_file.read_text(encoding="utf8")) if merge_file.exists() else {}
+            except ValueError as err:
+                raise ValueError(Errors.E051.format(path=merge_file, reason=f"not valid JSON ({err})")) from None
             if not isinstance(merge, dict) or not isinstance(merge.get("alpha", 0.5), (int, float)):
                 raise ValueError(Errors.E051.format(path=merge_file, reason="expected {\"alpha\": number}"))
             generator.set_dense(DenseIndex.from_disk(path / "dense", kb), alpha=float(merge.get("alpha", 0.5)))

@@ -57,7 +57,7 @@ DENSE_VERSION = 1
 FORMAT_VERSION = 1
 POOLINGS = ("mean", "cls")
 # settings a resumed run may change
-RESUMABLE = ("steps", "save_every", "eval_every", "max_minutes")
+RESUMABLE = ("steps", "save_every", "eval_every", "log_every", "max_minutes")
 
 
 def _device(gpu_id: int):
@@ -190,6 +190,7 @@ class NameEncoderSettings:
     heldout_concepts: int = 500
     eval_every: int = 500
     save_every: int = 100
+    log_every: int = 50
     max_minutes: float = 0.0
     seed: int = 0
     kb: str = ""
@@ -380,6 +381,7 @@ class NameEncoderTrainer:
         bar = tqdm(total=s.steps, initial=step, desc="name encoder", unit=" steps", file=sys.stderr,
                    disable=not self.progress, dynamic_ncols=True)
         running = None
+        window: List[float] = []
         encoder.model.train()
         try:
             while step < s.steps:
@@ -408,10 +410,13 @@ class NameEncoderTrainer:
                 seconds += dt
                 value = float(loss.detach())
                 running = value if running is None else 0.98 * running + 0.02 * value
+                window.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.3f}", names_s=f"{len(names) / dt:,.0f}")
-                if step % 50 == 0 or step % s.eval_every == 0:
-                    curve.append({"step": step, "loss": round(running, 4)})
+                if step % s.log_every == 0 or step % s.eval_every == 0 or step == s.steps:
+                    # the mean loss of the steps since the last entry
+                    curve.append({"step": step, "loss": round(sum(window) / len(window), 4)})
+                    window = []
                 if step % s.eval_every == 0 and step < s.steps:
                     encoder.model.eval()
                     curve[-1]["heldout"] = synonym_retrieval(encoder, held_sets)
