@@ -382,7 +382,8 @@ def train_name_encoder_cmd(
 def build_dense_index_cmd(
     kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
     output: Path = typer.Argument(..., help="NEW knowledge base folder: the same KB and TF-IDF index, plus index/dense/"),
-    encoder: str = typer.Option(..., "--encoder", help="name encoder (medllm train-name-encoder's model/, or any Hugging Face encoder)"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="name encoder (medllm train-name-encoder's model/, or any Hugging Face encoder)"),
+    vectors_from: Optional[Path] = typer.Option(None, "--vectors-from", help="instead of encoding: take the encoder and the name vectors of this knowledge base folder's dense index (the same KB; best an exact numpy one)"),
     kind: str = typer.Option("SQ8", "--kind", help="numpy (exact, float16) or a faiss factory string: Flat, SQ8 (exact scan, 8-bit), IVF1024,SQ8, HNSW32..."),
     alpha: float = typer.Option(0.5, "--alpha", help="weight of the TF-IDF cosine in the merged score (1 - alpha: the dense cosine)"),
     nprobe: int = typer.Option(16, help="IVF indexes: lists searched"),
@@ -395,6 +396,8 @@ def build_dense_index_cmd(
     import shutil
     import time
 
+    import numpy
+
     from .kb import CandidateGenerator, KnowledgeBase
     from .kb.dense import DenseIndex, NameEncoder
 
@@ -404,11 +407,17 @@ def build_dense_index_cmd(
         if output.exists() and not force:
             raise ValueError(f"{output}: exists; pass --force to replace it")
         t0 = time.perf_counter()
+        if (encoder is None) == (vectors_from is None):
+            raise ValueError("give --encoder (encode every name) or --vectors-from (reuse a dense index's vectors), not both or neither")
         kb = KnowledgeBase.from_disk(kb_dir)
         generator = CandidateGenerator.from_disk(kb_dir / "index", kb)
-        name_encoder = NameEncoder(encoder, gpu_id=gpu_id)
         t1 = time.perf_counter()
-        dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search)
+        if vectors_from is not None:
+            source = DenseIndex.from_disk(vectors_from / "index" / "dense", kb, gpu_id=gpu_id)
+            name_encoder, vectors = source.encoder, source.name_vectors(numpy.arange(len(source)))
+        else:
+            name_encoder, vectors = NameEncoder(encoder, gpu_id=gpu_id), None
+        dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search, vectors=vectors)
         generator.set_dense(dense, alpha=alpha)
         build_s = time.perf_counter() - t1
     except (FileNotFoundError, ValueError, OSError) as err:

@@ -231,3 +231,21 @@ def test_build_dense_index_cli(trained, kb, tmp_path):
     assert same.exit_code == 1 and "input" in same.output
     result = runner.invoke(app, ["evaluate-candidates", str(out), "--data", f"x={tmp_path / 'missing.spacy'}"])
     assert result.exit_code != 0
+
+
+def test_build_dense_index_reuses_vectors(trained, kb, tmp_path):
+    kb_dir = tmp_path / "kb"
+    kb.to_disk(kb_dir)
+    CandidateGenerator(kb).to_disk(kb_dir / "index")
+    runner = CliRunner()
+    exact = tmp_path / "exact"
+    assert runner.invoke(app, ["build-dense-index", str(kb_dir), str(exact), "--encoder", str(trained[0] / "model"), "--kind", "numpy"]).exit_code == 0
+    sq8 = tmp_path / "sq8"
+    result = runner.invoke(app, ["build-dense-index", str(kb_dir), str(sq8), "--vectors-from", str(exact), "--kind", "SQ8"])
+    assert result.exit_code == 0, result.output
+    a = CandidateGenerator.from_disk(exact / "index", kb)
+    b = CandidateGenerator.from_disk(sq8 / "index", kb)
+    assert b.dense.kind == "SQ8"
+    assert [c for c, _ in a(["kidney failure"], k=3)[0]] == [c for c, _ in b(["kidney failure"], k=3)[0]]
+    both = runner.invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "x"), "--vectors-from", str(exact), "--encoder", "y"])
+    assert both.exit_code == 1 and "not both" in both.output

@@ -139,16 +139,14 @@ class CandidateGenerator:
                     best[owner] = score
         return best
 
-    def _name_rows(self, pairs: Sequence[Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
-        """(pair index, name row) of every name of each (mention, concept) pair."""
-        pair_idx, rows = [], []
-        for p, (_, owner) in enumerate(pairs):
-            r = np.arange(self._starts[owner], self._ends[owner])
-            rows.append(r)
-            pair_idx.append(np.full(len(r), p))
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(pair_idx), np.concatenate(rows)
+    def _name_rows(self, owners: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(pair index, name row) of every name of each pair's concept (`owners`: one per pair)."""
+        starts, ends = self._starts[owners], self._ends[owners]
+        lengths = ends - starts
+        pair_idx = np.repeat(np.arange(len(owners)), lengths)
+        offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows = np.repeat(starts, lengths) + (np.arange(int(lengths.sum())) - offsets)
+        return pair_idx, rows
 
     def _pair_max(self, pair_idx: np.ndarray, values: np.ndarray, n_pairs: int) -> np.ndarray:
         best = np.full(n_pairs, -1.0, dtype=np.float64)
@@ -160,6 +158,9 @@ class CandidateGenerator:
         queries = self.vectorizer.transform(keys).astype(np.float32)
         sims = (queries @ self.matrix.T).tocsr()
         tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]
+        if self.dense is not None:
+            # the k best of the TF-IDF search join the union (not every concept of its k*8 names)
+            tfidf = [dict(sorted(t.items(), key=lambda x: -x[1])[:k]) for t in tfidf]
         exact = [[self.kb.resolve(cid) or cid for cid in self.kb.lookup(m)] for m in mentions]
         position = {cid: i for i, cid in enumerate(self.concept_ids)}
         if self.dense is None:
@@ -193,22 +194,36 @@ class CandidateGenerator:
         for row in range(len(mentions)):
             owners = dict.fromkeys(list(tfidf[row]) + list(dense_top[row]) + [position[c] for c in exact[row] if c in position])
             pairs.extend((row, o) for o in owners)
-        pair_idx, name_rows = self._name_rows(pairs)
         mention_of = np.array([p[0] for p in pairs], dtype=np.int64)
-        # TF-IDF cosine of each of the pair's names: a row-wise sparse dot product
-        q = queries[mention_of[pair_idx]]
-        t_vals = np.asarray(q.multiply(self.matrix[name_rows]).sum(axis=1)).ravel()
-        t_best = self._pair_max(pair_idx, t_vals, len(pairs))
-        d_vals = np.einsum("ij,ij->i", qvec[qrows[mention_of[pair_idx]]], self.dense.name_vectors(name_rows))
-        d_best = self._pair_max(pair_idx, d_vals, len(pairs))
+        # a search's own score is exact for the candidates it found (the concept's best name);
+        # the other score is computed from each of the pair's names (row-wise dot products)
+        t_best = np.array([tfidf[r].get(o, -1.0) for r, o in pairs], dtype=np.float64)
+        d_best = np.array([dense_top[r].get(o, -1.0) for r, o in pairs], dtype=np.float64)
+        for which, known in (("tfidf", t_best), ("dense", d_best)):
+            todo = np.flatnonzero(known < 0)
+            if not len(todo):
+                continue
+            pair_idx, name_rows = self._name_rows(np.array([pairs[p][1] for p in todo], dtype=np.int64))
+            vals = np.zeros(len(name_rows), dtype=np.float32)
+            block = 32768  # a batch's candidates can have hundreds of thousands of names
+            for b in range(0, len(name_rows), block):
+                rows, mrow = name_rows[b : b + block], mention_of[todo[pair_idx[b : b + block]]]
+                if which == "tfidf":
+                    vals[b : b + block] = np.asarray(queries[mrow].multiply(self.matrix[rows]).sum(axis=1)).ravel()
+                else:
+                    vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(rows))
+            known[todo] = self._pair_max(pair_idx, vals, len(todo))
+        t_best, d_best = np.maximum(t_best, 0.0), np.maximum(d_best, 0.0)
         out = []
         merged: Dict[int, List[DetailedCandidate]] = {}
         exact_sets = [set(e) for e in exact]
+        t_r = np.round(np.minimum(t_best, 0.9999), 4)
+        d_r = np.round(np.minimum(d_best, 0.9999), 4)
+        m_r = np.round(np.minimum(self.alpha * np.minimum(t_best, 0.9999) + (1 - self.alpha) * np.minimum(d_best, 0.9999), 0.9999), 4)
         for p, (row, owner) in enumerate(pairs):
             cid = self.concept_ids[owner]
-            t, d = float(min(t_best[p], 0.9999)), float(min(d_best[p], 0.9999))
-            score = 1.0 if cid in exact_sets[row] else min(self.alpha * t + (1 - self.alpha) * d, 0.9999)
-            merged.setdefault(row, []).append((cid, round(score, 4), round(t, 4), round(d, 4)))
+            score = 1.0 if cid in exact_sets[row] else float(m_r[p])
+            merged.setdefault(row, []).append((cid, score, float(t_r[p]), float(d_r[p])))
         for row in range(len(mentions)):
             ranked = sorted(merged.get(row, []), key=lambda x: (-x[1], x[0]))[:k]
             out.append(ranked)

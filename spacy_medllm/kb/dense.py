@@ -60,6 +60,14 @@ POOLINGS = ("mean", "cls")
 RESUMABLE = ("steps", "save_every", "eval_every", "log_every", "max_minutes")
 
 
+def _faiss():
+    """faiss, imported without its loader's INFO lines about which SIMD build it found."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def _device(gpu_id: int):
     import torch
 
@@ -499,8 +507,7 @@ class DenseIndex:
     def _apply_params(self) -> None:
         if self.index is None:
             return
-        import faiss
-
+        faiss = _faiss()
         inner = faiss.downcast_index(self.index)
         if hasattr(inner, "nprobe"):
             inner.nprobe = self.nprobe
@@ -563,8 +570,7 @@ class DenseIndex:
     def memory_bytes(self) -> int:
         """Bytes of the vectors or index (what a larger KB scales)."""
         if self.index is not None:
-            import faiss
-
+            faiss = _faiss()
             return int(faiss.serialize_index(self.index).nbytes)
         return int(self.vectors.nbytes)
 
@@ -575,8 +581,7 @@ class DenseIndex:
         self.encoder.save(path / "encoder")
         np.save(path / "owners.npy", self.owners)
         if self.index is not None:
-            import faiss
-
+            faiss = _faiss()
             faiss.write_index(self.index, str(path / "vectors.faiss"))
         else:
             np.save(path / "vectors.npy", self.vectors)
@@ -617,8 +622,7 @@ class DenseIndex:
             if vectors.shape != (n, dim):
                 raise ValueError(Errors.E051.format(path=path / "vectors.npy", reason=f"expected shape {(n, dim)}, found {vectors.shape}"))
         else:
-            import faiss
-
+            faiss = _faiss()
             file = path / "vectors.faiss"
             if not file.exists():
                 raise FileNotFoundError(Errors.E003.format(path=file))
@@ -637,7 +641,7 @@ class DenseIndex:
 
 def build_faiss(vectors: np.ndarray, kind: str):
     """A trained faiss inner-product index of `kind` (a factory string) holding `vectors`."""
-    import faiss
+    faiss = _faiss()
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     try:
@@ -647,6 +651,10 @@ def build_faiss(vectors: np.ndarray, kind: str):
     if not index.is_trained:
         rng = np.random.default_rng(0)
         sample = vectors[rng.choice(len(vectors), size=min(len(vectors), 262144), replace=False)]
-        index.train(sample)
+        try:
+            index.train(sample)
+        except RuntimeError as err:
+            reason = str(err).strip().splitlines()[-1]
+            raise ValueError(Errors.E154.format(path=kind, reason=f"cannot train it on {len(sample):,} vectors ({reason})")) from None
     index.add(vectors)
     return index
