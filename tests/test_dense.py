@@ -249,3 +249,17 @@ def test_build_dense_index_reuses_vectors(trained, kb, tmp_path):
     assert [c for c, _ in a(["kidney failure"], k=3)[0]] == [c for c, _ in b(["kidney failure"], k=3)[0]]
     both = runner.invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "x"), "--vectors-from", str(exact), "--encoder", "y"])
     assert both.exit_code == 1 and "not both" in both.output
+
+
+def test_query_cache_gives_the_encoder_vectors_and_stays_bounded(trained, kb):
+    encoder = NameEncoder(trained[0] / "model")
+    index = DenseIndex.build(kb, encoder, kind="numpy", progress=False)
+    index.cache_size = 3
+    keys = ["narcan", "kidney failure", "fits", "ache"]
+    first = index.encode_queries(keys)
+    assert len(index._cache) == 3 and "narcan" not in index._cache
+    again = index.encode_queries(keys[::-1])
+    assert numpy.allclose(again[::-1], first, atol=1e-6)
+    assert numpy.allclose(first, encoder.encode(keys), atol=1e-6)
+    gen = CandidateGenerator(kb, dense=index)
+    assert gen(["Kidney Failure"], k=2) == gen(["kidney failure"], k=2)

@@ -174,7 +174,7 @@ class CandidateGenerator:
             return out
         # dense: one query vector per distinct key
         unique = list(dict.fromkeys(keys))
-        qvec = self.dense.encoder.encode(unique)
+        qvec = self.dense.encode_queries(unique)
         at = {key: i for i, key in enumerate(unique)}
         qrows = np.array([at[key] for key in keys])
         d_scores, d_rows = self.dense.search_vectors(qvec, k * 4)

@@ -36,6 +36,7 @@ index file (faiss's own binary format: no pickle, no code).
 """
 import logging
 import math
+from collections import OrderedDict
 import shutil
 import sys
 import time
@@ -57,6 +58,8 @@ DENSE_VERSION = 1
 FORMAT_VERSION = 1
 POOLINGS = ("mean", "cls")
 # settings a resumed run may change
+# distinct mention vectors a DenseIndex keeps (16,384 x 384 floats: 25 MB)
+QUERY_CACHE = 16384
 RESUMABLE = ("steps", "save_every", "eval_every", "log_every", "max_minutes")
 
 
@@ -480,7 +483,32 @@ class DenseIndex:
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.fingerprint = fingerprint
+        # mention -> vector of the latest distinct mentions (in memory only, never saved):
+        # documents repeat their mentions, and encoding is most of a dense search's time
+        self.cache_size = QUERY_CACHE
+        self._cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self._apply_params()
+
+    def encode_queries(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors of normalized mention keys (distinct), through the query cache."""
+        out = np.zeros((len(keys), self.encoder.dim), dtype=np.float32)
+        todo = []
+        for i, key in enumerate(keys):
+            vec = self._cache.get(key)
+            if vec is None:
+                todo.append(i)
+            else:
+                self._cache.move_to_end(key)
+                out[i] = vec
+        if todo:
+            fresh = self.encoder.encode([keys[i] for i in todo])
+            out[todo] = fresh
+            if self.cache_size:
+                for i, vec in zip(todo, fresh):
+                    self._cache[keys[i]] = vec
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return out
 
     @classmethod
     def build(cls, kb: KnowledgeBase, encoder: NameEncoder, *, kind: str = "numpy", nprobe: int = 16,
