@@ -212,8 +212,19 @@ def time_components(
 
 
 def peak_rss_mb() -> Optional[float]:
-    """The peak resident memory of this process in MB: `resource` on Unix, psutil's
-    peak working set on Windows (when psutil is installed), else None."""
+    """The peak resident memory of this process in MB: VmHWM on Linux, `resource` on other
+    Unix systems, psutil's peak working set on Windows (when psutil is installed), else None.
+
+    Not `ru_maxrss` on Linux: it survives exec, so a process spawned from a large parent
+    (multiprocessing's spawn forks, then execs) reports the parent's size at the fork.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     if resource is not None:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
