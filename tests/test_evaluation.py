@@ -106,6 +106,7 @@ def test_peak_memory_without_resource(monkeypatch):
 
     assert evaluate.peak_rss_mb is metrics.peak_rss_mb and evaluate.markdown_table is markdown_table
     assert isinstance(metrics.peak_rss_mb(), float)
+    monkeypatch.setattr(metrics, "PROC_STATUS", "/nonexistent/status")  # not Linux
     monkeypatch.setattr(metrics, "resource", None)
     monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
     assert metrics.peak_rss_mb() is None
@@ -117,6 +118,15 @@ def test_peak_memory_without_resource(monkeypatch):
     assert metrics.peak_rss_mb() is None  # no peak to report
     result = {"tiny": {"peak_rss_mb": None, "datasets": {"gold": {"words_per_second": 10, "overall": {"p": 1.0, "r": 1.0, "f": 1.0}, "per_type": {}}}}}
     assert markdown_table(result).splitlines()[-1] == "| tiny | gold | overall | 1.00 | 1.00 | 1.00 | 10 | n/a |"
+
+
+def test_peak_memory_reads_vmhwm_on_linux(monkeypatch, tmp_path):
+    """Linux: VmHWM of /proc/self/status (ru_maxrss survives exec: a spawned child would
+    report its parent's size)."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9999999 kB\nVmHWM:\t  524288 kB\nVmRSS:\t 1000 kB\n", encoding="ascii")
+    monkeypatch.setattr(metrics, "PROC_STATUS", str(status))
+    assert metrics.peak_rss_mb() == 512.0
 
 
 # ---- NER ------------------------------------------------------------------------------------------

@@ -211,6 +211,9 @@ def time_components(
     return out, times
 
 
+PROC_STATUS = "/proc/self/status"
+
+
 def peak_rss_mb() -> Optional[float]:
     """The peak resident memory of this process in MB: VmHWM on Linux, `resource` on other
     Unix systems, psutil's peak working set on Windows (when psutil is installed), else None.
@@ -219,7 +222,7 @@ def peak_rss_mb() -> Optional[float]:
     (multiprocessing's spawn forks, then execs) reports the parent's size at the fork.
     """
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(PROC_STATUS, encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return round(int(line.split()[1]) / 1024, 1)
