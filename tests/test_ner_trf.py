@@ -150,6 +150,7 @@ def test_package_imports_without_resource():
         "import importlib, pkgutil, spacy_medllm\n"
         "for m in pkgutil.walk_packages(spacy_medllm.__path__, 'spacy_medllm.'):\n"
         "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+        "import spacy_medllm.evaluation.metrics as metrics; metrics.PROC_STATUS = '/nonexistent/status'  # not Linux\n"
         "from spacy_medllm.evaluate import peak_rss_mb; print(peak_rss_mb())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
