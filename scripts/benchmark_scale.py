@@ -24,7 +24,6 @@ Loads are measured in a fresh process (peak RSS of that process alone).
 Writes OUT_DIR/scale.json and OUT_DIR/scale.md.
 """
 import argparse
-import json
 import multiprocessing as mp
 import random
 import re
@@ -39,7 +38,7 @@ import numpy as np
 from spacy_medllm.evaluation.candidates import gold_mentions
 from spacy_medllm.evaluation.metrics import peak_rss_mb, write_report
 from spacy_medllm.kb import CandidateGenerator, KnowledgeBase
-from spacy_medllm.kb.dense import DenseIndex, build_faiss, kb_names
+from spacy_medllm.kb.dense import build_faiss, exact_top_k, kb_names
 
 QUALIFIERS = ["nos", "unspecified", "(disorder)", "(substance)", "[x]", "finding", "product", "nec"]
 
@@ -81,7 +80,6 @@ def scaled_kb(kb: KnowledgeBase, n_names: int, mrconso: Path = None, seed: int =
     sources = {}
     if mrconso is not None:
         position = {c.concept_id: i for i, c in enumerate(concepts)}
-        extra = {}
         with open(mrconso, encoding="utf8") as f:
             for line in f:
                 row = line.rstrip("\n").split("|")
@@ -122,7 +120,6 @@ def scaled_kb(kb: KnowledgeBase, n_names: int, mrconso: Path = None, seed: int =
             if total >= n_names:
                 break
     big = KnowledgeBase(concepts)
-    # the rows of the added names in the big KB's name order
     return big, sources
 
 
@@ -158,19 +155,6 @@ def dir_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in files) / 2**20, 1)
 
 
-def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_i = np.full((len(queries), k), -1, dtype=np.int64)
-    for start in range(0, len(vectors), 65536):
-        sims = queries @ vectors[start : start + 65536].T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        cs = np.concatenate([best_s, np.take_along_axis(sims, top, 1)], 1)
-        ci = np.concatenate([best_i, top + start], 1)
-        keep = np.argpartition(-cs, k - 1, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(cs, keep, 1), np.take_along_axis(ci, keep, 1)
-    return best_i
-
-
 def bench_tfidf(kb: KnowledgeBase, mentions, work: Path, label: str) -> dict:
     kb_path = work / f"{label}_kb.msgpack"
     t0 = time.perf_counter()
@@ -192,7 +176,7 @@ def bench_dense(vectors: np.ndarray, queries: np.ndarray, kinds, work: Path, lab
     import faiss
 
     rows = []
-    truth = exact_top(vectors, queries, 10)
+    truth = exact_top_k(vectors, queries, 10, block=65536)[1]
     for kind in kinds:
         t0 = time.perf_counter()
         index = build_faiss(vectors, kind)
@@ -246,7 +230,7 @@ def main() -> None:
     t0 = time.perf_counter()
     queries = dense.encoder.encode(mention_texts)
     encode_rate = len(mention_texts) / (time.perf_counter() - t0)
-    names, _ = kb_names(kb)
+    names, owners = kb_names(kb)
     sample = random.Random(1).sample(names, min(2000, len(names)))
     t0 = time.perf_counter()
     dense.encoder.encode(sample)
@@ -292,7 +276,7 @@ def main() -> None:
     sigma = float(np.sqrt((1 / target**2 - 1) / dim))
     results["synthetic_vectors"] = {"median_variant_cosine": round(target, 4), "sigma": round(sigma, 5), "encoded": args.encode,
                                     "variant_pairs": len(pairs)}
-    base_of = {(int(o), n): r for r, (n, o) in enumerate(zip(names, kb_names(kb)[1]))}
+    base_of = {(int(o), n): r for r, (n, o) in enumerate(zip(names, owners))}
     big_vectors = np.empty((len(big_names), dim), dtype=np.float32)
     copy_rows, copy_src, encode_rows = [], [], []
     for r, (n, o) in enumerate(zip(big_names, big_owners)):
@@ -343,7 +327,7 @@ def markdown(results: dict) -> str:
                  f"mentions/s of the whole generator (top 30), of dense rows faiss searches/s (top 10) on encoded mention vectors.")
     if sv and not sv.get("encoded"):
         lines.append(f"Dense rows at scale: the KB's real name vectors plus, for each generated name, its source name's vector with "
-                     f"Gaussian noise (sigma {sv['sigma']}, matching the median cosine {sv['median_variant_cosine']} of 2,000 really "
+                     f"Gaussian noise (sigma {sv['sigma']}, matching the median cosine {sv['median_variant_cosine']} of {sv.get('variant_pairs', 2000):,} really "
                      f"encoded variants to their source). Load and RSS: a fresh process loading the KB and that index alone.")
     return "\n".join(lines) + "\n"
 

@@ -398,6 +398,7 @@ def build_dense_index_cmd(
 
     import numpy
 
+    from .io import swap_dir
     from .kb import CandidateGenerator, KnowledgeBase
     from .kb.dense import DenseIndex, NameEncoder
 
@@ -428,9 +429,7 @@ def build_dense_index_cmd(
         shutil.rmtree(tmp)
     kb.to_disk(tmp)
     generator.to_disk(tmp / "index")
-    if output.exists():
-        shutil.rmtree(output)
-    tmp.rename(output)
+    swap_dir(tmp, output)
     size = sum(f.stat().st_size for f in (output / "index" / "dense").rglob("*") if f.is_file())
     typer.echo(f"dense index ({kind}): {len(dense):,} names in {build_s:.1f} s, {dense.memory_bytes() / 2**20:.1f} MB of vectors, "
                f"{size / 2**20:.1f} MB on disk with the encoder; alpha {alpha}; total {time.perf_counter() - t0:.1f} s", err=True)

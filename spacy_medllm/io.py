@@ -6,8 +6,9 @@ malformed line is reported the same way everywhere: by file, line and reason. Ea
 raises its own subclass of `FileFormatError` (`spacy_medllm.corpus.base.CorpusError` for a
 corpus, `VocabularyError` for a vocabulary, a knowledge base source or a graph file).
 """
+import shutil
 from pathlib import Path
-from typing import Iterable, Optional, Tuple, Type, Union
+from typing import Callable, Iterable, Optional, Tuple, Type, Union
 
 from .errors import Errors
 
@@ -56,3 +57,35 @@ def decode(data: bytes, path: Union[str, Path], encoding: str = "utf-8", *, erro
         raise error(
             path, line, f"not valid {encoding} at byte {err.start} ({err.reason}); re-encode the file as UTF-8"
         ) from None
+
+
+def swap_dir(tmp: Union[str, Path], target: Union[str, Path]) -> None:
+    """Put the finished folder `tmp` at `target`. An existing `target` is moved aside first and
+    removed only once `tmp` is in place: an interruption leaves one of them whole."""
+    tmp, target = Path(tmp), Path(target)
+    old = target.with_name(target.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(output: Union[str, Path], save_model: Callable[[Path], None], optimizer, scheduler, state: dict) -> None:
+    """A training run's OUTPUT/checkpoint: what `save_model(folder)` writes, optimizer.pt
+    (optimizer and scheduler state, tensors only: read back with weights_only=True) and
+    state.json, swapped in whole (`swap_dir`)."""
+    import srsly
+    import torch
+
+    output = Path(output)
+    tmp = output / "checkpoint.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_model(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    srsly.write_json(tmp / "state.json", state)
+    swap_dir(tmp, output / "checkpoint")

@@ -34,6 +34,15 @@ def kb():
     return KnowledgeBase(CONCEPTS)
 
 
+@pytest.fixture
+def kb_dir(kb, tmp_path):
+    """The KB as `medllm build-kb` writes it: kb.msgpack and its TF-IDF index."""
+    path = tmp_path / "kb"
+    kb.to_disk(path)
+    CandidateGenerator(kb).to_disk(path / "index")
+    return path
+
+
 def settings(tiny_bert, **kw):
     base = dict(encoder=str(tiny_bert), steps=60, batch_concepts=4, learn_rate=2e-3, warmup_steps=5, heldout_concepts=0,
                 save_every=10, eval_every=1000, log_every=10, temperature=0.1)
@@ -214,10 +223,7 @@ def test_linker_with_dense_candidates_through_nlp_to_disk(trained, kb, tmp_path)
     assert [k for doc in before for k, _ in doc] == ["D009270", "D007022", "D051437", "D005334"]
 
 
-def test_build_dense_index_cli(trained, kb, tmp_path):
-    kb_dir = tmp_path / "kb"
-    kb.to_disk(kb_dir)
-    CandidateGenerator(kb).to_disk(kb_dir / "index")
+def test_build_dense_index_cli(trained, kb, kb_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "kb_dense"
     args = ["build-dense-index", str(kb_dir), str(out), "--encoder", str(trained[0] / "model"), "--kind", "numpy", "--alpha", "0.4"]
@@ -233,10 +239,7 @@ def test_build_dense_index_cli(trained, kb, tmp_path):
     assert result.exit_code != 0
 
 
-def test_build_dense_index_reuses_vectors(trained, kb, tmp_path):
-    kb_dir = tmp_path / "kb"
-    kb.to_disk(kb_dir)
-    CandidateGenerator(kb).to_disk(kb_dir / "index")
+def test_build_dense_index_reuses_vectors(trained, kb, kb_dir, tmp_path):
     runner = CliRunner()
     exact = tmp_path / "exact"
     assert runner.invoke(app, ["build-dense-index", str(kb_dir), str(exact), "--encoder", str(trained[0] / "model"), "--kind", "numpy"]).exit_code == 0

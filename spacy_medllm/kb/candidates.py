@@ -95,6 +95,7 @@ class CandidateGenerator:
     def _concept_ranges(self) -> None:
         # names are stored concept by concept: concept o owns rows start[o]:end[o]
         n = len(self.concept_ids)
+        self._position = {cid: i for i, cid in enumerate(self.concept_ids)}
         self._starts = np.searchsorted(self.owners, np.arange(n), side="left")
         self._ends = np.searchsorted(self.owners, np.arange(n), side="right")
         if len(self.owners) > 1 and bool((np.diff(self.owners) < 0).any()):
@@ -161,8 +162,7 @@ class CandidateGenerator:
         if self.dense is not None:
             # the k best of the TF-IDF search join the union (not every concept of its k*8 names)
             tfidf = [dict(sorted(t.items(), key=lambda x: -x[1])[:k]) for t in tfidf]
-        exact = [[self.kb.resolve(cid) or cid for cid in self.kb.lookup(m)] for m in mentions]
-        position = {cid: i for i, cid in enumerate(self.concept_ids)}
+        exact = [self.kb.lookup(m) for m in mentions]
         if self.dense is None:
             out = []
             for row in range(len(mentions)):
@@ -172,27 +172,17 @@ class CandidateGenerator:
                 ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
                 out.append([(cid, round(s, 4), round(s, 4), 0.0) for cid, s in ranked])
             return out
-        # dense: one query vector per distinct key
+        # dense: one query vector and one search per distinct key
         unique = list(dict.fromkeys(keys))
         qvec = self.dense.encode_queries(unique)
         at = {key: i for i, key in enumerate(unique)}
         qrows = np.array([at[key] for key in keys])
-        d_scores, d_rows = self.dense.search_vectors(qvec, k * 4)
-        dense_top: List[Dict[int, float]] = []
-        for row in range(len(mentions)):
-            best: Dict[int, float] = {}
-            for score, name_row in zip(d_scores[qrows[row]], d_rows[qrows[row]]):
-                if name_row >= 0:
-                    owner = int(self.owners[name_row])
-                    if owner not in best:
-                        best[owner] = float(score)
-                        if len(best) == k:
-                            break
-            dense_top.append(best)
+        top = self.dense.top_concepts(qvec, k)
+        dense_top = [top[q] for q in qrows]
         # every candidate of either search (and the exact matches) gets both scores
         pairs: List[Tuple[int, int]] = []
         for row in range(len(mentions)):
-            owners = dict.fromkeys(list(tfidf[row]) + list(dense_top[row]) + [position[c] for c in exact[row] if c in position])
+            owners = dict.fromkeys(list(tfidf[row]) + list(dense_top[row]) + [self._position[c] for c in exact[row] if c in self._position])
             pairs.extend((row, o) for o in owners)
         mention_of = np.array([p[0] for p in pairs], dtype=np.int64)
         # a search's own score is exact for the candidates it found (the concept's best name);
@@ -256,14 +246,7 @@ class CandidateGenerator:
             if not (path / name).exists():
                 raise FileNotFoundError(Errors.E003.format(path=path / name))
         meta_file = path / "index.json"
-        try:
-            meta = srsly.read_json(meta_file)
-        except ValueError as err:
-            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not valid JSON ({err})")) from None
-        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not a {INDEX_FORMAT} file"))
-        if not isinstance(meta.get("version"), int) or meta["version"] > INDEX_VERSION:
-            raise ValueError(Errors.E011.format(path=meta_file, version=meta.get("version"), supported=INDEX_VERSION))
+        meta = read_meta(meta_file, INDEX_FORMAT, INDEX_VERSION)
         if not isinstance(meta.get("vocabulary"), dict) or not isinstance(meta.get("concept_ids"), list):
             raise ValueError(Errors.E051.format(path=meta_file, reason="'vocabulary' or 'concept_ids' missing"))
         kb_name = kb_source or f"the given one ({len(kb)} concepts)"
@@ -303,6 +286,22 @@ class CandidateGenerator:
                 raise ValueError(Errors.E051.format(path=merge_file, reason="expected {\"alpha\": number}"))
             generator.set_dense(DenseIndex.from_disk(path / "dense", kb), alpha=float(merge.get("alpha", 0.5)))
         return generator
+
+
+def read_meta(meta_file: Path, fmt: str, version: int) -> dict:
+    """The JSON header of an index file: missing (E003), not JSON or not `fmt` (E051), or
+    newer than `version` (E011) is refused, naming the file."""
+    if not meta_file.exists():
+        raise FileNotFoundError(Errors.E003.format(path=meta_file))
+    try:
+        meta = srsly.read_json(meta_file)
+    except ValueError as err:
+        raise ValueError(Errors.E051.format(path=meta_file, reason=f"not valid JSON ({err})")) from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise ValueError(Errors.E051.format(path=meta_file, reason=f"not a {fmt} file"))
+    if not isinstance(meta.get("version"), int) or meta["version"] > version:
+        raise ValueError(Errors.E011.format(path=meta_file, version=meta.get("version"), supported=version))
+    return meta
 
 
 def _load_npy(path: Path) -> np.ndarray:

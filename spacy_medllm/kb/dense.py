@@ -35,9 +35,7 @@ the pipeline: the encoder as safetensors, the vectors as `.npy` (float16) or a f
 index file (faiss's own binary format: no pickle, no code).
 """
 import logging
-import math
 from collections import OrderedDict
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +46,7 @@ import numpy as np
 import srsly
 
 from ..errors import Errors
+from ..io import save_checkpoint
 from .knowledge_base import KnowledgeBase, normalize_alias
 
 logger = logging.getLogger(__name__)
@@ -71,16 +70,6 @@ def _faiss():
     return faiss
 
 
-def _device(gpu_id: int):
-    import torch
-
-    if gpu_id >= 0:
-        if not torch.cuda.is_available():
-            raise ValueError(Errors.E081.format(gpu_id=gpu_id))
-        return torch.device(f"cuda:{gpu_id}")
-    return torch.device("cpu")
-
-
 class NameEncoder:
     """Names -> L2-normalized vectors, with a Hugging Face encoder.
 
@@ -95,6 +84,7 @@ class NameEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         from ..layers.encoder import resolve_encoder
+        from ..pretrain.mlm import _device, layer_stack
 
         src = Path(path)
         meta = {}
@@ -110,7 +100,7 @@ class NameEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, use_fast=True)
         self.model = AutoModel.from_pretrained(self.path)
         if layers:
-            stack = _layer_stack(self.model)
+            stack = layer_stack(self.model)
             if stack is None or layers > len(stack):
                 total = "no layer stack this code knows" if stack is None else f"{len(stack)} layers"
                 raise ValueError(Errors.E154.format(path=path, reason=f"layers={layers}, the encoder has {total}"))
@@ -165,19 +155,6 @@ class NameEncoder:
         self.model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
         srsly.write_json(path / ENCODER_META, {"pooling": self.pooling, "max_length": self.max_length})
-
-
-def _layer_stack(model):
-    """The ModuleList of transformer blocks of a Hugging Face encoder (None: unknown layout)."""
-    for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
-        obj = model
-        try:
-            for name in path:
-                obj = getattr(obj, name)
-        except AttributeError:
-            continue
-        return obj
-    return None
 
 
 # ---- training --------------------------------------------------------------------------
@@ -298,21 +275,7 @@ class NameEncoderTrainer:
         self.s = NameEncoderSettings(**saved)
 
     def save_checkpoint(self, encoder: NameEncoder, optimizer, scheduler, state: dict) -> None:
-        import torch
-
-        ckpt, tmp, old = (self.output / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        encoder.save(tmp / "model")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-        srsly.write_json(tmp / "state.json", state)
-        # swap in place: an interrupted save leaves the previous checkpoint whole
-        if ckpt.exists():
-            ckpt.rename(old)
-        tmp.rename(ckpt)
-        if old.exists():
-            shutil.rmtree(old)
+        save_checkpoint(self.output, lambda tmp: encoder.save(tmp / "model"), optimizer, scheduler, state)
 
     def load_checkpoint(self) -> Optional[dict]:
         ckpt = self.output / "checkpoint"
@@ -561,25 +524,11 @@ class DenseIndex:
         if self.index is not None:
             scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
             return scores, rows
-        best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        best_i = np.full((len(queries), k), -1, dtype=np.int64)
-        block = 32768
-        for start in range(0, len(self.vectors), block):
-            sims = queries @ self.vectors[start : start + block].astype(np.float32).T
-            kk = min(k, sims.shape[1])
-            top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-            cand_s = np.concatenate([best_s, np.take_along_axis(sims, top, 1)], 1)
-            cand_i = np.concatenate([best_i, top + start], 1)
-            keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-            best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
-        order = np.argsort(-best_s, axis=1, kind="stable")
-        return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+        return exact_top_k(self.vectors, queries, k)
 
-    def search(self, mentions: Sequence[str], k: int, names_per_concept: int = 4) -> List[Dict[int, float]]:
-        """For each mention, {concept row: cosine of its nearest name} of its k best concepts."""
-        if not mentions:
-            return []
-        queries = self.encoder.encode([normalize_alias(m) for m in mentions])
+    def top_concepts(self, queries: np.ndarray, k: int, names_per_concept: int = 4) -> List[Dict[int, float]]:
+        """For each query vector, {concept row: cosine of its nearest name} of its k best
+        concepts, from the k * names_per_concept nearest names."""
         scores, rows = self.search_vectors(queries, k * names_per_concept)
         out: List[Dict[int, float]] = []
         for srow, irow in zip(scores, rows):
@@ -594,6 +543,12 @@ class DenseIndex:
                         break
             out.append(best)
         return out
+
+    def search(self, mentions: Sequence[str], k: int, names_per_concept: int = 4) -> List[Dict[int, float]]:
+        """For each mention, {concept row: cosine of its nearest name} of its k best concepts."""
+        if not mentions:
+            return []
+        return self.top_concepts(self.encoder.encode([normalize_alias(m) for m in mentions]), k, names_per_concept)
 
     def memory_bytes(self) -> int:
         """Bytes of the vectors or index (what a larger KB scales)."""
@@ -623,20 +578,11 @@ class DenseIndex:
     def from_disk(cls, path: Union[str, Path], kb: Optional[KnowledgeBase] = None, *, gpu_id: int = -1) -> "DenseIndex":
         """Load an index written by `to_disk`; a damaged file or an index of another KB is
         refused (E051, E052), naming the file."""
-        from .candidates import _load_npy, kb_fingerprint
+        from .candidates import _load_npy, kb_fingerprint, read_meta
 
         path = Path(path)
         meta_file = path / "dense.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(Errors.E003.format(path=meta_file))
-        try:
-            meta = srsly.read_json(meta_file)
-        except ValueError as err:
-            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not valid JSON ({err})")) from None
-        if not isinstance(meta, dict) or meta.get("format") != DENSE_FORMAT:
-            raise ValueError(Errors.E051.format(path=meta_file, reason=f"not a {DENSE_FORMAT} file"))
-        if not isinstance(meta.get("version"), int) or meta["version"] > DENSE_VERSION:
-            raise ValueError(Errors.E011.format(path=meta_file, version=meta.get("version"), supported=DENSE_VERSION))
+        meta = read_meta(meta_file, DENSE_FORMAT, DENSE_VERSION)
         if kb is not None and meta.get("kb_fingerprint") != kb_fingerprint(kb):
             raise ValueError(Errors.E052.format(path=meta_file, kb=f"the given one ({len(kb)} concepts)",
                                                 reason="it was built from other concepts or names"))
@@ -665,6 +611,24 @@ class DenseIndex:
             raise ValueError(Errors.E051.format(path=path / "encoder", reason=f"width {encoder.dim}, the vectors have {dim}"))
         return cls(encoder, owners, kind=meta["kind"], vectors=vectors, index=index, nprobe=int(meta.get("nprobe", 16)),
                    ef_search=int(meta.get("ef_search", 128)), fingerprint=meta.get("kb_fingerprint"))
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 32768) -> Tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the k rows of `vectors` (any float dtype, scanned in float32 blocks)
+    with the largest inner product with each query, best first."""
+    k = min(k, len(vectors))
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(vectors), block):
+        sims = queries @ vectors[start : start + block].astype(np.float32, copy=False).T
+        kk = min(k, sims.shape[1])
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        cand_s = np.concatenate([best_s, np.take_along_axis(sims, top, 1)], 1)
+        cand_i = np.concatenate([best_i, top + start], 1)
+        keep = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, keep, 1), np.take_along_axis(cand_i, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
 def build_faiss(vectors: np.ndarray, kind: str):

@@ -81,18 +81,26 @@ def _device(gpu_id: int):
     return torch.device("cpu")
 
 
-def encoder_layers(model) -> list:
-    """The transformer blocks of a Hugging Face masked-LM model, lowest first."""
-    base = getattr(model, model.base_model_prefix)
+def layer_stack(encoder):
+    """The ModuleList of transformer blocks of a Hugging Face encoder (None: a layout this
+    code does not know)."""
     for path in (("encoder", "layer"), ("transformer", "layer"), ("layers",)):
-        obj = base
+        obj = encoder
         try:
             for name in path:
                 obj = getattr(obj, name)
         except AttributeError:
             continue
-        return list(obj)
-    raise ValueError(Errors.E082.format(name=type(model).__name__))
+        return obj
+    return None
+
+
+def encoder_layers(model) -> list:
+    """The transformer blocks of a Hugging Face masked-LM model, lowest first."""
+    stack = layer_stack(getattr(model, model.base_model_prefix))
+    if stack is None:
+        raise ValueError(Errors.E082.format(name=type(model).__name__))
+    return list(stack)
 
 
 def freeze(model, n_layers: int) -> Dict[str, int]:
@@ -235,27 +243,10 @@ class Pretrainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, model, optimizer, scheduler, state: dict) -> None:
-        import torch
+        from ..io import save_checkpoint
 
-        ckpt = self.output / "checkpoint"
-        tmp = self.output / "checkpoint.tmp"
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        (tmp / "mlm").mkdir(parents=True)
-        model.save_pretrained(str(tmp / "mlm"), safe_serialization=True)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-        srsly.write_json(tmp / "state.json", state)
-        # swap in place: an interrupted save leaves the previous checkpoint whole
-        old = self.output / "checkpoint.old"
-        if ckpt.exists():
-            ckpt.rename(old)
-        tmp.rename(ckpt)
-        if old.exists():
-            import shutil
-
-            shutil.rmtree(old)
+        save_checkpoint(self.output, lambda tmp: model.save_pretrained(str(tmp / "mlm"), safe_serialization=True),
+                        optimizer, scheduler, state)
 
     def load_checkpoint(self):
         ckpt = self.output / "checkpoint"
