@@ -50,7 +50,19 @@ def found(text):
             [("12345678", "ID"), ("123-45-6789", "ID"), ("MD-445566", "ID"), ("99887766", "ID")],
         ),
         ("Lives at 123 Main Street, Apt 4, Baltimore, MD 21201.", [("123 Main Street, Apt 4", "STREET"), ("Baltimore", "CITY"), ("MD", "STATE"), ("21201", "ZIP")]),
-        ("Transferred from Calvert Memorial Hospital to St. Mary's Medical Center.", [("Calvert Memorial Hospital", "HOSPITAL"), ("St. Mary's Medical Center", "HOSPITAL")]),
+        # the name of a hospital, without the generic words before or after it
+        ("Transferred from Calvert Memorial Hospital to St. Mary's Medical Center.", [("Calvert Memorial", "HOSPITAL"), ("St. Mary's", "HOSPITAL")]),
+        ("CONTINUED HYPOTENSION AT CALVERT HOSPITAL. WANTS TO GO BACK TO THE HOSPITAL.", [("CALVERT", "HOSPITAL")]),
+        ("PT ADMITTED TO QUARTERMAIN7 W/ CHF. Husband works in Bel Air.", [("QUARTERMAIN7", "LOCATION"), ("Bel Air", "LOCATION")]),
+        # nicknames, initials with a surname, a possessive, a hyphen after a name
+        ("Reported to D. Phyl. son Rob-who states he will come. per dr. white's order. E. Coli in urine.", [("D. Phyl", "NAME"), ("Rob", "NAME"), ("white", "NAME")]),
+        # after a kinship word or "MS" (mental status), an ordinary English word is no name
+        ("WIFE REQUESTING UPDATE. DAUGHTER IS BRINGING LOTION. MS CHANGES. WIFE IS A CCU NURSE.", []),
+        ("r radial aline intact. TILL FURTHER NOTICE.", []),
+        # a ventilator setting, a pain score, a range of times or volumes is no date or phone number
+        ("On PSV 10/5, CPAP/PS 16/5/40% tolerating. CP 5/10 relieved. TV 500-1000, 900-1000 slept.", []),
+        # two-digit years of a history
+        ("PMH: CAD: NQWMI 13. NIDDM. 09 PTCA to LCX. AAA REPAIR IN 14' C/B DVT", [("13", "DATE"), ("09", "DATE"), ("14'", "DATE")]),
         ("Works for Acme Widgets Inc. in Ohio.", [("Acme Widgets Inc.", "ORGANIZATION"), ("Ohio", "STATE")]),
         ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),
     ],

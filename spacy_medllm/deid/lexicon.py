@@ -59,8 +59,8 @@ COUNTRIES = [
 ]
 
 # words before a name
-PERSON_TITLES = ("dr", "doctor", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "rev")
-CLINICIAN_TITLES = ("nurse", "attending", "resident", "fellow", "intern", "surgeon", "physician", "pcp", "ho", "cardiologist", "neurologist", "hospitalist")
+PERSON_TITLES = ("dr", "dr's", "drs", "doctor", "mr", "mrs", "ms", "miss", "mx", "prof", "professor", "rev")
+CLINICIAN_TITLES = ("nurse", "np", "rn", "pa", "attending", "resident", "fellow", "intern", "surgeon", "physician", "pcp", "ho", "cardiologist", "neurologist", "hospitalist")
 KIN_WORDS = (
     "wife", "husband", "spouse", "partner", "son", "daughter", "mother", "father", "mom", "dad", "brother",
     "sister", "niece", "nephew", "aunt", "uncle", "cousin", "grandson", "granddaughter", "grandmother",
@@ -80,7 +80,7 @@ CREDENTIALS = ("md", "m.d.", "d.o.", "rn", "r.n.", "np", "pa-c", "phd", "ph.d.",
 HOSPITAL_WORDS = (
     "hospital", "hosp", "medical center", "med ctr", "medical centre", "health center", "health centre",
     "clinic", "infirmary", "hospice", "nursing home", "rehabilitation center", "rehab center",
-    "rehab hospital", "health system", "healthcare", "medical group", "memorial", "general", "va medical center",
+    "rehab hospital", "health system", "healthcare", "medical group", "memorial", "va medical center",
     "vamc", "cancer center", "children's hospital", "surgery center", "care center", "nursing center",
 )
 STREET_WORDS = (
@@ -128,7 +128,55 @@ ali al ed ben dean drew earl glen guy hal ira jan jay jean joe king lee les lou 
 mo ned norm rod ron roy sal sam ted tom val van von
 young white black brown green gray grey long short small little strong hill hall wood woods
 price rice bell bush page north south east west love moody sharp wise ward street
+aline till cal meg eve om dev reuben mallory tanish
 """.split())
+
+
+# wordfreq's most frequent English words: the first DICTIONARY_SIZE are dictionary words
+# (down to a Zipf frequency of about 1.9: "sputum" and "hematoma" are in, "masci" is not), the
+# first FREQUENT_SIZE (Zipf >= ~4.2: "hoping", "friends") are too frequent to be a name that
+# the name lists lack. wordfreq counts names as words, so the listed names are taken out.
+DICTIONARY_SIZE = 100_000
+FREQUENT_SIZE = 5_000
+_NON_NAME_SUFFIXES = ("ing", "ed", "ly", "ies", "tion", "sion", "ment", "ness", "ity", "ous", "ive", "able", "ible", "ful", "less", "ize", "ise")
+
+
+@lru_cache(maxsize=1)
+def _wordfreq_sets() -> Tuple[FrozenSet[str], FrozenSet[str]]:
+    from wordfreq import top_n_list
+
+    first, last = person_names()
+    names = first | last
+    ranked = [w for w in top_n_list("en", DICTIONARY_SIZE) if w.isalpha() and w not in names]
+    frequent = set(top_n_list("en", FREQUENT_SIZE))
+    return frozenset(ranked), frozenset(w for w in ranked if w in frequent)
+
+
+def dictionary_words() -> FrozenSet[str]:
+    """English words that are not in the name lists (wordfreq's `DICTIONARY_SIZE` most
+    frequent, less the listed names) plus `common_words()`."""
+    return _wordfreq_sets()[0] | common_words()
+
+
+@lru_cache(maxsize=200_000)
+def plain_word(low: str) -> bool:
+    """Whether a lower-case word is an ordinary English word rather than a name the name
+    lists lack: a common or clinical word, one of the most frequent English words, or a
+    dictionary word with the ending of a verb form, an adverb or a derived noun or adjective
+    ("requesting", "appropriately", "unsuccessful"), or the plural of a dictionary word."""
+    first, last = person_names()
+    if low in first or low in last:
+        return False
+    if low in common_words():
+        return True
+    dictionary, frequent = _wordfreq_sets()
+    if low in frequent:
+        return True
+    if low not in dictionary:
+        return False
+    if low.endswith(_NON_NAME_SUFFIXES):
+        return True
+    return low.endswith("s") and (low[:-1] in dictionary or low[:-1] in common_words())
 
 
 @lru_cache(maxsize=1)
@@ -154,7 +202,23 @@ def person_names() -> Tuple[FrozenSet[str], FrozenSet[str]]:
                 folded = ascii_fold(name).strip().lower()
                 if len(folded) > 1 and folded.replace("-", "").replace("'", "").replace(" ", "").isalpha():
                     target.add(folded)
+    # the given names and nicknames of the `nicknames` package ("rob", "phyl", "vinny")
+    common = common_words()
+    for name in _nicknames():
+        if len(name) > 1 and name.isalpha() and name not in common:
+            first.add(name)
     return frozenset(first), frozenset(last)
+
+
+def _nicknames() -> List[str]:
+    import csv
+    import importlib.resources
+
+    out = []
+    with importlib.resources.files("nicknames").joinpath("names.csv").open(encoding="utf8") as f:
+        for row in csv.DictReader(f):
+            out += [row["name1"].strip().lower(), row["name2"].strip().lower()]
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -8,10 +8,10 @@ ORGANIZATION, LOCATION (a place of no finer type, e.g. a country or a ward).
 """
 import regex as re
 from functools import lru_cache
-from typing import Callable, Iterator, List, Pattern, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Pattern, Sequence, Tuple
 
 from .lexicon import (
-    common_words, AMBIGUOUS_NAMES, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
+    common_words, plain_word, AMBIGUOUS_NAMES, CLINICAL_WORDS, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
     KIN_WORDS, NAME_HEADERS, NOT_NAMES, PERSON_TITLES, STREET_WORDS, US_CITIES, US_STATE_ABBR,
     US_STATES, person_names,
 )
@@ -42,20 +42,26 @@ def _words(words: Sequence[str]) -> str:
 
 
 # --- dates ------------------------------------------------------------------------------
+_HISTORY_EVENTS = (
+    "mi", "nqwmi", "imi", "ami", "stemi", "nstemi", "cabg", "redo cabg", "redo", "cva", "tia", "ptca", "pci", "stent", "stents",
+    "avr", "mvr", "ppm", "pacer", "aicd", "icd", "ablation", "cath", "repair", "resection", "nephrectomy", "lobectomy",
+    "cholecystectomy", "appendectomy", "turp", "tah/bso", "tah", "hysterectomy", "mastectomy", "colectomy", "amputation",
+    "dx", "dx'd", "diagnosed",
+)
 DATE_PATTERNS: List[Pattern] = [
     # 2087-03-14, 2087/3/14, 2087.03.14
     re.compile(r"(?<![\d/.-])" + _YEAR4 + r"([-/.])" + _MONTH_NUM + r"\1" + _DAY + r"(?![\d/-])"),
     # 03/14/2087, 3-14-87, 3.14.2087
-    re.compile(r"(?<![\dxX/.-])" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    re.compile(r"(?<![\dxX/-])(?<!\d\.)" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
     # 14/03/2087 (day first, when the first part cannot be a month)
     re.compile(r"(?<![\dxX/.-])(?:1[3-9]|2\d|3[01])([-/.])" + _MONTH_NUM + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
     # 3/14, 03/14 (no year); not a common fraction, a vent setting or a ratio inside a longer number
     re.compile(
-        r"(?<![\dxX/.:-])(?<!\b(?:peep|ps|psv|cpap|bipap|ipap|epap|support|settings?|imv|simv|ac|ratio|bp|i:e|ie|vent)\s*)(?!(?:1/[2-8]|2/3|3/4|3/8|5/8|7/8)(?![\d/]))"
+        r"(?<![\dxX/:-])(?<!\d\.)(?<!\b(?:peep|ps|psv|cpap|bipap|ipap|epap|support|settings?|imv|simv|ac|ratio|bp|i:e|ie|vent)\s*)(?!(?:1/[2-8]|2/3|3/4|3/8|5/8|7/8)(?![\d/]))"
         + _MONTH_NUM + r"/" + _DAY + r"(?![\d/]|\.\d|\s*(?:tabs?|tablets?|strength|ns\b|inch|in\b|cm|mg|ml|cc|units?|dose|of\b|way|cup|bottle|liter))", I
     ),
     # 8/88, 8/1988 (month and year)
-    re.compile(r"(?<![\dxX/.:-])" + _MONTH_NUM + r"/(?:3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)"),
+    re.compile(r"(?<![\dxX/:-])(?<!\d\.)" + _MONTH_NUM + r"/(?:3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)"),
     # 14-Mar-2087, 14 March 2087, 14 Mar 87, 14th of March, 14-MAR
     re.compile(r"(?<![\w.-])" + _DAY + _ORD + r"(?:[-\s/.]|\s+of\s+)" + _MON + r"(?:[-\s/.,]+" + _YEAR + r")?(?![a-z\d])", I),
     # March 14th, Mar 14, 2087, March 14 '87, May 14
@@ -67,10 +73,14 @@ DATE_PATTERNS: List[Pattern] = [
     re.compile(r"\b(?:1[89]|20)\d0'?s\b", I),
     # a four-digit year 1900-2099 not followed by a unit and not a time ("at 2000", "@ 1900")
     re.compile(
-        r"(?<![\d.,:/#$x-])(?<!(?:@|\b(?:at|by|until|till|til|around|approx|approximately|about|q|x))\s*)"
-        r"(?:19\d\d|20\d\d)(?![\d.,]\d|\s*(?:-|to)\s*\d{4}\s*(?:hrs?|h)\b|\s*-\s*(?:0\d|1[0-8]|2[1-4])\d\d\b|\s*(?:mg|mcg|ml|cc|units?|u\b|kg|g\b|gm|mmhg|hrs?\b|h\b|calories|kcal|cal\b|ml/|/|:|%|x\b|pm\b|am\b|hours|o'?clock))",
+        r"(?<![\d.,:/#$x=-])(?<!(?:@|~|\b(?:at|by|until|till|til|around|approx|approximately|about|due|q|x))\s*)"
+        r"(?:19\d\d|20\d\d)(?![\d.,]\d|\s*(?:-|to)\s*\d{4}\s*(?:hrs?|h)\b|\s*(?:-|to)\s*(?:0\d|1[0-8]|2[1-4])\d\d\b|\s*(?:mg|mcg|ml|cc|units?|u\b|kg|g\b|gm|mmhg|hrs?\b|h\b|calories|kcal|cal\b|ml/|/|:|%|x\b|pm\b|am\b|hours|o'?clock))",
         I,
     ),
+    # two-digit years of a history: after an event ("NQWMI 13.", "CABG 81, Redo CABG 84") or before one ("09 PTCA")
+    re.compile(r"(?<=\b(?:" + _words(_HISTORY_EVENTS) + r") )'?\d\d'?(?=\s*[,.;)]|\s*$|\s+(?:and|&|c/b|w/|s/p)\b)", I),
+    re.compile(r"(?<=\b(?:in|since|" + _words(_HISTORY_EVENTS) + r") )\d\d'(?![\w'])", I),
+    re.compile(r"(?:(?<=[.,;:] )|(?<=^))'?\d\d(?= (?:" + _words(_HISTORY_EVENTS) + r")\b)", I | re.M),
     # two-digit year after a year cue ("in 92", "since 95", "class of 85")
     re.compile(r"(?<=\b(?:in|since|circa|dx|dx'd|diagnosed) )(?:19)?[3-9]\d(?=\s*[,.;)]|\s*$|\s+(?:and|or|with|s/p)\b)", I),
 ]
@@ -96,13 +106,13 @@ IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-
 _EXT = r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?"
 PHONE_PATTERNS: List[Pattern] = [
     # (410) 555-1234, 410-555-1234, 410.555.1234, 410/555/1234, +1 410 555 1234, 1-800-555-1234
-    re.compile(r"(?<![\d-])(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s/])\d{3}[-.\s/]\d{4}(?!\d)" + _EXT, I),
+    re.compile(r"(?<!\d)(?<!\d-)(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s/])\d{3}[-.\s/]\d{4}(?!\d)" + _EXT, I),
     # 555-1234 (seven digits)
     re.compile(r"(?<![\d/.-])\d{3}-\d{4}(?![\d-])(?!\s*(?:cc|ccs|ml|mls|mg|units?|u\b|mcg|hrs?|kcal|cal|gm?\b|kg|%))" + _EXT, I),
     # extensions, pagers and beepers: "x45", "ext 1234", "pager 12345", "beeper #54321"
     re.compile(r"(?<=\bext\.? )\d{2,6}\b|(?<=\bext)\d{2,6}\b|(?<=\bextension )\d{2,6}\b", I),
     # 410 555 1234 and 202 2671093 (spaces only, after a phone cue or in parentheses)
-    re.compile(r"(?<=\b(?:at|phone|tel|cell|call|reached|number|#|\()\s*)\d{3}[\s-]\d{3}[\s-]?\d{4,5}(?!\d)", I),
+    re.compile(r"(?:(?<=\b(?:at|phone|tel|cell|call|reached|number)\s*)|(?<=[#(]\s*))\d{3}[\s-]\d{3}[\s-]?\d{4,5}(?!\d)", I),
     re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph|contact|number|no|#)[ :#.])\s*#?\s*\d{3,6}(?:[-\s]\d{3,5})?\b", I),
     re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph)[ :#.]{2})\s*\d{3,6}\b", I),
 ]
@@ -148,14 +158,15 @@ CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
 COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
 _LOWER_PLACE_CUE = re.compile(r"(?<=\b(?:lives|living|resides|lives alone|lives nearby|lives close by|moved|grew up|born)(?: alone| nearby| close by)? (?:in|to|near) )([a-z][a-z'-]+(?: [a-z][a-z'-]+)?)")
 PLACE_CUE = re.compile(
-    r"(?<=\b(?:lives in|living in|resides in|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
+    r"(?<=\b(?:works in|working in|work in|job in|lives in|living in|resides in|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
     r"((?:" + _TITLE_WORD + r")(?:\s(?:" + _TITLE_WORD + r"|of)){0,4})",
 )
 _HOSP = _words([w.title() for w in HOSPITAL_WORDS] + [w.upper() for w in HOSPITAL_WORDS] + list(HOSPITAL_WORDS))
 HOSPITAL_PATTERNS: List[Pattern] = [
     # "Calvert Hospital", "St. Mary's Medical Center", "CALVERT HOSPITAL", "Sacred Heart"
     re.compile(r"\b((?:(?:St\.?|Saint|Mt\.?|Mount|Our Lady of|(?i:university of)|U\.?\s?of)\s+)?(?:" + _CAP + r"\s+){1,4})(?:" + _HOSP + r")\b(?:\s+(?:Hospital|Center|Centre|HOSPITAL|CENTER))?"),
-    re.compile(r"\b(?:university|univ\.?|u) of [a-z]+(?: [a-z]+)?(?: medical)? (?:hospital|medical center|med ctr|medical|hosp)\b", I),
+    re.compile(r"\b(?:university|univ\.?|u) of [a-z]+(?: [a-z]+)?(?: medical)? (?:hospital|medical center|medical ctr|med center|med ctr|medical|hosp)\b", I),
+    re.compile(r"\b(?:U|Univ\.?|UNIV\.?)(?: of| OF)? (?:[A-Z][a-z]+|[A-Z]{2,})(?= (?:ER|ED|Hospital|HOSPITAL|Medical|MEDICAL|Med|MED|Hosp|HOSP|MC)\b)"),
     # "Hospital of the University of X", "Clinic of X"
     re.compile(r"\b(?:Hospital|Clinic|Infirmary|Medical Center) (?:of|for) (?:the )?(?:" + _CAP + r"\s?){1,5}"),
     re.compile(r"\b(?:St\.|Saint|Mt\.|Mount|ST\.|SAINT)\s*(?:[A-Z][a-z]+|[A-Z]{3,})(?:'s|'S)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{3,}))?"),
@@ -191,6 +202,8 @@ FIRST_THEN_CUE = re.compile(
     r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)(?:\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+))?(?=\s+(?:called|phoned|visited|aware|notified|updated|at bedside|in to visit|came in|spoke|here|was here|left|wants|states|asked|is aware)\b)",
     I,
 )
+INITIAL_SURNAME = re.compile(r"\b[A-Z]\.\s?([A-Z][a-z][A-Za-z'’-]+)\b")
+_GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium influenzae epidermidis albicans cerevisiae pyogenes agalactiae aeruginosa".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
 # --- MIMIC placeholders -----------------------------------------------------------------
@@ -246,6 +259,9 @@ def _name_like(word: str, strong: bool) -> bool:
         return False
     if strong:
         return True
+    # after a weak cue an ordinary English word is no name ("WIFE REQUESTING", "SON SEEMS")
+    if plain_word(low):
+        return False
     return w[0].isupper() or low in both
 
 
@@ -253,12 +269,17 @@ def _name_run(text: str, start: int, end: int, strong: bool) -> List[Tuple[int, 
     """The leading run of name words of text[start:end] ("and" may join two), as one span."""
     run: List[Tuple[int, int]] = []
     pending_and = False
-    for m in re.finditer(r"[A-Za-z][A-Za-z'’.-]*|&", text[start:end]):
+    for m in re.finditer(r"[A-Za-z][A-Za-z'’.]*(?:-[A-Z][A-Za-z'’.]*)*|&", text[start:end]):
         word = m.group(0)
+        if word.endswith(("'s", "'S", "’s")):
+            word = word[:-2]
         if word.lower() in ("and", "&") and run and not pending_and:
             pending_and = True
             continue
         bare = word.rstrip(".")
+        # "A" and "I" without a period are the article and the pronoun ("WIFE IS A NURSE")
+        if bare in ("A", "I") and not word.endswith("."):
+            break
         # a strong cue vouches for the first word; later lower-case words must be in the name lists
         first_word = not run
         if not _name_like(bare, strong and first_word):
@@ -289,7 +310,9 @@ def find_names(text: str) -> Iterator[Match]:
     common = common_words()
     for pattern, strong in ((TITLE_NAME, True), (ROLE_NAME, False), (KIN_NAME, False), (HEADER_NAME, False)):
         for m in pattern.finditer(text, overlapped=True):
-            for s, e in _spans_of_run(_name_run(text, m.start(1), m.end(1), strong), text):
+            # "MS" or "ms" without a period is as often mental status as a title
+            cue_strong = strong and m.group(0)[:3] not in ("MS ", "ms ")
+            for s, e in _spans_of_run(_name_run(text, m.start(1), m.end(1), cue_strong), text):
                 yield s, e, "NAME"
     for pattern in (CREDENTIAL_NAME, LOWER_SIGNATURE):
         for m in pattern.finditer(text):
@@ -309,12 +332,17 @@ def find_names(text: str) -> Iterator[Match]:
     for m in CAP_SEQUENCE.finditer(text, overlapped=True):
         words = m.group(0).split()
         w0, wn = words[0].lower(), words[-1].lower()
-        if w0 in first and w0 not in AMBIGUOUS_NAMES and w0 not in common and wn not in common and (wn in last or len(words) == 2):
+        if w0 in first and w0 not in AMBIGUOUS_NAMES and w0 not in common and not plain_word(wn) and (wn in last or len(words) == 2):
+            yield m.start(), m.end(), "NAME"
+    # an initial and a surname ("Reported to D. Phyl.")
+    for m in INITIAL_SURNAME.finditer(text):
+        low = m.group(1).lower()
+        if low not in _GENUS_SPECIES and not plain_word(low) and low not in _LEAD_STOP:
             yield m.start(), m.end(), "NAME"
     # a given name from the lists and a word that is no common word ("patty hoeller", "GERRY MASCI")
     for m in FIRST_LAST_ANY.finditer(text, overlapped=True):
         a, b = m.group(1).lower(), m.group(2).lower()
-        if a in first and a not in AMBIGUOUS_NAMES and a not in common and b not in common and (b in last or len(b) > 3) and m.group(2)[0].isalpha():
+        if a in first and a not in AMBIGUOUS_NAMES and a not in common and not plain_word(b) and (b in last or len(b) > 3) and m.group(2)[0].isalpha():
             if (m.group(1).islower() == m.group(2).islower()) and not b.endswith(("ing", "ed", "ly", "tion")):
                 yield m.start(), m.end(), "NAME"
     # a given name before "called", "visited", "aware" ... ("bill called", "george called")
@@ -343,6 +371,34 @@ def _trim_lead(text: str, start: int, end: int) -> int:
     return end
 
 
+_GENERIC_TAIL = re.compile(
+    r"(?:\s+(?:hospital|hosp|medical cent(?:er|re)|med ctr|medical|health cent(?:er|re)|cent(?:er|re)|clinic|infirmary))+\.?$", I
+)
+_CUT_WORDS = _LEAD_STOP - {"of"}
+_GENERIC_WORDS = frozenset("hospital hosp center centre medical clinic infirmary hospice healthcare rehab".split())
+
+
+def _hospital_name(text: str, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """The name in a hospital match: without the words before it that cannot be part of a
+    name ("CONTINUED HYPOTENSION AT CALVERT HOSPITAL" -> "CALVERT"), and without the generic
+    words after it ("Harbor Hosp" -> "Harbor"; a hospital word alone is no PHI)."""
+    start = _trim_lead(text, start, end)
+    words = list(re.finditer(r"\S+", text[start:end]))
+    cut = [w for w in words[:-1] if w.group(0).lower().strip(".,") in _CUT_WORDS]
+    if cut:
+        start += cut[-1].end()
+        start = _trim_lead(text, start, end)
+    if start >= end:
+        return None
+    tail = _GENERIC_TAIL.search(text[start:end])
+    if tail and tail.start() > 0:
+        end = start + tail.start()
+    name = text[start:end].split()
+    if not name or (len(name) == 1 and name[0].lower().strip(".") in _GENERIC_WORDS):
+        return None
+    return start, end
+
+
 def find_places(text: str) -> Iterator[Match]:
     for pattern in STREET_PATTERNS:
         for m in pattern.finditer(text):
@@ -353,12 +409,9 @@ def find_places(text: str) -> Iterator[Match]:
             yield s, m.end(), "ZIP"
     for pattern in HOSPITAL_PATTERNS:
         for m in pattern.finditer(text):
-            s = _trim_lead(text, m.start(), m.end())
-            if s < m.end():
-                words = text[s : m.end()].split()
-                if len(words) == 1 and words[0].lower().strip(".") in HOSPITAL_WORDS:
-                    continue
-                yield s, m.end(), "HOSPITAL"
+            span = _hospital_name(text, m.start(), m.end())
+            if span is not None:
+                yield span[0], span[1], "HOSPITAL"
     for m in ORG_PATTERN.finditer(text):
         s = _trim_lead(text, m.start(), m.end())
         if s < m.end() and len(text[s : m.end()].split()) > 1:
@@ -379,23 +432,61 @@ def find_places(text: str) -> Iterator[Match]:
     for m in PLACE_CUE.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
         if s < m.end(1) and text[s : m.end(1)].lower() not in common_words():
-            yield s, m.end(1), "LOCATION"
-    common = common_words()
+            tail = _GENERIC_TAIL.search(text[s : m.end(1)])
+            e = s + tail.start() if tail and tail.start() > 0 else m.end(1)
+            if text[e - 1] == "." and text[s:e].split()[-1][:-1].lower() not in ("st", "mt", "ft", "jr", "sr") and len(text[s:e].split()[-1]) > 2:
+                e -= 1  # a sentence's period, not an abbreviation's ("St.")
+            if not plain_word(text[s:e].lower()):
+                yield s, e, "LOCATION"
+    for m in _CAPS_PLACE_CUE.finditer(text):
+        word = m.group(1).rstrip("0123456789").lower()
+        if not plain_word(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
+            yield m.start(1), m.end(1), "LOCATION"
     for m in _LOWER_PLACE_CUE.finditer(text):
         words = m.group(1).split()
         keep = []
         for w in words:
-            if w in common:
+            if plain_word(w):
                 break
             keep.append(w)
         if keep:
             yield m.start(1), m.start(1) + len(" ".join(keep)), "LOCATION"
 
 
+# numbers written like a date that are a ventilator setting ("PSV 10/5", "CPAP/PS 16/5/40%")
+# or a pain score ("CP 5/10", "pain #9/10")
+_SETTING_GAP = r"(?:[\s\d%/.,:=x+-]|\b(?:of|to|on|at|with|and|peep|ps|fio2|rate)\b){0,30}$"
+_VENT_CUE = re.compile(
+    r"\b(?:peep|ps|psv|cpap|bipap|bi-pap|ipap|epap|nippv|niv|pressure support|settings?|imv|simv|a/?c|vent|"
+    r"ventilation|flowby|fio2|trial(?:ed)?|tried on|placed on|back on|remain(?:s|ed)? on|extubated from)\b" + _SETTING_GAP, I,
+)
+_PAIN_CUE = re.compile(r"(?:\b(?:pain|cp|discomfort|scale|rated?|rates|c/o|h/a|headache|angina)\b|#)[\s:=#-]*(?:\b(?:of|at|to|is|was|now|down to|up to)\b)?[\s:=#-]*$", I)
+_SLASH_NUMBERS = re.compile(r"\d{1,2}(?:/\d{1,2}){1,2}")
+
+
+_CAPS_PLACE_CUE = re.compile(
+    r"(?<=\b(?:LIVES IN|LIVING IN|RESIDES IN|MOVED TO|BORN IN|ADMITTED TO|TRANSFERRED TO|TRANSFERRED FROM|TRANSFER TO|TRANSFER FROM|TX TO|TX FROM|TX'D TO|TX'D FROM|SENT TO|ARRIVED FROM|RETURNED TO|BACK TO|DISCHARGED TO|ADMITTED FROM) )([A-Z][A-Z'-]{3,}\d{0,2})\b"
+)
+
+
+def _setting_not_date(text: str, start: int, end: int) -> bool:
+    value = text[start:end]
+    if not _SLASH_NUMBERS.fullmatch(value):
+        return False
+    parts = [int(p) for p in value.split("/")]
+    if re.match(r"\s*%", text[end : end + 3]):
+        return True
+    before = text[max(0, start - 60) : start]
+    if len(parts) == 2 and parts[1] == 10 and parts[0] <= 10 and _PAIN_CUE.search(before):
+        return True
+    return all(p <= 30 for p in parts[:2]) and bool(_VENT_CUE.search(before))
+
+
 def find_dates(text: str) -> Iterator[Match]:
     for pattern in DATE_PATTERNS:
         for m in pattern.finditer(text):
-            yield m.start(), m.end(), "DATE"
+            if not _setting_not_date(text, m.start(), m.end()):
+                yield m.start(), m.end(), "DATE"
     for m in HOLIDAYS.finditer(text):
         yield m.start(), m.end(), "DATE"
 
@@ -404,6 +495,22 @@ def find_ages(text: str) -> Iterator[Match]:
     for pattern in AGE_PATTERNS:
         for m in pattern.finditer(text):
             yield m.start(), m.end(), "AGE"
+
+
+_RANGE_CUE = re.compile(r"\b(?:tv|vt|vts|volumes?|svr|pvr|sbp|dbp|hr|rr|from|between|range|ranging|approx|about)\b[\s:=]*(?:of\s+)?$", I)
+
+
+def _range_not_phone(text: str, start: int, end: int) -> bool:
+    """A seven-digit "ddd-dddd" that is a range: of times ("900-1000") or after a measure
+    ("TV 500-1000", "SVR 954-1183")."""
+    m = re.fullmatch(r"(\d{3})-(\d{4})", text[start:end])
+    if not m:
+        return False
+    if _RANGE_CUE.search(text[max(0, start - 20) : start]):
+        return True
+    a, b = int(m.group(1)), int(m.group(2))
+    is_time = lambda t: t // 100 <= 24 and t % 100 < 60 and t % 5 == 0
+    return is_time(a) and is_time(b) and a < b
 
 
 def find_contacts(text: str) -> Iterator[Match]:
@@ -416,6 +523,8 @@ def find_contacts(text: str) -> Iterator[Match]:
     for pattern in PHONE_PATTERNS:
         for m in pattern.finditer(text):
             s = m.start() + len(m.group(0)) - len(m.group(0).lstrip(" #"))
+            if _range_not_phone(text, s, m.end()):
+                continue
             label = "FAX" if FAX_CUE.search(text[max(0, s - 12) : s]) else "PHONE"
             yield s, m.end(), label
 

@@ -8,7 +8,8 @@ Detection is the union of two sources:
   `configs/deid_ner.cfg`), restricted to `ent_labels`.
 
 Overlapping candidates merge into their union, so nothing any source found is left out.
-Writes `doc.spans[spans_key]` (token spans, widened to whole tokens), and, unless `replace`
+A token that a PHI boundary cuts ("DR.GATEMAN", "8/23,AWAITING") is split there first, so
+that the spans hold the PHI and nothing else. Writes `doc.spans[spans_key]`, and, unless `replace`
 is "none", `doc._.deid_text` (the replaced text) and `doc._.deid_offsets` (one
 `[start, end, new_start, new_end, label]` row per span; offsets only). Both extensions are
 plain data, so `DocBin(store_user_data=True)` and `nlp.pipe(n_process=2)` carry them.
@@ -131,6 +132,7 @@ class Deidentifier:
 
     def __call__(self, doc: Doc) -> Doc:
         found = self.find(doc)
+        split_at_boundaries(doc, found)
         spans: List[Span] = []
         widened: List[Tuple[int, int, str]] = []
         for start, end, label in found:
@@ -172,6 +174,25 @@ class Deidentifier:
 
     def from_disk(self, path, *, exclude=tuple()) -> "Deidentifier":
         return self
+
+
+def split_at_boundaries(doc: Doc, found: Sequence[Tuple[int, int, str]]) -> None:
+    """Split every token of `doc` that a start or end of `found` falls strictly inside."""
+    cuts = sorted({c for s, e, _ in found for c in (s, e)})
+    if not cuts:
+        return
+    plans = []
+    for token in doc:
+        start, end = token.idx, token.idx + len(token.text)
+        inner = [c - start for c in cuts if start < c < end]
+        if inner:
+            bounds = [0] + inner + [len(token.text)]
+            plans.append((token, [token.text[a:b] for a, b in zip(bounds, bounds[1:])]))
+    if not plans:
+        return
+    with doc.retokenize() as retokenizer:
+        for token, orths in plans:
+            retokenizer.split(token, orths, heads=[(token, 0)] * len(orths))
 
 
 def deid_score(examples: Iterable[Example], spans_key: str = "medllm_deid", **kwargs) -> Dict[str, float]:
