@@ -59,6 +59,7 @@ def found(text):
         # after a kinship word or "MS" (mental status), an ordinary English word is no name
         ("WIFE REQUESTING UPDATE. DAUGHTER IS BRINGING LOTION. MS CHANGES. WIFE IS A CCU NURSE.", []),
         ("r radial aline intact. TILL FURTHER NOTICE.", []),
+        ("TEAM AWARE, UNCLEAR WHY. GIVEN MOM X1. NP STOOL. N/V. Abdomen soft. SISTER-KRISSY AND NP Patty here.", [("KRISSY", "NAME"), ("Patty", "NAME")]),
         # a ventilator setting, a pain score, a range of times or volumes is no date or phone number
         ("On PSV 10/5, CPAP/PS 16/5/40% tolerating. CP 5/10 relieved. TV 500-1000, 900-1000 slept.", []),
         # two-digit years of a history
@@ -198,3 +199,10 @@ def test_pipe_two_processes():
     single = [(d._.deid_text, d._.deid_offsets, [(s.text, s.label_) for s in d.spans["medllm_deid"]]) for d in map(nlp, texts)]
     multi = [(d._.deid_text, d._.deid_offsets, [(s.text, s.label_) for s in d.spans["medllm_deid"]]) for d in nlp.pipe(texts, n_process=2, batch_size=2)]
     assert [(t, [list(r) for r in o], s) for t, o, s in multi] == single
+
+
+def test_tokens_split_at_phi_boundaries(tagger):
+    doc = tagger("Seen by DR.GATEMAN on 8/23,AWAITING results; call 201-561-8910.")
+    assert [(s.text, s.label_) for s in doc.spans["medllm_deid"]] == [("GATEMAN", "NAME"), ("8/23", "DATE"), ("201-561-8910", "PHONE")]
+    assert doc._.deid_text == "Seen by DR.[NAME] on [DATE],AWAITING results; call [PHONE]."
+    assert doc.text == "Seen by DR.GATEMAN on 8/23,AWAITING results; call 201-561-8910."

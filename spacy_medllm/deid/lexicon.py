@@ -128,7 +128,8 @@ ali al ed ben dean drew earl glen guy hal ira jan jay jean joe king lee les lou 
 mo ned norm rod ron roy sal sam ted tom val van von
 young white black brown green gray grey long short small little strong hill hall wood woods
 price rice bell bush page north south east west love moody sharp wise ward street
-aline till cal meg eve om dev reuben mallory tanish
+aline till cal meg eve om dev reuben mallory tanish rusty pink sig reg bo ced pleasant relief asa
+sharp mae
 """.split())
 
 
@@ -137,19 +138,26 @@ aline till cal meg eve om dev reuben mallory tanish
 # first FREQUENT_SIZE (Zipf >= ~4.2: "hoping", "friends") are too frequent to be a name that
 # the name lists lack. wordfreq counts names as words, so the listed names are taken out.
 DICTIONARY_SIZE = 100_000
+USUAL_SIZE = 20_000
 FREQUENT_SIZE = 5_000
 _NON_NAME_SUFFIXES = ("ing", "ed", "ly", "ies", "tion", "sion", "ment", "ness", "ity", "ous", "ive", "able", "ible", "ful", "less", "ize", "ise")
 
 
 @lru_cache(maxsize=1)
-def _wordfreq_sets() -> Tuple[FrozenSet[str], FrozenSet[str]]:
+def _wordfreq_sets() -> Tuple[FrozenSet[str], FrozenSet[str], FrozenSet[str]]:
     from wordfreq import top_n_list
 
     first, last = person_names()
     names = first | last
-    ranked = [w for w in top_n_list("en", DICTIONARY_SIZE) if w.isalpha() and w not in names]
-    frequent = set(top_n_list("en", FREQUENT_SIZE))
-    return frozenset(ranked), frozenset(w for w in ranked if w in frequent)
+    ranked = top_n_list("en", DICTIONARY_SIZE)
+    keep = [w for w in ranked if w.isalpha() and w not in names]
+    usual, frequent = set(ranked[:USUAL_SIZE]), set(ranked[:FREQUENT_SIZE])
+    return frozenset(keep), frozenset(w for w in keep if w in frequent), frozenset(w for w in keep if w in usual)
+
+
+def usual_words() -> FrozenSet[str]:
+    """The `USUAL_SIZE` most frequent English words that are not listed names, plus `common_words()`."""
+    return _wordfreq_sets()[2] | common_words()
 
 
 def dictionary_words() -> FrozenSet[str]:
@@ -169,7 +177,7 @@ def plain_word(low: str) -> bool:
         return False
     if low in common_words():
         return True
-    dictionary, frequent = _wordfreq_sets()
+    dictionary, frequent, _ = _wordfreq_sets()
     if low in frequent:
         return True
     if low not in dictionary:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Callable, Iterator, List, Optional, Pattern, Sequence, Tuple
 
 from .lexicon import (
-    common_words, plain_word, AMBIGUOUS_NAMES, CLINICAL_WORDS, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
+    common_words, dictionary_words, plain_word, usual_words, AMBIGUOUS_NAMES, CLINICAL_WORDS, CLINICIAN_TITLES, COMPANY_WORDS, COUNTRIES, CREDENTIALS, HOSPITAL_WORDS,
     KIN_WORDS, NAME_HEADERS, NOT_NAMES, PERSON_TITLES, STREET_WORDS, US_CITIES, US_STATE_ABBR,
     US_STATES, person_names,
 )
@@ -189,7 +189,7 @@ TITLE_NAME = re.compile(r"\b(?:" + _words(PERSON_TITLES) + r")(?:\.\s*|\s+)" + _
 # weaker cues: what follows is a name when capitalized or in the name lists
 ROLE_NAME = re.compile(r"\b(?:" + _words(CLINICIAN_TITLES) + r")\s+" + _NAME_WORDS, I)
 KIN_NAME = re.compile(
-    r"\b(?:" + _words(KIN_WORDS) + r")s?\s*(?:,|\(|named|name is|is|-|:|was|called)?\s*(?:\()?" + _NAME_WORDS, I
+    r"\b(?:" + _words(KIN_WORDS) + r")s?\b\s*(?:,|\(|named|name is|is|-|:|was|called)?\s*(?:\()?" + _NAME_WORDS, I
 )
 HEADER_NAME = re.compile(r"(?:^|\n|\s)(?:" + _words(NAME_HEADERS) + r")\s*:\s*" + _NAME_WORDS, I)
 CREDENTIAL_NAME = re.compile(
@@ -202,7 +202,7 @@ FIRST_THEN_CUE = re.compile(
     r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)(?:\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+))?(?=\s+(?:called|phoned|visited|aware|notified|updated|at bedside|in to visit|came in|spoke|here|was here|left|wants|states|asked|is aware)\b)",
     I,
 )
-INITIAL_SURNAME = re.compile(r"\b[A-Z]\.\s?([A-Z][a-z][A-Za-z'’-]+)\b")
+INITIAL_SURNAME = re.compile(r"(?<![/>&<\w])(?<!& )(?<!\bD )[A-Z]\.\s?([A-Z][a-z][A-Za-z'’-]+)\b")
 _GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium influenzae epidermidis albicans cerevisiae pyogenes agalactiae aeruginosa".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
@@ -255,13 +255,16 @@ def _name_like(word: str, strong: bool) -> bool:
     first, last, both = _name_sets()
     if low in common_words() and low not in both:
         return False
-    if low in NOT_NAMES or low in _LEAD_STOP or low in PERSON_TITLES or low in KIN_WORDS:
+    if low in NOT_NAMES or low in _LEAD_STOP or low in PERSON_TITLES or low in KIN_WORDS or low in CLINICIAN_TITLES:
         return False
     if strong:
         return True
-    # after a weak cue an ordinary English word is no name ("WIFE REQUESTING", "SON SEEMS")
+    # after a weak cue an ordinary English word is no name ("WIFE REQUESTING", "SON SEEMS"),
+    # and in capitals, no usual word is ("NP STOOL", "NP COUGH")
     if plain_word(low):
         return False
+    if w.isupper() and len(w) > 1:
+        return low in both or low not in usual_words()
     return w[0].isupper() or low in both
 
 
@@ -269,16 +272,24 @@ def _name_run(text: str, start: int, end: int, strong: bool) -> List[Tuple[int, 
     """The leading run of name words of text[start:end] ("and" may join two), as one span."""
     run: List[Tuple[int, int]] = []
     pending_and = False
-    for m in re.finditer(r"[A-Za-z][A-Za-z'’.]*(?:-[A-Z][A-Za-z'’.]*)*|&", text[start:end]):
+    for m in re.finditer(r"[A-Za-z][A-Za-z'’.]*(?:-[A-Za-z][A-Za-z'’.]*)*|&", text[start:end]):
         word = m.group(0)
+        # a hyphen joins a name to the next word only when that word is no English word
+        # ("williams-nuzzo", "Smith-Jones"; "Rob-who" is Rob)
+        parts = word.split("-")
+        keep = 1
+        while keep < len(parts) and parts[keep] and not plain_word(parts[keep].lower().rstrip(".")):
+            keep += 1
+        word = "-".join(parts[:keep])
         if word.endswith(("'s", "'S", "’s")):
             word = word[:-2]
         if word.lower() in ("and", "&") and run and not pending_and:
             pending_and = True
             continue
         bare = word.rstrip(".")
-        # "A" and "I" without a period are the article and the pronoun ("WIFE IS A NURSE")
-        if bare in ("A", "I") and not word.endswith("."):
+        # "A" and "I" without a period are the article and the pronoun ("WIFE IS A NURSE");
+        # after a weak cue any lone letter needs its period ("GIVEN MOM X1")
+        if len(bare) == 1 and not word.endswith(".") and (bare in ("A", "I") or not strong):
             break
         # a strong cue vouches for the first word; later lower-case words must be in the name lists
         first_word = not run
@@ -311,7 +322,7 @@ def find_names(text: str) -> Iterator[Match]:
     for pattern, strong in ((TITLE_NAME, True), (ROLE_NAME, False), (KIN_NAME, False), (HEADER_NAME, False)):
         for m in pattern.finditer(text, overlapped=True):
             # "MS" or "ms" without a period is as often mental status as a title
-            cue_strong = strong and m.group(0)[:3] not in ("MS ", "ms ")
+            cue_strong = strong and m.group(0)[:3].rstrip(". ") not in ("MS", "ms")
             for s, e in _spans_of_run(_name_run(text, m.start(1), m.end(1), cue_strong), text):
                 yield s, e, "NAME"
     for pattern in (CREDENTIAL_NAME, LOWER_SIGNATURE):
@@ -337,7 +348,7 @@ def find_names(text: str) -> Iterator[Match]:
     # an initial and a surname ("Reported to D. Phyl.")
     for m in INITIAL_SURNAME.finditer(text):
         low = m.group(1).lower()
-        if low not in _GENUS_SPECIES and not plain_word(low) and low not in _LEAD_STOP:
+        if low not in _GENUS_SPECIES and (low in both or low not in dictionary_words()):
             yield m.start(), m.end(), "NAME"
     # a given name from the lists and a word that is no common word ("patty hoeller", "GERRY MASCI")
     for m in FIRST_LAST_ANY.finditer(text, overlapped=True):
@@ -375,6 +386,7 @@ _GENERIC_TAIL = re.compile(
     r"(?:\s+(?:hospital|hosp|medical cent(?:er|re)|med ctr|medical|health cent(?:er|re)|cent(?:er|re)|clinic|infirmary))+\.?$", I
 )
 _CUT_WORDS = _LEAD_STOP - {"of"}
+_VERBS_BEFORE_PLACES = frozenset("leave left go going come coming back get got return stay be being in out".split())
 _GENERIC_WORDS = frozenset("hospital hosp center centre medical clinic infirmary hospice healthcare rehab".split())
 
 
@@ -396,6 +408,9 @@ def _hospital_name(text: str, start: int, end: int) -> Optional[Tuple[int, int]]
     name = text[start:end].split()
     if not name or (len(name) == 1 and name[0].lower().strip(".") in _GENERIC_WORDS):
         return None
+    first = name[0].lower().strip(".,")
+    if first in _VERBS_BEFORE_PLACES or (first.endswith("ing") and plain_word(first)):
+        return None  # "WANTED TO LEAVE HOSPITAL", "FOUND WANDERING HOSPITAL"
     return start, end
 
 
@@ -436,17 +451,18 @@ def find_places(text: str) -> Iterator[Match]:
             e = s + tail.start() if tail and tail.start() > 0 else m.end(1)
             if text[e - 1] == "." and text[s:e].split()[-1][:-1].lower() not in ("st", "mt", "ft", "jr", "sr") and len(text[s:e].split()[-1]) > 2:
                 e -= 1  # a sentence's period, not an abbreviation's ("St.")
-            if not plain_word(text[s:e].lower()):
+            if not _ordinary_after_home_cue(text[s:e].lower()):
                 yield s, e, "LOCATION"
-    for m in _CAPS_PLACE_CUE.finditer(text):
-        word = m.group(1).rstrip("0123456789").lower()
-        if not plain_word(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
-            yield m.start(1), m.end(1), "LOCATION"
+    for pattern, ordinary in ((_CAPS_HOME_CUE, _ordinary_after_home_cue), (_CAPS_WARD_CUE, dictionary_words().__contains__)):
+        for m in pattern.finditer(text):
+            word = m.group(1).rstrip("0123456789").lower()
+            if not ordinary(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
+                yield m.start(1), m.end(1), "LOCATION"
     for m in _LOWER_PLACE_CUE.finditer(text):
         words = m.group(1).split()
         keep = []
         for w in words:
-            if plain_word(w):
+            if _ordinary_after_home_cue(w):
                 break
             keep.append(w)
         if keep:
@@ -455,18 +471,32 @@ def find_places(text: str) -> Iterator[Match]:
 
 # numbers written like a date that are a ventilator setting ("PSV 10/5", "CPAP/PS 16/5/40%")
 # or a pain score ("CP 5/10", "pain #9/10")
-_SETTING_GAP = r"(?:[\s\d%/.,:=x+-]|\b(?:of|to|on|at|with|and|peep|ps|fio2|rate)\b){0,30}$"
+_SETTING_GAP = r"(?:[\s\d%/.,:=x+-]|\b(?:of|to|on|at|with|and|peep|ps|fio2|rate|overnight|now|currently|initially|mode|increased|decreased|weaned|down|up|back)\b){0,30}$"
 _VENT_CUE = re.compile(
     r"\b(?:peep|ps|psv|cpap|bipap|bi-pap|ipap|epap|nippv|niv|pressure support|settings?|imv|simv|a/?c|vent|"
-    r"ventilation|flowby|fio2|trial(?:ed)?|tried on|placed on|back on|remain(?:s|ed)? on|extubated from)\b" + _SETTING_GAP, I,
+    r"ventilation|flowby|fio2|c ?pap|trial(?:ed)?|tried on|placed on|back on|remain(?:s|ed)? on|extubated from|"
+    r"wean(?:ed|ing)? (?:down |back )?(?:to|on)|change(?:d)?(?: over)? to)\b" + _SETTING_GAP, I,
 )
-_PAIN_CUE = re.compile(r"(?:\b(?:pain|cp|discomfort|scale|rated?|rates|c/o|h/a|headache|angina)\b|#)[\s:=#-]*(?:\b(?:of|at|to|is|was|now|down to|up to)\b)?[\s:=#-]*$", I)
+_PAIN_CUE = re.compile(r"(?:\b(?:pain|cp|discomfort|scale|rated?|rates|c/o|h/a|headache|angina)\b|#)[\s:=#,-]*(?:\b(?:of|at|to|is|was|now|down to|up to)\b)?[\s:=#-]*$", I)
+_SETTING_AFTER = re.compile(r"\s*(?:peep|ps\b|psv|cpap|bipap|fio2|ips\b|x\s?\d)", I)
+_PAIN_AFTER = re.compile(r"\s*(?:cp\b|pain|chest pain|angina|discomfort|on (?:the )?pain scale|pain scale|h/a|ha\b|headache)", I)
 _SLASH_NUMBERS = re.compile(r"\d{1,2}(?:/\d{1,2}){1,2}")
 
 
-_CAPS_PLACE_CUE = re.compile(
-    r"(?<=\b(?:LIVES IN|LIVING IN|RESIDES IN|MOVED TO|BORN IN|ADMITTED TO|TRANSFERRED TO|TRANSFERRED FROM|TRANSFER TO|TRANSFER FROM|TX TO|TX FROM|TX'D TO|TX'D FROM|SENT TO|ARRIVED FROM|RETURNED TO|BACK TO|DISCHARGED TO|ADMITTED FROM) )([A-Z][A-Z'-]{3,}\d{0,2})\b"
+# an all-caps word after a residence cue is a place unless it is an ordinary word ("LIVES IN
+# ROME"); after a transfer cue, unless it is any dictionary word ("SENT TO REHAB"): wards and
+# hospitals that are dictionary words are left to the hospital patterns
+_CAPS_HOME_CUE = re.compile(r"(?<=\b(?:LIVES IN|LIVING IN|RESIDES IN|MOVED TO|BORN IN) )([A-Z][A-Z'-]{3,})\b")
+_CAPS_WARD_CUE = re.compile(
+    r"(?<=\b(?:ADMITTED TO|TRANSFERRED TO|TRANSFERRED FROM|TRANSFER TO|TRANSFER FROM|TX TO|TX FROM|TX'D TO|TX'D FROM|SENT TO|ARRIVED FROM|DISCHARGED TO|ADMITTED FROM) )([A-Z][A-Z'-]{3,}\d{0,2})\b"
 )
+
+
+def _ordinary_after_home_cue(low: str) -> bool:
+    # "LIVES IN ROME", "lives in white marsh" but "LIVES IN FEAR", "LIVING IN ASSISTED ..."
+    if low in _name_sets()[2]:
+        return False
+    return low in common_words() or (low.endswith(("ing", "ed", "ly", "tion", "ness", "ment")) and low in dictionary_words())
 
 
 def _setting_not_date(text: str, start: int, end: int) -> bool:
@@ -476,17 +506,26 @@ def _setting_not_date(text: str, start: int, end: int) -> bool:
     parts = [int(p) for p in value.split("/")]
     if re.match(r"\s*%", text[end : end + 3]):
         return True
-    before = text[max(0, start - 60) : start]
-    if len(parts) == 2 and parts[1] == 10 and parts[0] <= 10 and _PAIN_CUE.search(before):
+    before, after = text[max(0, start - 60) : start], text[end : end + 25]
+    if len(parts) == 2 and parts[1] == 10 and parts[0] <= 10 and (_PAIN_CUE.search(before) or _PAIN_AFTER.match(after)):
         return True
-    return all(p <= 30 for p in parts[:2]) and bool(_VENT_CUE.search(before))
+    return all(p <= 30 for p in parts[:2]) and bool(_VENT_CUE.search(before) or _SETTING_AFTER.match(after))
+
+
+_DAY_RANGE_LEAD = re.compile(r"(?<![\d/.-])" + _DAY + r"\s*(?:->|-|–|to|&)\s*$")
 
 
 def find_dates(text: str) -> Iterator[Match]:
     for pattern in DATE_PATTERNS:
         for m in pattern.finditer(text):
             if not _setting_not_date(text, m.start(), m.end()):
-                yield m.start(), m.end(), "DATE"
+                start = m.start()
+                # the first day of a range of days ("1->2 nov, 96", "3-4 March")
+                if text[start : start + 1].isdigit():
+                    lead = _DAY_RANGE_LEAD.search(text[max(0, start - 8) : start])
+                    if lead:
+                        start -= len(lead.group(0))
+                yield start, m.end(), "DATE"
     for m in HOLIDAYS.finditer(text):
         yield m.start(), m.end(), "DATE"
 
