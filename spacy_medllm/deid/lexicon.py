@@ -155,11 +155,13 @@ def _wordfreq_sets() -> Tuple[FrozenSet[str], FrozenSet[str], FrozenSet[str]]:
     return frozenset(keep), frozenset(w for w in keep if w in frequent), frozenset(w for w in keep if w in usual)
 
 
+@lru_cache(maxsize=1)
 def usual_words() -> FrozenSet[str]:
     """The `USUAL_SIZE` most frequent English words that are not listed names, plus `common_words()`."""
     return _wordfreq_sets()[2] | common_words()
 
 
+@lru_cache(maxsize=1)
 def dictionary_words() -> FrozenSet[str]:
     """English words that are not in the name lists (wordfreq's `DICTIONARY_SIZE` most
     frequent, less the listed names) plus `common_words()`."""
