@@ -32,21 +32,19 @@ def run(
     peers: bool = typer.Option(True, "--peers/--no-peers"),
     n_process: int = typer.Option(2),
     mtsamples_summary: Optional[Path] = typer.Option(None, help="summary JSON of `medllm deidentify` on MTSamples"),
+    note_timeout: float = typer.Option(60.0, help="seconds a peer may spend on one note"),
     output: Path = typer.Option(Path("metrics")),
 ) -> None:
-    from spacy_medllm.deid.evaluate import markdown_report, run_benchmark
+    from spacy_medllm.deid.evaluate import markdown_report, run_benchmark, write_report
     from spacy_medllm.deid.physionet import read_records
 
     all_notes = [t for _, _, t, _ in read_records(notes / "id.text")] if notes else None
     result = run_benchmark(test, all_notes=all_notes, pipeline=pipeline, peers=peers, n_process=n_process,
-                           progress=lambda m: typer.echo(m, err=True))
+                           progress=lambda m: typer.echo(m, err=True), note_timeout_s=note_timeout, output=output)
     if mtsamples_summary is not None and mtsamples_summary.exists():
         result["mtsamples"] = srsly.read_json(mtsamples_summary)
-    output.mkdir(parents=True, exist_ok=True)
-    srsly.write_json(output / "deid.json", result)
-    report = markdown_report(result)
-    (output / "deid.md").write_text(report, encoding="utf8")
-    sys.stdout.write(report)
+    write_report(result, output)
+    sys.stdout.write(markdown_report(result))
 
 
 if __name__ == "__main__":

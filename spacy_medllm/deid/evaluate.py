@@ -267,6 +267,79 @@ def _words_per_second(nlp, texts: Sequence[str], n_process: int) -> float:
     return round(sum(len(t.split()) for t in texts) / dt, 1)
 
 
+def run_with_timeout(
+    factory: Callable[[], Tuple[Callable, str]], texts: Sequence[str], timeout_s: float, progress: Optional[Callable[[str], None]] = None,
+) -> Tuple[List[List[Span3]], float, List[int]]:
+    """Run a peer system (built by `factory` in a worker process) note by note; a note that
+    takes longer than `timeout_s` ends the worker (a new one is started for the next note)
+    and counts as nothing found. Returns (predictions, seconds spent on the finished notes,
+    indices of the notes that timed out)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+
+    def worker(conn):
+        system, _ = factory()
+        system("Warm up: seen by Dr. Smith on 3/14/2087.")  # lazy loading, outside the timing
+        conn.send("ready")
+        while True:
+            text = conn.recv()
+            if text is None:
+                return
+            t0 = time.perf_counter()
+            out = system(text)
+            conn.send((out, time.perf_counter() - t0))
+
+    def start():
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker, args=(child,), daemon=True)
+        proc.start()
+        if parent.recv() != "ready":
+            raise RuntimeError("peer worker did not start")
+        return proc, parent
+
+    proc, conn = start()
+    preds: List[List[Span3]] = []
+    spent = 0.0
+    timed_out: List[int] = []
+    try:
+        for i, text in enumerate(texts):
+            conn.send(text)
+            if conn.poll(timeout_s):
+                out, dt = conn.recv()
+                preds.append(out)
+                spent += dt
+            else:
+                proc.kill()
+                proc.join()
+                timed_out.append(i)
+                preds.append([])
+                if progress:
+                    progress(f"  note {i} took over {timeout_s:.0f} s: stopped, counted as nothing found")
+                proc, conn = start()
+        conn.send(None)
+    finally:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+    return preds, spent, timed_out
+
+
+def write_report(result: Dict[str, object], output) -> None:
+    """metrics/deid.json and metrics/deid.md, each written whole to a temporary file first."""
+    import os
+    from pathlib import Path
+
+    import srsly
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    for name, content in (("deid.json", srsly.json_dumps(result, indent=2)), ("deid.md", markdown_report(result))):
+        tmp = output / f".{name}.tmp"
+        tmp.write_text(content, encoding="utf8")
+        os.replace(tmp, output / name)
+
+
 def run_benchmark(
     test_path,
     all_notes: Optional[Sequence[str]] = None,
@@ -274,10 +347,14 @@ def run_benchmark(
     peers: bool = True,
     n_process: int = 2,
     progress: Optional[Callable[[str], None]] = None,
+    note_timeout_s: float = 60.0,
+    output=None,
 ) -> Dict[str, object]:
     """Score ours (patterns, NER, both) and the peers on the notes of `test_path` (a DocBin
     with PHI in `doc.ents`); time each on the same texts; time our component on `all_notes`
-    with `n_process` processes."""
+    with `n_process` processes. A peer gets `note_timeout_s` per note (philter-lite's
+    regular expressions can run for hours on some all-caps notes); `output` (a folder) gets
+    the report after every system."""
     import spacy
     from spacy.tokens import DocBin
 
@@ -304,19 +381,27 @@ def run_benchmark(
             except Exception as err:  # a peer that is not installed is reported, not fatal
                 result["systems"][f"peer failed: {err.__class__.__name__}"] = {"error": str(err)}
                 continue
+            system.factory = make  # type: ignore[attr-defined]
             systems.append((what.split(" (")[0] + (" patterns" if "patterns only" in what else ""), what, system))
     for name, what, system in systems:
         say(f"{name} ...")
-        t0 = time.perf_counter()
+        timed_out: List[int] = []
         if hasattr(system, "batch"):
+            system.batch(texts[:2])  # warm up: the word lists load once, outside the timing
+            t0 = time.perf_counter()
             preds = system.batch(texts)
+            dt = time.perf_counter() - t0
+            words_timed = result["test"]["words"]
         else:
-            preds = [system(t) for t in texts]
-        dt = time.perf_counter() - t0
+            preds, dt, timed_out = run_with_timeout(system.factory, texts, note_timeout_s, progress=say)
+            words_timed = sum(len(t.split()) for i, t in enumerate(texts) if i not in set(timed_out))
         scores = score_phi(texts, gold, preds)
         scores["description"] = what
-        scores["words_per_second_1_process"] = round(result["test"]["words"] / dt, 1)
+        scores["words_per_second_1_process"] = round(words_timed / dt, 1) if dt else 0.0
+        scores["timed_out_notes"] = timed_out
         result["systems"][name] = scores
+        if output is not None:  # what is done so far is kept if a later system fails
+            write_report(result, output)
         o, so = scores["token"]["overall"], scores["span"]["overall"]
         say(f"  token P {o['p']:.3f} R {o['r']:.3f}; span P {so['p']:.3f} R {so['r']:.3f}; {scores['words_per_second_1_process']:,} words/s")
     if all_notes:
@@ -348,7 +433,10 @@ def markdown_report(result: Dict[str, object]) -> str:
                 cells.append(f"{v['r']:.3f} ({v['n_gold']})" if v["r"] is not None else "-")
                 cells.append(f"{v['p']:.3f} ({v['n_pred']})" if v["p"] is not None else "-")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Systems:", ""] + [f"- **{n}**: {s['description']}" for n, s in systems.items()]
+    lines += ["", "Systems:", ""] + [
+        f"- **{n}**: {s['description']}" + (f"; {len(s['timed_out_notes'])} note(s) stopped after the per-note time limit (notes {', '.join(map(str, s['timed_out_notes']))}), counted as nothing found" if s.get("timed_out_notes") else "")
+        for n, s in systems.items()
+    ]
     failed = {k: v for k, v in result["systems"].items() if "error" in v}
     lines += [f"- {k}: {v['error']}" for k, v in failed.items()]
     if "speed" in result:
