@@ -206,3 +206,24 @@ def test_tokens_split_at_phi_boundaries(tagger):
     assert [(s.text, s.label_) for s in doc.spans["medllm_deid"]] == [("GATEMAN", "NAME"), ("8/23", "DATE"), ("201-561-8910", "PHONE")]
     assert doc._.deid_text == "Seen by DR.[NAME] on [DATE],AWAITING results; call [PHONE]."
     assert doc.text == "Seen by DR.GATEMAN on 8/23,AWAITING results; call 201-561-8910."
+
+
+def test_peer_note_time_limit():
+    """A peer that hangs on one note is stopped there, the note counts as nothing found,
+    and the other notes are still scored."""
+    import time as _time
+
+    from spacy_medllm.deid.evaluate import run_with_timeout
+
+    def factory():
+        def system(text):
+            if "HANG" in text:
+                _time.sleep(30)
+            return [(0, 4, "NAME")]
+
+        return system, "a peer that hangs"
+
+    preds, spent, timed_out = run_with_timeout(factory, ["John here", "HANG on", "Mary there"], timeout_s=1.0)
+    assert timed_out == [1]
+    assert preds == [[(0, 4, "NAME")], [], [(0, 4, "NAME")]]
+    assert spent < 5

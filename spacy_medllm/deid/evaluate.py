@@ -382,7 +382,7 @@ def run_benchmark(
                 result["systems"][f"peer failed: {err.__class__.__name__}"] = {"error": str(err)}
                 continue
             system.factory = make  # type: ignore[attr-defined]
-            systems.append((what.split(" (")[0] + (" patterns" if "patterns only" in what else ""), what, system))
+            systems.append((what.split(" (")[0] + (" patterns" if "pattern recognizers only" in what else ""), what, system))
     for name, what, system in systems:
         say(f"{name} ...")
         timed_out: List[int] = []
