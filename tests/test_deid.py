@@ -59,6 +59,7 @@ def found(text):
         # after a kinship word or "MS" (mental status), an ordinary English word is no name
         ("WIFE REQUESTING UPDATE. DAUGHTER IS BRINGING LOTION. MS CHANGES. WIFE IS A CCU NURSE.", []),
         ("r radial aline intact. TILL FURTHER NOTICE.", []),
+        ("ROS General: no fever. Consult: General Surgery. ATTENDING PHYSICIAN reviewed.", []),
         ("TEAM AWARE, UNCLEAR WHY. GIVEN MOM X1. NP STOOL. N/V. Abdomen soft. SISTER-KRISSY AND NP Patty here.", [("KRISSY", "NAME"), ("Patty", "NAME")]),
         # a ventilator setting, a pain score, a range of times or volumes is no date or phone number
         ("On PSV 10/5, CPAP/PS 16/5/40% tolerating. CP 5/10 relieved. TV 500-1000, 900-1000 slept.", []),
