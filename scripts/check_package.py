@@ -28,16 +28,20 @@ out = []
 for doc in nlp.pipe(texts, batch_size=32):
     out.append({"ents": [[e.start_char, e.end_char, e.label_, e.kb_id_] for e in doc.ents],
                 "cats": {k: round(v, 4) for k, v in doc.cats.items()},
-                "rels": sorted(([r["head_id"], r["tail_id"], r["label"]] for r in doc._.medllm_rels), key=str)})
+                "rels": sorted(([r["head_id"], r["tail_id"], r["label"]] for r in (doc._.medllm_rels if doc.has_extension("medllm_rels") else [])), key=str)})
 import importlib, os
 where = sys.argv[1] if os.path.isdir(sys.argv[1]) else os.path.dirname(importlib.import_module(sys.argv[1]).__file__)
 print(json.dumps({"load_s": load_s, "preds": out, "file": where}))
 """
 
 
-def main(folder: Path, sdist: Path, data: Path, limit: int = typer.Option(100, help="documents"), output: Path = typer.Option(None)) -> None:
-    name = srsly.read_json(folder / "meta.json")
-    package = f"{name['lang']}_{name['name']}"
+def main(
+    folder: Path, sdist: Path, data: Path, limit: int = typer.Option(100, help="documents"), output: Path = typer.Option(None),
+    package: str = typer.Option(None, help="the package's import name (default: from the folder's meta.json)"),
+) -> None:
+    if package is None:
+        meta = srsly.read_json(folder / "meta.json")
+        package = f"{meta['lang']}_{meta['name']}"
     texts = [d.text for d in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)][:limit]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
