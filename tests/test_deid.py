@@ -65,6 +65,10 @@ def found(text):
         ("On PSV 10/5, CPAP/PS 16/5/40% tolerating. CP 5/10 relieved. TV 500-1000, 900-1000 slept.", []),
         # two-digit years of a history
         ("PMH: CAD: NQWMI 13. NIDDM. 09 PTCA to LCX. AAA REPAIR IN 14' C/B DVT", [("13", "DATE"), ("09", "DATE"), ("14'", "DATE")]),
+        # a county; a name before a credential that is also a state code; instruments, units and
+        # the "MS:" header are no places
+        ("Last hospitalized in Pierce County. Evaluated by Rebecca Richardson, MD. Lives in Towson, MD.", [("Pierce County", "LOCATION"), ("Rebecca Richardson", "NAME"), ("Towson", "CITY"), ("MD", "STATE")]),
+        ("Dissected using Mayo scissors. Transferred from Labor And Delivery Room. RR18, Afebrile.,MS: ,A&O.", []),
         ("Works for Acme Widgets Inc. in Ohio.", [("Acme Widgets Inc.", "ORGANIZATION"), ("Ohio", "STATE")]),
         ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),
     ],

@@ -152,8 +152,10 @@ STATE_NAME = re.compile(r"\b(?:" + _words(US_STATES) + r")\b", I)
 # "Baltimore, MD", "Towson MD 21204": a state code only after a capitalized word and a comma or before a ZIP
 STATE_ABBR = re.compile(r"(?<=\b[A-Z][a-z]+), (?:" + "|".join(US_STATE_ABBR) + r")(?=\s*(?:[.,;)\n]|$|\d{5}))|(?<=[A-Za-z] )(?:" + "|".join(US_STATE_ABBR) + r")(?=,?\s+\d{5}\b)")
 CITY_BEFORE_STATE = re.compile(
-    r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z])|,?\s+(?:" + _words(US_STATES) + r")\b)"
+    r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z]|\s*:)|,?\s+(?:" + _words(US_STATES) + r")\b)"
 )
+# "Pierce County", "Anne Arundel County": a county is a geographic subdivision smaller than a state
+COUNTY = re.compile(r"\b((?:" + _TITLE_WORD + r"\s){1,3})(?:County|COUNTY|Parish|PARISH)\b")
 CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
 COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
 _LOWER_PLACE_CUE = re.compile(r"(?<=\b(?:lives|living|resides|lives alone|lives nearby|lives close by|moved|grew up|born)(?: alone| nearby| close by)? (?:in|to|near) )([a-z][a-z'-]+(?: [a-z][a-z'-]+)?)")
@@ -170,7 +172,7 @@ HOSPITAL_PATTERNS: List[Pattern] = [
     # "Hospital of the University of X", "Clinic of X"
     re.compile(r"\b(?:Hospital|Clinic|Infirmary|Medical Center) (?:of|for) (?:the )?(?:" + _CAP + r"\s?){1,5}"),
     re.compile(r"\b(?:St\.|Saint|Mt\.|Mount|ST\.|SAINT)\s*(?:[A-Z][a-z]+|[A-Z]{3,})(?:'s|'S)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{3,}))?"),
-    re.compile(r"\b(?:Sacred Heart|Holy Cross|Good Samaritan|Beth Israel|Mass General|Mayo|Johns Hopkins|Cleveland Clinic|Kaiser|Brigham|Mercy|Presbyterian|Methodist|Baptist|Lutheran|Adventist|Shriners)\b", I),
+    re.compile(r"\b(?:Sacred Heart|Holy Cross|Good Samaritan|Beth Israel|Mass General|Mayo|Johns Hopkins|Cleveland Clinic|Kaiser|Brigham|Mercy|Presbyterian|Methodist|Baptist|Lutheran|Adventist|Shriners)\b(?!\s+(?:scissors|stand|clamps?|retractors?|forceps|needles?|tray|sutures?)\b)", I),
     re.compile(r"\b(?:VAMC|VA hospital|V\.A\.)\b"),
 ]
 ORG_PATTERN = re.compile(r"\b(?:" + _TITLE_WORD + r"\s+){1,4}(?:" + _words([w.title() for w in COMPANY_WORDS]) + r")(?![\w])")
@@ -387,6 +389,8 @@ _GENERIC_TAIL = re.compile(
 )
 _CUT_WORDS = _LEAD_STOP - {"of"}
 _VERBS_BEFORE_PLACES = frozenset("leave left go going come coming back get got return stay be being in out".split())
+# "transferred from Labor And Delivery Room": a unit of the same hospital, not a place
+_UNIT_WORDS = frozenset("room unit floor ward department dept bay suite service area lab laboratory icu er ed or pacu".split())
 _GENERIC_WORDS = frozenset("hospital hosp center centre medical clinic infirmary hospice healthcare rehab".split())
 
 
@@ -414,6 +418,16 @@ def _hospital_name(text: str, start: int, end: int) -> Optional[Tuple[int, int]]
     return start, end
 
 
+def _credential_after_name(text: str, start: int, end: int) -> bool:
+    """Whether the state code text[start:end] ("MD", "PA") is a credential after a person's
+    name: "Rebecca Richardson, MD" (a given name, then a capitalized word), not "Baltimore, MD"."""
+    if text[start:end].lower() not in CREDENTIALS and text[start:end] not in ("PA", "DO"):
+        return False
+    words = re.findall(r"[A-Za-z][A-Za-z'.-]*", text[max(0, start - 60) : start])[-3:]
+    first, _ = person_names()
+    return len(words) >= 2 and any(w.lower().strip(".") in first for w in words[:-1]) and words[-1][:1].isupper()
+
+
 def find_places(text: str) -> Iterator[Match]:
     for pattern in STREET_PATTERNS:
         for m in pattern.finditer(text):
@@ -435,13 +449,22 @@ def find_places(text: str) -> Iterator[Match]:
         yield m.start(), m.end(), "STATE"
     for m in STATE_ABBR.finditer(text):
         s = m.start() + len(m.group(0)) - len(m.group(0).lstrip(", "))
-        yield s, m.end(), "STATE"
+        if not _credential_after_name(text, s, m.end()):
+            yield s, m.end(), "STATE"
     for m in CITY_BEFORE_STATE.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
         if s < m.end(1):
-            yield s, m.end(1), "CITY"
+            comma = text.find(",", m.end(1), m.end())
+            if comma >= 0 and _credential_after_name(text, len(text[: m.end()]) - len(text[comma + 1 : m.end()].lstrip()), m.end()):
+                yield s, m.end(1), "NAME"
+            else:
+                yield s, m.end(1), "CITY"
     for m in CITY_NAME.finditer(text):
         yield m.start(), m.end(), "CITY"
+    for m in COUNTY.finditer(text):
+        s = _trim_lead(text, m.start(1), m.end(1))
+        if s < m.end(1):
+            yield s, m.end(), "LOCATION"
     for m in COUNTRY.finditer(text):
         yield m.start(), m.end(), "LOCATION"
     for m in PLACE_CUE.finditer(text):
@@ -451,7 +474,7 @@ def find_places(text: str) -> Iterator[Match]:
             e = s + tail.start() if tail and tail.start() > 0 else m.end(1)
             if text[e - 1] == "." and text[s:e].split()[-1][:-1].lower() not in ("st", "mt", "ft", "jr", "sr") and len(text[s:e].split()[-1]) > 2:
                 e -= 1  # a sentence's period, not an abbreviation's ("St.")
-            if not _ordinary_after_home_cue(text[s:e].lower()):
+            if not _ordinary_after_home_cue(text[s:e].lower()) and text[s:e].split()[-1].lower().strip(".,") not in _UNIT_WORDS:
                 yield s, e, "LOCATION"
     for pattern, ordinary in ((_CAPS_HOME_CUE, _ordinary_after_home_cue), (_CAPS_WARD_CUE, dictionary_words().__contains__)):
         for m in pattern.finditer(text):
