@@ -72,3 +72,24 @@ def test_entities_are_valid_token_spans(nlp, seed, picks):
             assert ent.text == ref.text[ent.start_char:ent.end_char] and ent.text.strip() == ent.text and ent.text
         # the copy trains: its gold aligns with its predicted tokens
         assert copy.get_aligned_ner().count("O") < len(ref) or not phi
+
+
+def test_surrogate_config_reads_augmented_corpus(nlp, tmp_path):
+    from pathlib import Path
+
+    from spacy.tokens import DocBin
+
+    example = annotated(nlp)
+    empty = nlp.make_doc("Resting comfortably.")
+    DocBin(docs=[example.reference, empty, empty, empty]).to_disk(tmp_path / "train.spacy")
+    config = spacy.util.load_config(
+        Path(__file__).parent.parent / "configs" / "deid_ner_surrogates.cfg",
+        overrides={"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "train.spacy")},
+        interpolate=True,
+    )
+    corpus = registry.resolve(config["corpora"])["train"]
+    out = list(corpus(nlp))
+    # the note with PHI, its two surrogate copies, and at most some of the three empty notes
+    with_phi = [e for e in out if e.reference.ents]
+    assert len(with_phi) == 3 and len(out) - 3 < 3
+    assert len({e.reference.text for e in with_phi}) == 3
