@@ -152,7 +152,7 @@ STATE_NAME = re.compile(r"\b(?:" + _words(US_STATES) + r")\b", I)
 # "Baltimore, MD", "Towson MD 21204": a state code only after a capitalized word and a comma or before a ZIP
 STATE_ABBR = re.compile(r"(?<=\b[A-Z][a-z]+), (?:" + "|".join(US_STATE_ABBR) + r")(?=\s*(?:[.,;)\n]|$|\d{5}))|(?<=[A-Za-z] )(?:" + "|".join(US_STATE_ABBR) + r")(?=,?\s+\d{5}\b)")
 CITY_BEFORE_STATE = re.compile(
-    r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?:" + "|".join(US_STATE_ABBR) + r")\b(?![a-z]|\s*:)|,?\s+(?:" + _words(US_STATES) + r")\b)"
+    r"\b((?:" + _TITLE_WORD + r"\s){0,2}" + _TITLE_WORD + r")(?:,\s*(?P<abbr>" + "|".join(US_STATE_ABBR) + r")\b(?![a-z]|\s*:)|,?\s+(?:" + _words(US_STATES) + r")\b)"
 )
 # "Pierce County", "Anne Arundel County": a county is a geographic subdivision smaller than a state
 COUNTY = re.compile(r"\b((?:" + _TITLE_WORD + r"\s){1,3})(?:County|COUNTY|Parish|PARISH)\b")
@@ -418,10 +418,14 @@ def _hospital_name(text: str, start: int, end: int) -> Optional[Tuple[int, int]]
     return start, end
 
 
+# the state codes that are also credentials after a name
+_CREDENTIAL_STATES = frozenset({"MD", "PA"})
+
+
 def _credential_after_name(text: str, start: int, end: int) -> bool:
     """Whether the state code text[start:end] ("MD", "PA") is a credential after a person's
     name: "Rebecca Richardson, MD" (a given name, then a capitalized word), not "Baltimore, MD"."""
-    if text[start:end].lower() not in CREDENTIALS and text[start:end] not in ("PA", "DO"):
+    if text[start:end] not in _CREDENTIAL_STATES:
         return False
     words = re.findall(r"[A-Za-z][A-Za-z'.-]*", text[max(0, start - 60) : start])[-3:]
     first, _ = person_names()
@@ -454,8 +458,7 @@ def find_places(text: str) -> Iterator[Match]:
     for m in CITY_BEFORE_STATE.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
         if s < m.end(1):
-            comma = text.find(",", m.end(1), m.end())
-            if comma >= 0 and _credential_after_name(text, len(text[: m.end()]) - len(text[comma + 1 : m.end()].lstrip()), m.end()):
+            if m.group("abbr") and _credential_after_name(text, m.start("abbr"), m.end("abbr")):
                 yield s, m.end(1), "NAME"
             else:
                 yield s, m.end(1), "CITY"
