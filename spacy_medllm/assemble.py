@@ -10,9 +10,13 @@ use only (CTD MEDIC, UMLS). Assembling writes a new pipeline folder in which
   and the training corpora), and whether the package is for local use only.
 A KB that holds a source that may not be redistributed is refused unless `local_only` is
 set; then the meta says so in its `notes` and `medllm_local_only`.
+
+`medllm add-components` (`add_components`) chains trained pipelines into one: components of
+other pipelines are added to a base pipeline, a listener only onto the very encoder it was
+trained on (the relation extractor of Chia on the frozen encoder of the Chia NER).
 """
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import spacy
 from spacy.language import Language
@@ -107,3 +111,59 @@ def assemble(
     }
     write_pipeline(nlp, output, force=force)
     return nlp
+
+
+def _listened_to(nlp: Language, name: str) -> List[str]:
+    """The components (a transformer, a tok2vec) whose output the component `name` reads."""
+    return [up for up, pipe in nlp.pipeline if name in getattr(pipe, "listening_components", [])]
+
+
+def _same_weights(a, b) -> Optional[str]:
+    """None when two upstream components hold the same weights, else what differs."""
+    from .layers.chunked import hf_shim
+
+    try:
+        sa, sb = hf_shim(a.model)._model.state_dict(), hf_shim(b.model)._model.state_dict()
+    except (ValueError, AttributeError):
+        return None if a.model.to_bytes() == b.model.to_bytes() else "its weights differ"
+    import torch
+
+    if sa.keys() != sb.keys():
+        return "another encoder architecture"
+    for key in sa:
+        if sa[key].shape != sb[key].shape or not torch.equal(sa[key], sb[key]):
+            return f"weights differ, first at {key}"
+    return None
+
+
+def add_components(
+    base: Union[str, Path], output: Union[str, Path], sources: Sequence[Tuple[Union[str, Path], Sequence[str]]], *, force: bool = False,
+) -> Language:
+    """The pipeline `base` with components of other trained pipelines added at its end, and
+    written to `output` (a new folder).
+
+    sources: (pipeline, component names) pairs; no names: every component the base lacks.
+    A component that reads a shared encoder through a listener (a relation extractor
+    trained on the frozen transformer of an NER pipeline) is added only when the base holds
+    the same encoder, weight for weight (E158): the added component then reads the base's
+    encoder as it did in training, and the NER and the relations share one encoder pass.
+    """
+    check_output(output, [base, *[src for src, _ in sources]], force=force)
+    nlp = spacy.load(base)
+    for src_path, names in sources:
+        src = spacy.load(src_path)
+        chosen = list(names) or [n for n in src.pipe_names if n not in nlp.pipe_names]
+        for name in chosen:
+            if name not in src.pipe_names:
+                raise ValueError(Errors.E157.format(source=src_path, name=name, reason=f"is not one of its components ({', '.join(src.pipe_names)})"))
+            if name in nlp.pipe_names:
+                raise ValueError(Errors.E159.format(base=base, name=name))
+            for upstream in _listened_to(src, name):
+                if upstream not in nlp.pipe_names:
+                    raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason="the base has none"))
+                differs = _same_weights(nlp.get_pipe(upstream), src.get_pipe(upstream))
+                if differs:
+                    raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason=differs))
+            nlp.add_pipe(name, source=src)
+    write_pipeline(nlp, output, force=force)
+    return spacy.load(output)

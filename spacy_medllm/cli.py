@@ -721,6 +721,28 @@ def assemble(
     typer.echo(f"assembled {nlp.meta['lang']}_{nlp.meta['name']} {nlp.meta['version']}: {output}{note}")
 
 
+@app.command("add-components")
+def add_components_cmd(
+    base: Path = typer.Argument(..., help="the pipeline to add to (e.g. an NER pipeline whose encoder the added components were trained on)"),
+    output: Path = typer.Argument(..., help="NEW pipeline folder"),
+    source: List[str] = typer.Option(..., "--from", help="PIPELINE or PIPELINE:name,name (default: every component the base lacks); repeatable"),
+    force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
+) -> None:
+    """Add the components of other trained pipelines to the end of BASE; a component that reads a shared encoder is added only onto the same encoder."""
+    from .assemble import add_components
+
+    sources = []
+    for item in source:
+        path, _, names = item.partition(":") if not Path(item).exists() else (item, "", "")
+        sources.append((path, [n for n in names.split(",") if n]))
+    try:
+        nlp = add_components(base, output, sources, force=force)
+    except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{output}: {' -> '.join(nlp.pipe_names)}")
+
+
 @app.command()
 def deidentify(
     input_path: Path = typer.Argument(..., help="notes: a .txt file or folder, .jsonl, .csv/.tsv(.gz), a MIMIC NOTEEVENTS csv, a PhysioNet id.text, or a .spacy DocBin"),

@@ -141,3 +141,8 @@ class Errors(metaclass=ErrorsWithCodes):
     E155 = "{kb} has {n} concepts with two or more names: the name encoder trains on synonym sets and needs at least 2"
     E156 = ("{path} already holds a name-encoder checkpoint: pass --resume to continue it, or choose "
             "another output folder")
+    # adding trained components to another pipeline (E157-E159)
+    E157 = "{source}: '{name}' {reason}"
+    E158 = ("{source}: '{name}' reads the output of '{upstream}', and {base}'s '{upstream}' is not the one it "
+            "was trained on ({reason}); train it on that pipeline's frozen encoder (e.g. --paths.ner_model {base})")
+    E159 = "{base} already has a component '{name}': the added one would replace it"

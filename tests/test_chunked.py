@@ -20,6 +20,7 @@ def test_chunked_inference_matches_one_call(trained, monkeypatch):  # noqa: F811
         return real(self, inputs)
 
     monkeypatch.setattr(ChunkedHFShim, "max_windows", 10_000)
+    monkeypatch.setattr(ChunkedHFShim, "group_windows", 10_000)
     monkeypatch.setattr(type(shim).__mro__[1], "predict", counting)
     whole = trained(text)
     n_windows = calls[-1]
@@ -28,5 +29,40 @@ def test_chunked_inference_matches_one_call(trained, monkeypatch):  # noqa: F811
     monkeypatch.setattr(ChunkedHFShim, "max_windows", 3)
     chunked = trained(text)
     assert calls == [3] * (n_windows // 3) + ([n_windows % 3] if n_windows % 3 else [])
-    numpy.testing.assert_allclose(numpy.asarray(chunked._.trf_data.tensors[0]), numpy.asarray(whole._.trf_data.tensors[0]), rtol=1e-5, atol=1e-5)
+    mask = numpy.asarray(whole._.trf_data.tokens["attention_mask"]).astype(bool)  # padding is not read
+    numpy.testing.assert_allclose(numpy.asarray(chunked._.trf_data.tensors[0])[mask], numpy.asarray(whole._.trf_data.tensors[0])[mask], rtol=1e-5, atol=1e-5)
     assert ents(chunked) == ents(whole)
+
+
+def test_windows_grouped_by_length_and_cut_to_their_longest(trained, monkeypatch):  # noqa: F811
+    """Windows of different lengths are encoded in length-sorted groups, each cut to its own
+    longest window: no call computes more padding than its group needs, and every real
+    piece gets the same output as in one uncut call."""
+    shim = hf_shim(trained.get_pipe("transformer").model)
+    words = [t for t, _ in TRAIN]
+    texts = [" ".join(words[: 3 + 5 * i]) for i in range(8)] + [" ".join(words) * 3]
+    real = type(shim).__mro__[1].predict
+    calls = []
+
+    def recording(self, inputs):
+        mask = inputs.kwargs["attention_mask"]
+        calls.append((mask.shape[1], int(mask.sum(dim=1).max()), mask.shape[0]))
+        return real(self, inputs)
+
+    monkeypatch.setattr(type(shim).__mro__[1], "predict", recording)
+    monkeypatch.setattr(ChunkedHFShim, "group_windows", 10_000)
+    whole = list(trained.pipe(texts, batch_size=len(texts)))
+    assert len(calls) == 1
+    padded = calls[0][0]
+    calls.clear()
+    monkeypatch.setattr(ChunkedHFShim, "group_windows", 3)
+    grouped = list(trained.pipe(texts, batch_size=len(texts)))
+    assert len(calls) > 2 and all(n <= 3 for _, _, n in calls)
+    assert all(width == longest for width, longest, _ in calls)  # each call cut to its longest window
+    assert min(width for width, _, _ in calls) < padded
+    for a, b in zip(grouped, whole):
+        out_a, out_b = a._.trf_data.model_output.last_hidden_state, b._.trf_data.model_output.last_hidden_state
+        assert out_a.shape == out_b.shape  # put back at the batch's padded length
+        mask = numpy.asarray(a._.trf_data.tokens["attention_mask"]).astype(bool)
+        numpy.testing.assert_allclose(numpy.asarray(out_a)[mask], numpy.asarray(out_b)[mask], rtol=1e-5, atol=1e-5)
+        assert ents(a) == ents(b)

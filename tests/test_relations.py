@@ -703,3 +703,29 @@ def test_score_uses_the_components_level(cid_nlp):
     finally:
         rel.cfg["level"] = saved
 
+
+
+def test_mention_relations_end_to_end(ade_nlp, tmp_path):
+    """A pipeline that finds its own entities (here an entity ruler that misses "Rash") is
+    scored with gold entities and end to end: the relation of the missed entity is lost
+    only end to end."""
+    from spacy.tokens import DocBin
+
+    from spacy_medllm.evaluation.relations import evaluate_mention_relations
+
+    ade_nlp.to_disk(tmp_path / "rel")
+    nlp = spacy.load(tmp_path / "rel")
+    ruler = nlp.add_pipe("entity_ruler", first=True)
+    ruler.add_patterns([
+        {"label": label, "pattern": text[s:e]} for text, ents, _ in ADE_TRAIN for s, e, label in ents if text[s:e] != "Rash"
+    ])
+    nlp.to_disk(tmp_path / "e2e")
+    DocBin(store_user_data=True, docs=[ade_doc(nlp, t, e, r) for t, e, r in ADE_TRAIN]).to_disk(tmp_path / "gold.spacy")
+    res = evaluate_mention_relations(tmp_path / "e2e", tmp_path / "gold.spacy")
+    assert res["micro"] == {"p": 100.0, "r": 100.0, "f": 100.0}
+    e2e = res["end_to_end"]
+    assert e2e["micro"] == {"p": 100.0, "r": 80.0, "f": pytest.approx(88.89, abs=0.01)}
+    assert e2e["per_label"]["ADE"]["r"] == pytest.approx(66.67, abs=0.01) and e2e["per_label"]["DOSE"]["r"] == 100.0
+    assert e2e["ner"]["p"] == 100.0 and e2e["ner"]["r"] == pytest.approx(90.91, abs=0.01)
+    # a relation-only pipeline has no end-to-end score
+    assert evaluate_mention_relations(tmp_path / "rel", tmp_path / "gold.spacy")["end_to_end"] is None

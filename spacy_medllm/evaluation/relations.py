@@ -37,6 +37,7 @@ from ..errors import Errors
 from ..kb import KnowledgeBase
 from ..linker.pipe import MedLinker
 from ..relations import RelationExtractor, concept_keys, concept_pairs, gold_entity_docs, score_relations
+from ..relations.gold import assigns_entities
 from ..tokens import get_relations, split_kb_id
 from .metrics import PRFCounts, peak_rss_mb, percent, prf, time_components
 
@@ -276,6 +277,18 @@ def evaluate_mention_relations(
     for g in gold_docs:
         for r in get_relations(g):
             n_gold[r["label"]] += 1
+    # end to end, where the pipeline finds its own entities before the relation component
+    end_to_end = None
+    if any(assigns_entities(nlp, n) for n in nlp.pipe_names[: nlp.pipe_names.index(name)]):
+        e2e, e2e_times = time_components(nlp, [g.text for g in gold_docs], batch_size=batch_size)
+        e = score_relations([Example(p, g) for p, g in zip(e2e, gold_docs)], level="mention")
+        ner = Scorer.score_spans([Example(p, g) for p, g in zip(e2e, gold_docs)], "ents")
+        end_to_end = {
+            "micro": _pct({k: e[f"medllm_rel_{k}"] for k in "prf"}),
+            "per_label": {label: {**_pct(s), "gold": n_gold[label]} for label, s in e["medllm_rel_per_type"].items()},
+            "ner": {k: percent(ner[f"ents_{k}"] or 0.0) for k in ("p", "r", "f")},
+            "words_per_second": e2e_times.words_per_second,
+        }
     return {
         "model": str(model), "data": str(data), "documents": len(gold_docs),
         **_thresholds(rel),
@@ -283,6 +296,7 @@ def evaluate_mention_relations(
         "per_label": {label: {**_pct(s), "gold": n_gold[label]} for label, s in scores["medllm_rel_per_type"].items()},
         "rel_seconds": round(times.seconds[name], 2),
         "baseline_all_candidate_pairs": baseline,
+        "end_to_end": end_to_end,
     }
 
 
@@ -349,6 +363,15 @@ def markdown(results: Dict[str, object]) -> str:
             b = r["baseline_all_candidate_pairs"]
             lines.append(f"| baseline: every candidate pair, label by type | {b['p']:.2f} | {b['r']:.2f} | {b['f']:.2f} | |")
         lines.append("")
+        e2e = r.get("end_to_end")
+        if e2e:
+            lines += [f"| {title} (end to end: the pipeline's own entities) | P | R | F | gold |", "|---|---:|---:|---:|---:|"]
+            for label, s in e2e["per_label"].items():
+                lines.append(f"| {label} | {s['p']:.2f} | {s['r']:.2f} | {s['f']:.2f} | {s['gold']} |")
+            m, n = e2e["micro"], e2e["ner"]
+            lines.append(f"| **micro** | {m['p']:.2f} | {m['r']:.2f} | {m['f']:.2f} | |")
+            speed = f"{e2e['words_per_second']:,} words/s" if e2e.get("words_per_second") is not None else "no words"
+            lines += ["", f"NER of the same run: P {n['p']:.2f} R {n['r']:.2f} F {n['f']:.2f}; {speed} end to end.", ""]
     for note in results.get("notes", []):
         lines.append(f"- {note}")
     mem = "n/a" if results.get("peak_rss_mb") is None else f"{results['peak_rss_mb']} MB"
