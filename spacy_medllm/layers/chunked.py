@@ -63,13 +63,14 @@ class ChunkedHFShim(HFShim):
         if (
             inputs.args or mask is None or mask.dim() != 2
             or {kwargs[k].shape[0] for k in per_window} != {mask.shape[0]}
-            or kwargs.get("output_attentions")
         ):
             return super().predict(inputs)
         n, length = mask.shape
         lengths = mask.sum(dim=1)
-        # right padding only: every window's real pieces come first
-        if not bool((mask.cumsum(dim=1) == torch.arange(1, length + 1).clamp(max=lengths.unsqueeze(1))).all()):
+        # cut only right-padded windows (every window's real pieces first), and never when
+        # the attention maps ([windows, heads, pieces, pieces]) are asked for
+        right_padded = bool((mask.cumsum(dim=1) == torch.arange(1, length + 1, device=mask.device).clamp(max=lengths.unsqueeze(1))).all())
+        if kwargs.get("output_attentions") or not right_padded:
             return self._predict_in_order(inputs, n)
         step = max(1, min(self.group_windows, self.max_windows))
         sort = torch.argsort(lengths, descending=True, stable=True)
@@ -97,7 +98,7 @@ class ChunkedHFShim(HFShim):
                 for k, v in inputs.kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=kwargs)))
-        return _merge(parts, torch.arange(n), inputs.kwargs["attention_mask"].shape[1])
+        return _merge(parts, torch.arange(n, device=inputs.kwargs["attention_mask"].device), inputs.kwargs["attention_mask"].shape[1])
 
 
 def hf_shim(model: Model) -> HFShim:
