@@ -277,23 +277,28 @@ def evaluate_mention_relations(
     for g in gold_docs:
         for r in get_relations(g):
             n_gold[r["label"]] += 1
+
+    def micro_and_per_label(s: Mapping[str, object]) -> Dict[str, object]:
+        return {
+            "micro": _pct({k: s[f"medllm_rel_{k}"] for k in "prf"}),
+            "per_label": {label: {**_pct(v), "gold": n_gold[label]} for label, v in s["medllm_rel_per_type"].items()},
+        }
+
     # end to end, where the pipeline finds its own entities before the relation component
     end_to_end = None
     if any(assigns_entities(nlp, n) for n in nlp.pipe_names[: nlp.pipe_names.index(name)]):
         e2e, e2e_times = time_components(nlp, [g.text for g in gold_docs], batch_size=batch_size)
-        e = score_relations([Example(p, g) for p, g in zip(e2e, gold_docs)], level="mention")
-        ner = Scorer.score_spans([Example(p, g) for p, g in zip(e2e, gold_docs)], "ents")
+        examples_e2e = [Example(p, g) for p, g in zip(e2e, gold_docs)]
+        ner = Scorer.score_spans(examples_e2e, "ents")
         end_to_end = {
-            "micro": _pct({k: e[f"medllm_rel_{k}"] for k in "prf"}),
-            "per_label": {label: {**_pct(s), "gold": n_gold[label]} for label, s in e["medllm_rel_per_type"].items()},
+            **micro_and_per_label(score_relations(examples_e2e, level="mention")),
             "ner": {k: percent(ner[f"ents_{k}"] or 0.0) for k in ("p", "r", "f")},
             "words_per_second": e2e_times.words_per_second,
         }
     return {
         "model": str(model), "data": str(data), "documents": len(gold_docs),
         **_thresholds(rel),
-        "micro": _pct({k: scores[f"medllm_rel_{k}"] for k in "prf"}),
-        "per_label": {label: {**_pct(s), "gold": n_gold[label]} for label, s in scores["medllm_rel_per_type"].items()},
+        **micro_and_per_label(scores),
         "rel_seconds": round(times.seconds[name], 2),
         "baseline_all_candidate_pairs": baseline,
         "end_to_end": end_to_end,

@@ -74,6 +74,9 @@ class CandidateGenerator:
         self.kb = kb
         self.dense = dense
         self.alpha = float(alpha)
+        # the names x terms matrix transposed once, in CSR, at the first search: a product with
+        # its CSC view would convert it again on every call (~10 ms per 100k names)
+        self._names_by_term = None
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(Errors.E154.format(path="alpha", reason=f"{alpha}: the TF-IDF weight must be in [0, 1]"))
         if _state is not None:
@@ -159,9 +162,7 @@ class CandidateGenerator:
     def _search(self, mentions: Sequence[str], k: int) -> List[List[DetailedCandidate]]:
         keys = [normalize_alias(m) for m in mentions]
         queries = self.vectorizer.transform(keys).astype(np.float32)
-        if getattr(self, "_names_by_term", None) is None:
-            # the names x terms matrix transposed once, in CSR: a product with its CSC view
-            # would convert it again on every call (~10 ms per 100k names)
+        if self._names_by_term is None:
             self._names_by_term = self.matrix.T.tocsr()
         sims = (queries @ self._names_by_term).tocsr()
         tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]

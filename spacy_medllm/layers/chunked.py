@@ -30,7 +30,8 @@ GROUP_WINDOWS = 8
 
 def _merge(outputs, order, length: int):
     """Concatenate the groups' outputs along the windows, put the windows back in `order`
-    and pad the piece axis of per-piece tensors ([windows, pieces, width]) to `length`."""
+    (None: they are in order) and pad the piece axis of per-piece tensors ([windows, pieces,
+    width]) to `length`."""
     import torch
 
     first = outputs[0]
@@ -39,7 +40,7 @@ def _merge(outputs, order, length: int):
         if first.dim() == 3:
             parts = [torch.nn.functional.pad(o, (0, 0, 0, length - o.shape[1])) for o in outputs]
         merged = torch.cat(parts, dim=0)
-        return merged.index_select(0, order)
+        return merged if order is None else merged.index_select(0, order)
     if isinstance(first, (tuple, list)) and not hasattr(first, "keys"):
         return type(first)(_merge([o[i] for o in outputs], order, length) for i in range(len(first)))
     if hasattr(first, "keys"):
@@ -98,7 +99,7 @@ class ChunkedHFShim(HFShim):
                 for k, v in inputs.kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=kwargs)))
-        return _merge(parts, torch.arange(n, device=inputs.kwargs["attention_mask"].device), inputs.kwargs["attention_mask"].shape[1])
+        return _merge(parts, None, inputs.kwargs["attention_mask"].shape[1])
 
 
 def hf_shim(model: Model) -> HFShim:
