@@ -5,7 +5,7 @@ import re
 import pytest
 import spacy
 
-from spacy_medllm.deid.patterns import find_phi, resolve
+from spacy_medllm.deid.patterns import find_phi, resolve, widen_names
 from spacy_medllm.deid.surrogates import DateFormat, Surrogates, map_offset, replace_spans
 
 
@@ -17,7 +17,7 @@ def tagger():
 
 
 def found(text):
-    return [(text[s:e], label) for s, e, label in resolve(find_phi(text))]
+    return [(text[s:e], label) for s, e, label in widen_names(text, resolve(find_phi(text)))]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,17 @@ def found(text):
         ("Last hospitalized in Pierce County. Evaluated by Rebecca Richardson, MD. Lives in Towson, MD.", [("Pierce County", "LOCATION"), ("Rebecca Richardson", "NAME"), ("Towson", "CITY"), ("MD", "STATE")]),
         ("Dissected using Mayo scissors. Transferred from Labor And Delivery Room. RR18, Afebrile.,MS: ,A&O.", []),
         ("Works for Acme Widgets Inc. in Ohio.", [("Acme Widgets Inc.", "ORGANIZATION"), ("Ohio", "STATE")]),
+        # dates run into the word before them ("TOXICITY-9/2/92", "HX:8/30")
+        ("LITHIUM TOXICITY-9/2/92. PRESENT HX:8/30 LETHARGIC. ACCESS #18 LA-10/3.", [("9/2/92", "DATE"), ("8/30", "DATE"), ("10/3", "DATE")]),
+        # phone numbers with the area code run in, with spaces after the hyphens, a pager after "PG"
+        ("son ,dave, (240444-1243) was in; dtr Frances Baker- 212- 476- 8356. PG 23456", [("dave", "NAME"), ("240444-1243", "PHONE"), ("Frances Baker", "NAME"), ("212- 476- 8356", "PHONE"), ("23456", "PHONE")]),
+        # a residence after "lives at" / "home in" without the facility words; a hospital's campus
+        ("He lives at Carpenter Assisted living. Husband is home in Hagerstown. Bed on mackerer campus.", [("Carpenter", "LOCATION"), ("Hagerstown", "LOCATION"), ("mackerer", "LOCATION")]),
+        # a lower-case signature with an initial; a given name alone; a caregiver's name
+        ("all is well at this time. s. roberto rrt", [("s. roberto", "NAME")]),
+        ("PER DAVID, HE HAS BEEN ANXIOUS. RECOGNIZED HIS CAREGIVER, BARBARA. Maria is at bedside.", [("DAVID", "NAME"), ("BARBARA", "NAME"), ("Maria", "NAME")]),
+        # short capitalized abbreviations that are also given names are no names
+        ("PEG in place, HOB up 30, CON, GERD on PPI, BRADY to 50s, allegra given.", []),
         ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),
     ],
 )
@@ -113,6 +124,18 @@ def test_ner_entities_are_merged():
     nlp.add_pipe("medllm_deid", config={"replace": "tag"})
     doc = nlp("Transferred to GH on 7/22, given aspirin.")
     assert doc._.deid_text == "Transferred to [LOCATION] on [DATE], given aspirin."
+
+
+def test_initials_join_the_name_found():
+    """An initial before a name the NER found joins it; two names around an initial are one."""
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "NAME", "pattern": p} for p in ("WELSH", "barbara", "parrilli")])
+    nlp.add_pipe("medllm_deid", config={"replace": "tag"})
+    doc = nlp("INR 6.0. E. WELSH AWARE.\nbarbara j. parrilli bsn/rn")
+    assert [(s.text, s.label_) for s in doc.spans["medllm_deid"]] == [("E. WELSH", "NAME"), ("barbara j. parrilli", "NAME")]
+    # a letter glued to the word before is no initial ("vit.K. WELSH" keeps K out)
+    assert widen_names("vitK. WELSH", [(6, 11, "NAME")]) == [(6, 11, "NAME")]
 
 
 def test_surrogates_consistent_within_document():

@@ -13,6 +13,7 @@ types of the PhysioNet deid notes (NAME, DATE, LOCATION, PHONE, AGE, ID). Two le
   same boundaries and type.
 """
 import re
+from pathlib import Path
 import time
 from collections import Counter, defaultdict
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -416,7 +417,8 @@ def run_benchmark(
 
 def markdown_report(result: Dict[str, object]) -> str:
     """metrics/deid.md: overall and per-type tables, token and span level, and speed."""
-    lines = [f"# De-identification on the PhysioNet deid test split ({result['test']['notes']} notes, "
+    split = Path(str(result["test"]["path"])).stem
+    lines = [f"# De-identification on the PhysioNet deid {split} split ({result['test']['notes']} notes, "
              f"{result['test']['words']:,} words, {result['test']['phi_spans']} PHI spans)", ""]
     systems = {k: v for k, v in result["systems"].items() if "token" in v}
     lines += ["| system | token P | token R | token F | span P | span R | span F | exact span F | words/s (1 process) |", "|---|---|---|---|---|---|---|---|---|"]

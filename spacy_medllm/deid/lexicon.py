@@ -66,6 +66,7 @@ KIN_WORDS = (
     "sister", "niece", "nephew", "aunt", "uncle", "cousin", "grandson", "granddaughter", "grandmother",
     "grandfather", "friend", "neighbor", "neighbour", "fiance", "fiancee", "boyfriend", "girlfriend",
     "sibling", "hcp", "proxy", "guardian", "stepson", "stepdaughter", "son-in-law", "daughter-in-law",
+    "caregiver", "caretaker",
 )
 # headers whose value is a name
 NAME_HEADERS = (

@@ -52,16 +52,16 @@ DATE_PATTERNS: List[Pattern] = [
     # 2087-03-14, 2087/3/14, 2087.03.14
     re.compile(r"(?<![\d/.-])" + _YEAR4 + r"([-/.])" + _MONTH_NUM + r"\1" + _DAY + r"(?![\d/-])"),
     # 03/14/2087, 3-14-87, 3.14.2087
-    re.compile(r"(?<![\dxX/-])(?<!\d\.)" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
+    re.compile(r"(?<![\dxX/])(?<![\d/.]-)(?<!\d\.)" + _MONTH_NUM + r"([-/.])" + _DAY + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
     # 14/03/2087 (day first, when the first part cannot be a month)
     re.compile(r"(?<![\dxX/.-])(?:1[3-9]|2\d|3[01])([-/.])" + _MONTH_NUM + r"\1" + _YEAR + r"(?![\d/-])(?!\.\d)"),
     # 3/14, 03/14 (no year); not a common fraction, a vent setting or a ratio inside a longer number
     re.compile(
-        r"(?<![\dxX/:-])(?<!\d\.)(?<!\b(?:peep|ps|psv|cpap|bipap|ipap|epap|support|settings?|imv|simv|ac|ratio|bp|i:e|ie|vent)\s*)(?!(?:1/[2-8]|2/3|3/4|3/8|5/8|7/8)(?![\d/]))"
+        r"(?<![\dxX/])(?<![\d/.:]-)(?<![\d/.:-]:)(?<!\d\.)(?<!\b(?:peep|ps|psv|cpap|bipap|ipap|epap|support|settings?|imv|simv|ac|ratio|bp|i:e|ie|vent)\s*)(?!(?:1/[2-8]|2/3|3/4|3/8|5/8|7/8)(?![\d/]))"
         + _MONTH_NUM + r"/" + _DAY + r"(?![\d/]|\.\d|\s*(?:tabs?|tablets?|strength|ns\b|inch|in\b|cm|mg|ml|cc|units?|dose|of\b|way|cup|bottle|liter))", I
     ),
     # 8/88, 8/1988 (month and year)
-    re.compile(r"(?<![\dxX/:-])(?<!\d\.)" + _MONTH_NUM + r"/(?:3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)"),
+    re.compile(r"(?<![\dxX/])(?<![\d/.:]-)(?<![\d/.:-]:)(?<!\d\.)" + _MONTH_NUM + r"/(?:3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)"),
     # 14-Mar-2087, 14 March 2087, 14 Mar 87, 14th of March, 14-MAR
     re.compile(r"(?<![\w.-])" + _DAY + _ORD + r"(?:[-\s/.]|\s+of\s+)" + _MON + r"(?:[-\s/.,]+" + _YEAR + r")?(?![a-z\d])", I),
     # March 14th, Mar 14, 2087, March 14 '87, May 14
@@ -106,15 +106,17 @@ IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-
 _EXT = r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?"
 PHONE_PATTERNS: List[Pattern] = [
     # (410) 555-1234, 410-555-1234, 410.555.1234, 410/555/1234, +1 410 555 1234, 1-800-555-1234
-    re.compile(r"(?<!\d)(?<!\d-)(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}[-.\s/])\d{3}[-.\s/]\d{4}(?!\d)" + _EXT, I),
+    re.compile(r"(?<!\d)(?<!\d-)(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\d{3}(?:[-./]\s?|\s))\d{3}(?:[-./]\s?|\s)\d{4}(?!\d)" + _EXT, I),
+    # 240444-1243: ten digits, the area code run into the exchange
+    re.compile(r"(?<![\d/.-])\d{6}-\d{4}(?![\d-])" + _EXT, I),
     # 555-1234 (seven digits)
     re.compile(r"(?<![\d/.-])\d{3}-\d{4}(?![\d-])(?!\s*(?:cc|ccs|ml|mls|mg|units?|u\b|mcg|hrs?|kcal|cal|gm?\b|kg|%))" + _EXT, I),
     # extensions, pagers and beepers: "x45", "ext 1234", "pager 12345", "beeper #54321"
     re.compile(r"(?<=\bext\.? )\d{2,6}\b|(?<=\bext)\d{2,6}\b|(?<=\bextension )\d{2,6}\b", I),
     # 410 555 1234 and 202 2671093 (spaces only, after a phone cue or in parentheses)
     re.compile(r"(?:(?<=\b(?:at|phone|tel|cell|call|reached|number)\s*)|(?<=[#(]\s*))\d{3}[\s-]\d{3}[\s-]?\d{4,5}(?!\d)", I),
-    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph|contact|number|no|#)[ :#.])\s*#?\s*\d{3,6}(?:[-\s]\d{3,5})?\b", I),
-    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|page|cell|phone|tel|telephone|mobile|fax|call|ph)[ :#.]{2})\s*\d{3,6}\b", I),
+    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|pg|page|cell|phone|tel|telephone|mobile|fax|call|ph|contact|number|no|#)[ :#.])\s*#?\s*\d{3,6}(?:[-\s]\d{3,5})?\b", I),
+    re.compile(r"(?<=\b(?:pager|beeper|beep|pgr|pg|page|cell|phone|tel|telephone|mobile|fax|call|ph)[ :#.]{2})\s*\d{3,6}\b", I),
 ]
 FAX_CUE = re.compile(r"\bfax\b[\s:#.]*$", I)
 
@@ -157,10 +159,12 @@ CITY_BEFORE_STATE = re.compile(
 # "Pierce County", "Anne Arundel County": a county is a geographic subdivision smaller than a state
 COUNTY = re.compile(r"\b((?:" + _TITLE_WORD + r"\s){1,3})(?:County|COUNTY|Parish|PARISH)\b")
 CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
+# "on mackerer campus", "the Bayview Campus": a hospital's site
+CAMPUS = re.compile(r"\b([A-Za-z][A-Za-z'-]{2,})\s+(?:campus|CAMPUS|Campus)\b")
 COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
 _LOWER_PLACE_CUE = re.compile(r"(?<=\b(?:lives|living|resides|lives alone|lives nearby|lives close by|moved|grew up|born)(?: alone| nearby| close by)? (?:in|to|near) )([a-z][a-z'-]+(?: [a-z][a-z'-]+)?)")
 PLACE_CUE = re.compile(
-    r"(?<=\b(?:works in|working in|work in|job in|lives in|living in|resides in|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
+    r"(?<=\b(?:works in|working in|work in|job in|lives in|living in|resides in|lives at|living at|resides at|home in|home at|resident of|moved to|moved from|native of|born in|from|transferred from|transfer from|transferred to|transfer to|tx from|tx to|trans to|trans from|visiting from|vacation in|vacationing in|returned from|travel to|traveled to|trip to|grew up in|located in|discharged to|d/c to|dc to|admitted to|admitted from|seen at|sent to|sent from|followed at|f/u at|care at|arrived from) )"
     r"((?:" + _TITLE_WORD + r")(?:\s(?:" + _TITLE_WORD + r"|of)){0,4})",
 )
 _HOSP = _words([w.title() for w in HOSPITAL_WORDS] + [w.upper() for w in HOSPITAL_WORDS] + list(HOSPITAL_WORDS))
@@ -197,7 +201,7 @@ HEADER_NAME = re.compile(r"(?:^|\n|\s)(?:" + _words(NAME_HEADERS) + r")\s*:\s*" 
 CREDENTIAL_NAME = re.compile(
     r"\b((?:[A-Z][A-Za-z'’-]+|[A-Z]\.)(?:\s+(?:[A-Z][A-Za-z'’-]+|[A-Z]\.)){0,3}),?\s+(?:" + _words([c.upper() for c in CREDENTIALS] + list(CREDENTIALS) + ["MD", "M.D.", "D.O.", "PhD", "PA-C"]) + r")(?![\w])"
 )
-LOWER_SIGNATURE = re.compile(r"(?m)^\s*([a-z][a-z'-]+(?:\s+[a-z]\.?)?\s+[a-z][a-z'-]+)\s*,?\s*(?:rn|bsn|bsn/rn|rn/bsn|rn,\s*bsn|md|np|rrt|sn)\s*$")
+LOWER_SIGNATURE = re.compile(r"(?m)(?:^|(?<=[.!?] ))\s*((?:[a-z][a-z'-]+|[a-z]\.)(?:\s+[a-z]\.?)?\s+[a-z][a-z'-]+)\s*,?\s*(?:rn|bsn|bsn/rn|rn/bsn|rn,\s*bsn|md|np|rrt|sn)\s*$")
 CAP_SEQUENCE = re.compile(r"\b[A-Z][a-zA-Z'’-]+(?:\s+(?:[A-Z]\.\s+)?[A-Z][a-zA-Z'’-]+){1,2}\b")
 LAST_FIRST = re.compile(r"\b([A-Z][a-zA-Z'’-]+),\s+([A-Z][a-zA-Z'’-]+)(?:\s+[A-Z]\.?)?\b")
 FIRST_THEN_CUE = re.compile(
@@ -206,6 +210,11 @@ FIRST_THEN_CUE = re.compile(
 )
 INITIAL_SURNAME = re.compile(r"(?<![/>&<\w])(?<!& )(?<!\bD )[A-Z]\.\s?([A-Z][a-z][A-Za-z'’-]+)\b")
 _GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium influenzae epidermidis albicans cerevisiae pyogenes agalactiae aeruginosa".split())
+# four letters or more capitalized, five or more in capitals: shorter ones are as often
+# abbreviations ("CON", "PEG", "HOB", "GERD")
+FIRST_NAME_ALONE = re.compile(r"\b(?:[A-Z][a-z]{3,}|[A-Z]{5,})\b")
+# given names of the lists that are, in notes, a drug, a rhythm or an exclamation
+_NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
 # --- MIMIC placeholders -----------------------------------------------------------------
@@ -358,6 +367,13 @@ def find_names(text: str) -> Iterator[Match]:
         if a in first and a not in AMBIGUOUS_NAMES and a not in common and not plain_word(b) and (b in last or len(b) > 3) and m.group(2)[0].isalpha():
             if (m.group(1).islower() == m.group(2).islower()) and not b.endswith(("ing", "ed", "ly", "tion")):
                 yield m.start(), m.end(), "NAME"
+    # a given name alone, capitalized or in capitals ("PER DAVID, HE HAS", "Maria is at bedside"):
+    # only names that are no English word and no clinical word
+    for m in FIRST_NAME_ALONE.finditer(text):
+        word = m.group(0)
+        low = word.lower()
+        if low in first and low not in AMBIGUOUS_NAMES and low not in common and not plain_word(low) and low not in CLINICAL_WORDS and low not in NOT_NAMES and low not in _NOT_GIVEN_NAMES:
+            yield m.start(), m.end(), "NAME"
     # a given name before "called", "visited", "aware" ... ("bill called", "george called")
     for m in FIRST_THEN_CUE.finditer(text, overlapped=True):
         a = m.group(1).lower()
@@ -385,9 +401,10 @@ def _trim_lead(text: str, start: int, end: int) -> int:
 
 
 _GENERIC_TAIL = re.compile(
-    r"(?:\s+(?:hospital|hosp|medical cent(?:er|re)|med ctr|medical|health cent(?:er|re)|cent(?:er|re)|clinic|infirmary))+\.?$", I
+    r"(?:\s+(?:hospital|hosp|medical cent(?:er|re)|med ctr|medical|health cent(?:er|re)|cent(?:er|re)|clinic|infirmary|house|assisted(?: living)?|nursing(?: home)?|facility))+\.?$", I
 )
 _CUT_WORDS = _LEAD_STOP - {"of"}
+_SENTENCE_END = re.compile(r"(?<!\b(?:St|Mt|Ft|Jr|Sr|ST|MT|FT|JR|SR|[A-Z]))\.(?=\s)")
 _VERBS_BEFORE_PLACES = frozenset("leave left go going come coming back get got return stay be being in out".split())
 # "transferred from Labor And Delivery Room": a unit of the same hospital, not a place
 _UNIT_WORDS = frozenset("room unit floor ward department dept bay suite service area lab laboratory icu er ed or pacu".split())
@@ -473,8 +490,12 @@ def find_places(text: str) -> Iterator[Match]:
     for m in PLACE_CUE.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
         if s < m.end(1) and text[s : m.end(1)].lower() not in common_words():
-            tail = _GENERIC_TAIL.search(text[s : m.end(1)])
-            e = s + tail.start() if tail and tail.start() > 0 else m.end(1)
+            e = m.end(1)
+            stop = _SENTENCE_END.search(text, s, e)
+            if stop:
+                e = stop.start()  # a place name ends with its sentence ("home in Hagerstown. Bed")
+            tail = _GENERIC_TAIL.search(text[s:e])
+            e = s + tail.start() if tail and tail.start() > 0 else e
             if text[e - 1] == "." and text[s:e].split()[-1][:-1].lower() not in ("st", "mt", "ft", "jr", "sr") and len(text[s:e].split()[-1]) > 2:
                 e -= 1  # a sentence's period, not an abbreviation's ("St.")
             if not _ordinary_after_home_cue(text[s:e].lower()) and text[s:e].split()[-1].lower().strip(".,") not in _UNIT_WORDS:
@@ -484,6 +505,10 @@ def find_places(text: str) -> Iterator[Match]:
             word = m.group(1).rstrip("0123456789").lower()
             if not ordinary(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
                 yield m.start(1), m.end(1), "LOCATION"
+    for m in CAMPUS.finditer(text):
+        word = m.group(1).lower()
+        if word not in common_words() and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
+            yield m.start(1), m.end(1), "LOCATION"
     for m in _LOWER_PLACE_CUE.finditer(text):
         words = m.group(1).split()
         keep = []
@@ -512,7 +537,7 @@ _SLASH_NUMBERS = re.compile(r"\d{1,2}(?:/\d{1,2}){1,2}")
 # an all-caps word after a residence cue is a place unless it is an ordinary word ("LIVES IN
 # ROME"); after a transfer cue, unless it is any dictionary word ("SENT TO REHAB"): wards and
 # hospitals that are dictionary words are left to the hospital patterns
-_CAPS_HOME_CUE = re.compile(r"(?<=\b(?:LIVES IN|LIVING IN|RESIDES IN|MOVED TO|BORN IN) )([A-Z][A-Z'-]{3,})\b")
+_CAPS_HOME_CUE = re.compile(r"(?<=\b(?:LIVES IN|LIVING IN|RESIDES IN|LIVES AT|LIVING AT|RESIDES AT|HOME IN|MOVED TO|BORN IN) )([A-Z][A-Z'-]{3,})\b")
 _CAPS_WARD_CUE = re.compile(
     r"(?<=\b(?:ADMITTED TO|TRANSFERRED TO|TRANSFERRED FROM|TRANSFER TO|TRANSFER FROM|TX TO|TX FROM|TX'D TO|TX'D FROM|SENT TO|ARRIVED FROM|DISCHARGED TO|ADMITTED FROM) )([A-Z][A-Z'-]{3,}\d{0,2})\b"
 )
@@ -627,6 +652,37 @@ def find_phi(text: str) -> List[Match]:
                 s += 1
             if e > s:
                 out.append((s, e, label))
+    return out
+
+
+_MIDDLE_INITIAL = re.compile(r"\s+(?:[A-Za-z]\.?\s+)?|\s*[A-Za-z]\.\s*")
+
+
+def _initial_before(text: str, start: int, name_lower: bool) -> int:
+    """The start of an initial just before a name ("E. WELSH", "q. lander"), or `start`."""
+    j = start - 1 if start > 0 and text[start - 1] == " " else start
+    if j >= 2 and text[j - 1] == "." and text[j - 2].isalpha() and (j == 2 or not text[j - 3].isalnum()):
+        letter = text[j - 2]
+        if letter.isupper() or name_lower:
+            return j - 2
+    return start
+
+
+def widen_names(text: str, spans: Sequence[Match]) -> List[Match]:
+    """Names with their initials: an initial and a period just before a found name joins it
+    ("Z. MILLER" when MILLER was found), and two names with one initial between them are one
+    ("barbara j. parrilli"). Input and output are sorted, non-overlapping spans."""
+    out: List[Match] = []
+    for s, e, label in spans:
+        if label == "NAME":
+            lower_limit = out[-1][1] if out else 0
+            s2 = _initial_before(text, s, text[s:e].islower())
+            if s2 >= lower_limit:
+                s = s2
+            if out and out[-1][2] == "NAME" and _MIDDLE_INITIAL.fullmatch(text[out[-1][1] : s]):
+                prev = out.pop()
+                s = prev[0]
+        out.append((s, e, label))
     return out
 
 

@@ -22,7 +22,7 @@ from spacy.training import Example
 from spacy.util import registry
 
 from ..errors import Errors
-from .patterns import LABELS, find_phi, resolve
+from .patterns import LABELS, find_phi, resolve, widen_names
 from .surrogates import Surrogates, replace_spans
 
 REPLACE_MODES = ("surrogate", "tag", "none")
@@ -125,7 +125,7 @@ class Deidentifier:
         candidates: List[Tuple[int, int, str]] = find_phi(doc.text) if self.use_patterns else []
         if self.use_ents:
             candidates.extend((e.start_char, e.end_char, e.label_) for e in doc.ents if e.label_ in self.ent_labels)
-        return resolve(candidates)
+        return widen_names(doc.text, resolve(candidates))
 
     def surrogates(self, text: str) -> Surrogates:
         return Surrogates(text, seed=self.seed, shift_days=self.shift_days, keep_weekday=self.keep_weekday)
