@@ -76,6 +76,8 @@ def found(text):
         ("son ,dave, (240444-1243) was in; dtr Frances Baker- 212- 476- 8356. PG 23456", [("dave", "NAME"), ("240444-1243", "PHONE"), ("Frances Baker", "NAME"), ("212- 476- 8356", "PHONE"), ("23456", "PHONE")]),
         # a residence after "lives at" / "home in" without the facility words; a hospital's campus
         ("He lives at Carpenter Assisted living. Husband is home in Hagerstown. Bed on mackerer campus.", [("Carpenter", "LOCATION"), ("Hagerstown", "LOCATION"), ("mackerer", "LOCATION")]),
+        # a capitalized English word after a title is a name; a plural title with an apostrophe
+        ("Orders signed by Dr. Art White. Drs' Ballou and Dutter pronounced.", [("Art White", "NAME"), ("Ballou", "NAME"), ("Dutter", "NAME")]),
         # a lower-case signature with an initial; a given name alone; a caregiver's name
         ("all is well at this time. s. roberto rrt", [("s. roberto", "NAME")]),
         ("PER DAVID, HE HAS BEEN ANXIOUS. RECOGNIZED HIS CAREGIVER, BARBARA. Maria is at bedside.", [("DAVID", "NAME"), ("BARBARA", "NAME"), ("Maria", "NAME")]),
@@ -95,6 +97,8 @@ def test_phi_types(text, expected):
         "Heparin 1100 units at 2000; drain put out 800-1000 cc.",
         "ST elevations in V2-V4, CT surgery following, MI ruled out.",
         "A 45 year old man with chest pain, given aspirin 325 mg.",
+        "HR 90-110's ST. Stable Bp off neo. SR TO ST. HIGH PRESSURES RESOLVED. NSR to ST. No noted ectopy.",
+        "ABG'S. MD AWARE. NEURO: PERLA 3 MM, BRISKLY REACTIVE.",
     ],
 )
 def test_no_phi_in_clinical_shorthand(text):

@@ -191,7 +191,7 @@ _LEAD_STOP = frozenset(
 _NAME_TOKEN = r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Z]\.?"
 _NAME_WORDS = r"((?:" + _NAME_TOKEN + r")(?:\s+(?:and\s+|&\s+)?(?:" + _NAME_TOKEN + r")){0,3})"
 # strong titles: what follows is a name even in lower case ("dr healey", "mr.renzi")
-TITLE_NAME = re.compile(r"\b(?:" + _words(PERSON_TITLES) + r")(?:\.\s*|\s+)" + _NAME_WORDS, I)
+TITLE_NAME = re.compile(r"\b(?:" + _words(PERSON_TITLES) + r")['’]?(?:\.\s*|\s+)" + _NAME_WORDS, I)
 # weaker cues: what follows is a name when capitalized or in the name lists
 ROLE_NAME = re.compile(r"\b(?:" + _words(CLINICIAN_TITLES) + r")\s+" + _NAME_WORDS, I)
 KIN_NAME = re.compile(
@@ -214,7 +214,7 @@ _GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium in
 # abbreviations ("CON", "PEG", "HOB", "GERD")
 FIRST_NAME_ALONE = re.compile(r"\b(?:[A-Z][a-z]{3,}|[A-Z]{5,})\b")
 # given names of the lists that are, in notes, a drug, a rhythm or an exclamation
-_NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill".split())
+_NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill perla".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
 # --- MIMIC placeholders -----------------------------------------------------------------
@@ -264,7 +264,10 @@ def _name_like(word: str, strong: bool) -> bool:
     if len(w) == 1:
         return w.isupper()
     first, last, both = _name_sets()
-    if low in common_words() and low not in both:
+    # after a title, a capitalized word in mixed case is a name even when it is an English
+    # word ("Dr. Art White", "Dr. Green"); in capitals or lower case it must not be one
+    titled = strong and w[0].isupper() and not w.isupper()
+    if low in common_words() and low not in both and not titled:
         return False
     if low in NOT_NAMES or low in _LEAD_STOP or low in PERSON_TITLES or low in KIN_WORDS or low in CLINICIAN_TITLES:
         return False
@@ -345,7 +348,8 @@ def find_names(text: str) -> Iterator[Match]:
                 if not _name_like(w.group(0).rstrip("."), strong=True):
                     break
                 keep.append(w)
-            if keep:
+            # an initial alone before a credential is no name ("ABG'S. MD AWARE")
+            if keep and any(len(w.group(0).rstrip(".")) > 1 for w in keep):
                 yield m.start(1) + keep[-1].start(), m.start(1) + keep[0].end(), "NAME"
     for m in LAST_FIRST.finditer(text, overlapped=True):
         a, b = m.group(1).lower(), m.group(2).lower()
@@ -449,6 +453,19 @@ def _credential_after_name(text: str, start: int, end: int) -> bool:
     return len(words) >= 2 and any(w.lower().strip(".") in first for w in words[:-1]) and words[-1][:1].isupper()
 
 
+_SAINT_WORD = re.compile(r"(?:ST|St|MT|Mt)\.\s*([A-Za-z]+)")
+
+
+def _saint_of_common_word(name: str) -> bool:
+    """Whether a "St."/"Mt." name is an abbreviation and an ordinary word: "ST. No noted
+    ectopy", "ST. Stable Bp" (a saint's or a mountain's name is no English word)."""
+    m = _SAINT_WORD.match(name)
+    if not m:
+        return False
+    low = m.group(1).lower()
+    return (low in common_words() or plain_word(low)) and low not in _name_sets()[2] or low in NOT_NAMES
+
+
 def find_places(text: str) -> Iterator[Match]:
     for pattern in STREET_PATTERNS:
         for m in pattern.finditer(text):
@@ -460,6 +477,8 @@ def find_places(text: str) -> Iterator[Match]:
     for pattern in HOSPITAL_PATTERNS:
         for m in pattern.finditer(text):
             span = _hospital_name(text, m.start(), m.end())
+            if span is not None and _saint_of_common_word(text[span[0] : span[1]]):
+                continue  # "SR TO ST. HIGH PRESSURES": sinus tachycardia and a new sentence
             if span is not None:
                 yield span[0], span[1], "HOSPITAL"
     for m in ORG_PATTERN.finditer(text):
@@ -661,7 +680,7 @@ _MIDDLE_INITIAL = re.compile(r"\s+(?:[A-Za-z]\.?\s+)?|\s*[A-Za-z]\.\s*")
 def _initial_before(text: str, start: int, name_lower: bool) -> int:
     """The start of an initial just before a name ("E. WELSH", "q. lander"), or `start`."""
     j = start - 1 if start > 0 and text[start - 1] == " " else start
-    if j >= 2 and text[j - 1] == "." and text[j - 2].isalpha() and (j == 2 or not text[j - 3].isalnum()):
+    if j >= 2 and text[j - 1] == "." and text[j - 2].isalpha() and (j == 2 or text[j - 3].isspace() or text[j - 3] in "(,;:"):
         letter = text[j - 2]
         if letter.isupper() or name_lower:
             return j - 2
