@@ -76,6 +76,8 @@ def found(text):
         ("son ,dave, (240444-1243) was in; dtr Frances Baker- 212- 476- 8356. PG 23456", [("dave", "NAME"), ("240444-1243", "PHONE"), ("Frances Baker", "NAME"), ("212- 476- 8356", "PHONE"), ("23456", "PHONE")]),
         # a residence after "lives at" / "home in" without the facility words; a hospital's campus
         ("He lives at Carpenter Assisted living. Husband is home in Hagerstown. Bed on mackerer campus.", [("Carpenter", "LOCATION"), ("Hagerstown", "LOCATION"), ("mackerer", "LOCATION")]),
+        # dates run into history shorthand; a named residence
+        ("prostate CA'88, GERD, s/p pelvic fx4/97. ADMITTED FROM THE KEELEY HOUSE. OPEN HOUSE.", [("'88", "DATE"), ("4/97", "DATE"), ("KEELEY", "LOCATION")]),
         # a capitalized English word after a title is a name; a plural title with an apostrophe
         ("Orders signed by Dr. Art White. Drs' Ballou and Dutter pronounced.", [("Art White", "NAME"), ("Ballou", "NAME"), ("Dutter", "NAME")]),
         # a lower-case signature with an initial; a given name alone; a caregiver's name
@@ -99,6 +101,7 @@ def test_phi_types(text, expected):
         "A 45 year old man with chest pain, given aspirin 325 mg.",
         "HR 90-110's ST. Stable Bp off neo. SR TO ST. HIGH PRESSURES RESOLVED. NSR to ST. No noted ectopy.",
         "ABG'S. MD AWARE. NEURO: PERLA 3 MM, BRISKLY REACTIVE.",
+        "We primed the Ahmed valve; Steven scissors were used; a Wilson-Cooke sphincterotome.",
     ],
 )
 def test_no_phi_in_clinical_shorthand(text):

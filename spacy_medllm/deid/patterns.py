@@ -68,6 +68,10 @@ DATE_PATTERNS: List[Pattern] = [
     re.compile(r"\b" + _MON_OR_MAY + r"[-\s]?" + _DAY + _ORD + r"(?:,?[-\s]+" + _YEAR + r")?(?![\d:])", I),
     # March 2087, Mar-2087, March of 2087
     re.compile(r"\b" + _MON_OR_MAY + r"(?:[-\s,]+|\s+of\s+)" + _YEAR4 + r"\b", I),
+    # a date run into a history abbreviation ("fx4/97", "hx:3/2/01", "dx 9/99" is above)
+    re.compile(r"(?<=\b(?:fx|hx|dx|tx|sx|bx|cx|s/p)[:.-]?)" + _MONTH_NUM + r"/(?:" + _DAY + r"/" + _YEAR + r"|3[2-9]|[4-9]\d|" + _YEAR4 + r")(?![\d/]|\.\d)", I),
+    # a year with an apostrophe after an abbreviation ("prostate CA'88", "MI'92")
+    re.compile(r"(?<=\b[A-Z]{2,5})'\d\d\b(?!\s*(?:mg|ml|cc|kg|lb|%))"),
     # '92 (apostrophe year), the 1980s, 1990's
     re.compile(r"(?<![\w'])'\d\d\b(?!\s*(?:mg|ml|cc|kg|lb|%))", I),
     re.compile(r"\b(?:1[89]|20)\d0'?s\b", I),
@@ -159,6 +163,8 @@ CITY_BEFORE_STATE = re.compile(
 # "Pierce County", "Anne Arundel County": a county is a geographic subdivision smaller than a state
 COUNTY = re.compile(r"\b((?:" + _TITLE_WORD + r"\s){1,3})(?:County|COUNTY|Parish|PARISH)\b")
 CITY_NAME = re.compile(r"\b(?:" + _words(US_CITIES) + r")\b", I)
+# "THE KEELEY HOUSE", "Ronald McDonald House": a named residence
+NAMED_HOUSE = re.compile(r"\b([A-Z][a-z][A-Za-z'-]+|[A-Z]{3,})\s+(?:House|HOUSE)\b")
 # "on mackerer campus", "the Bayview Campus": a hospital's site
 CAMPUS = re.compile(r"\b([A-Za-z][A-Za-z'-]{2,})\s+(?:campus|CAMPUS|Campus)\b")
 COUNTRY = re.compile(r"\b(?:" + _words(COUNTRIES) + r")\b")
@@ -213,6 +219,15 @@ _GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium in
 # four letters or more capitalized, five or more in capitals: shorter ones are as often
 # abbreviations ("CON", "PEG", "HOB", "GERD")
 FIRST_NAME_ALONE = re.compile(r"\b(?:[A-Z][a-z]{3,}|[A-Z]{5,})\b")
+# what makes a name an eponym: an instrument, a device, a disease or a sign named after a person
+_EPONYM_AFTER = re.compile(
+    r"-[A-Z]|['’]s?\s+(?:disease|syndrome|sign|test|law|classification|criteria|fracture|triad|operation|procedure)\b|"
+    r"\s+(?:valve|scissors|clamps?|forceps|retractors?|catheters?|tubes?|needles?|stents?|shunts?|syndrome|disease|sign|"
+    r"test|maneuver|manoeuvre|procedure|operation|incision|classification|score|scale|criteria|fracture|splint|"
+    r"dressing|drains?|elevators?|blades?|knife|hooks?|sphincterotome|implants?|device|pump|bag|mask|sutures?|"
+    r"technique|repair|reflex|position|stitch|approach|method|bur|burr|pin|plate|nail|screws?|frame|tongs|speculum)\b",
+    I,
+)
 # given names of the lists that are, in notes, a drug, a rhythm or an exclamation
 _NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill perla".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
@@ -376,6 +391,8 @@ def find_names(text: str) -> Iterator[Match]:
     for m in FIRST_NAME_ALONE.finditer(text):
         word = m.group(0)
         low = word.lower()
+        if _EPONYM_AFTER.match(text, m.end()):
+            continue  # "Ahmed valve", "Steven scissors", "Wilson-Cooke sphincterotome"
         if low in first and low not in AMBIGUOUS_NAMES and low not in common and not plain_word(low) and low not in CLINICAL_WORDS and low not in NOT_NAMES and low not in _NOT_GIVEN_NAMES:
             yield m.start(), m.end(), "NAME"
     # a given name before "called", "visited", "aware" ... ("bill called", "george called")
@@ -524,6 +541,10 @@ def find_places(text: str) -> Iterator[Match]:
             word = m.group(1).rstrip("0123456789").lower()
             if not ordinary(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
                 yield m.start(1), m.end(1), "LOCATION"
+    for m in NAMED_HOUSE.finditer(text):
+        word = m.group(1).lower()
+        if word not in common_words() and not plain_word(word) and word not in _LEAD_STOP:
+            yield m.start(1), m.end(1), "LOCATION"
     for m in CAMPUS.finditer(text):
         word = m.group(1).lower()
         if word not in common_words() and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
