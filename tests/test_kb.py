@@ -88,6 +88,30 @@ def test_candidates_exact_lists(kb, tmp_path):
     assert back(["hypotension", "nalozone", "clonidine hcl"], k=4) == gen(["hypotension", "nalozone", "clonidine hcl"], k=4)
 
 
+def test_candidates_cache(kb):
+    """Each distinct mention text is searched once; repeated, cached and uncached results are
+    the same, whatever the case or spacing, and the cache stays within its size."""
+    gen = CandidateGenerator(kb)
+    mentions = ["hypotension", "nalozone", "HYPOTENSION ", "clonidine hcl", "hypotension"]
+    fresh = [gen._search([m], 3)[0] for m in mentions]
+    calls = []
+    search = gen._search
+    gen._search = lambda ms, k: calls.append(list(ms)) or search(ms, k)
+    assert gen.detailed(mentions, k=3) == fresh
+    assert calls == [["hypotension", "nalozone", "clonidine hcl"]]
+    assert gen.detailed(["nalozone", "xyzzy"], k=3) == [fresh[1], []]
+    assert calls[1:] == [["xyzzy"]]
+    # another k is another search; the cache is bounded
+    assert gen.detailed(["hypotension"], k=1) == [fresh[0][:1]]
+    gen.cache_size = 2
+    gen.detailed(["hypertension", "naloxone", "clonidine"], k=1)
+    assert len(gen._cache) == 2
+    # a caller that changes its list does not change the cache
+    got = gen.detailed(["naloxone"], k=1)[0]
+    got.clear()
+    assert gen.detailed(["naloxone"], k=1) == [[("D009270", 1.0, 1.0, 0.0)]]
+
+
 def test_scispacy_and_umls_fixtures(shared_corpus):
     fixtures = require_corpus("scispacy_fixtures")
     concepts = list(read_scispacy_kb(fixtures / "umls_test_fixture.json"))

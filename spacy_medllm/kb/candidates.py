@@ -24,6 +24,7 @@ whose ids and names the rows would silently misname, is refused; so is a damaged
 import hashlib
 import json
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -77,6 +78,10 @@ class CandidateGenerator:
         # the names x terms matrix transposed once, in CSR, at the first search: a product with
         # its CSC view would convert it again on every call (~10 ms per 100k names)
         self._names_by_term = None
+        # normalized mention -> its candidates, least recently used first (see `detailed`)
+        self._cache: "OrderedDict[str, List[DetailedCandidate]]" = OrderedDict()
+        self._cache_setting: Optional[tuple] = None
+        self.cache_size = 10_000
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(Errors.E154.format(path="alpha", reason=f"{alpha}: the TF-IDF weight must be in [0, 1]"))
         if _state is not None:
@@ -111,6 +116,7 @@ class CandidateGenerator:
         self.dense = dense
         if alpha is not None:
             self.alpha = float(alpha)
+        self._cache.clear()
 
     def __call__(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[Candidate]]:
         """The k best (concept_id, score) for each mention, best first.
@@ -122,11 +128,29 @@ class CandidateGenerator:
         return [[(c[0], c[1]) for c in cs] for cs in self.detailed(mentions, k=k, chunk_size=chunk_size)]
 
     def detailed(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[DetailedCandidate]]:
-        """Like `__call__`, with each candidate's TF-IDF and dense cosines (dense 0.0 without a dense index)."""
-        out: List[List[DetailedCandidate]] = []
+        """Like `__call__`, with each candidate's TF-IDF and dense cosines (dense 0.0 without a dense index).
+
+        A mention's candidates depend on its normalized text alone, so each distinct text is
+        searched once and the last `cache_size` results are kept across calls: in running
+        text most mentions repeat ("cocaine", "seizures"; on the BC5CDR test abstracts, 2,355
+        distinct texts among 9,809 mentions)."""
+        keys = [normalize_alias(m) for m in mentions]
+        setting = (k, self.alpha, id(self.dense))
+        if self._cache_setting != setting:
+            self._cache.clear()
+            self._cache_setting = setting
+        todo = [key for key in dict.fromkeys(keys) if key not in self._cache]
         # in chunks: the similarity matrix of many mentions against ~100k names is large
-        for i in range(0, len(mentions), chunk_size):
-            out.extend(self._search(mentions[i : i + chunk_size], k))
+        for i in range(0, len(todo), chunk_size):
+            chunk = todo[i : i + chunk_size]
+            for key, found in zip(chunk, self._search(chunk, k)):
+                self._cache[key] = found
+        out: List[List[DetailedCandidate]] = []
+        for key in keys:
+            out.append(list(self._cache[key]))
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
         return out
 
     def _tfidf_top(self, sims, row: int, k: int) -> Dict[int, float]:
