@@ -102,6 +102,9 @@ def test_phi_types(text, expected):
         "HR 90-110's ST. Stable Bp off neo. SR TO ST. HIGH PRESSURES RESOLVED. NSR to ST. No noted ectopy.",
         "ABG'S. MD AWARE. NEURO: PERLA 3 MM, BRISKLY REACTIVE.",
         "We primed the Ahmed valve; Steven scissors were used; a Wilson-Cooke sphincterotome.",
+        # eponyms and acronyms in a mixed-case report; a word the note also writes in lower case
+        "Normal Tanner I male. Down to Cooper's ligament; a #15 Bard-Parker; the Jackson spinal table; Lorenz plates. "
+        "ELISA was negative. Cord was infiltrated with 5 mL of bupivacaine, then the spermatic cord was ligated.",
     ],
 )
 def test_no_phi_in_clinical_shorthand(text):

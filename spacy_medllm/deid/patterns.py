@@ -221,15 +221,19 @@ _GENUS_SPECIES = frozenset("coli aureus difficile pneumoniae faecalis faecium in
 FIRST_NAME_ALONE = re.compile(r"\b(?:[A-Z][a-z]{3,}|[A-Z]{5,})\b")
 # what makes a name an eponym: an instrument, a device, a disease or a sign named after a person
 _EPONYM_AFTER = re.compile(
-    r"-[A-Z]|['’]s?\s+(?:disease|syndrome|sign|test|law|classification|criteria|fracture|triad|operation|procedure)\b|"
-    r"\s+(?:valve|scissors|clamps?|forceps|retractors?|catheters?|tubes?|needles?|stents?|shunts?|syndrome|disease|sign|"
+    r"-[A-Z]|/[A-Z]|['’]s?\s+(?:disease|syndrome|sign|test|law|classification|criteria|fracture|triad|operation|procedure)\b|"
+    r"\s+(?:I|II|III|IV|V)\b|(?:['’]s)?\s+[a-z]+(?:ectomy|otomy|ostomy|plasty|pexy|rrhaphy|scopy|osis)\b|"
+    r"(?:['’]s)?\s+(?:chest|spinal|titanium|anastomosis|valve|scissors|clamps?|forceps|retractors?|catheters?|tubes?|needles?|stents?|shunts?|syndrome|disease|sign|"
     r"test|maneuver|manoeuvre|procedure|operation|incision|classification|score|scale|criteria|fracture|splint|"
     r"dressing|drains?|elevators?|blades?|knife|hooks?|sphincterotome|implants?|device|pump|bag|mask|sutures?|"
-    r"technique|repair|reflex|position|stitch|approach|method|bur|burr|pin|plate|nail|screws?|frame|tongs|speculum)\b",
+    r"technique|repair|reflex|position|stitch|approach|method|bur|burr|pins?|plates?|nails?|screws?|frame|tongs|speculum|"
+    r"dilators?|table|ligaments?|scalpel|protocol|esophagus|plating|system|cannula|arch|bars?|attachment|stirrups|"
+    r"vacuum|silk|pressures?|mechanical|knot|dog|ulcer|cyst|node|space|line|gland|duct|canal|fascia|pouch|stage|"
+    r"staging|grade|grading|type|index|number|dilation|shunt|filter|drape|sponge)\b",
     I,
 )
 # given names of the lists that are, in notes, a drug, a rhythm or an exclamation
-_NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill perla".split())
+_NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill perla german".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
 
 # --- MIMIC placeholders -----------------------------------------------------------------
@@ -388,11 +392,18 @@ def find_names(text: str) -> Iterator[Match]:
                 yield m.start(), m.end(), "NAME"
     # a given name alone, capitalized or in capitals ("PER DAVID, HE HAS", "Maria is at bedside"):
     # only names that are no English word and no clinical word
+    # a word the same note also writes in lower case is an ordinary word there ("Cord was
+    # infiltrated ... the spermatic cord")
+    lower_words = set(re.findall(r"\b[a-z]{4,}\b", text))
+    # in a note written in mixed case, a word in capitals is an acronym ("ELISA"), not a name
+    mixed_case = sum(ch.islower() for ch in text) > sum(ch.isupper() for ch in text)
     for m in FIRST_NAME_ALONE.finditer(text):
         word = m.group(0)
         low = word.lower()
-        if _EPONYM_AFTER.match(text, m.end()):
+        if _EPONYM_AFTER.match(text, m.end()) or low in lower_words or (mixed_case and word.isupper()):
             continue  # "Ahmed valve", "Steven scissors", "Wilson-Cooke sphincterotome"
+        if m.start() >= 2 and text[m.start() - 1] in "-/" and text[m.start() - 2].isalpha():
+            continue  # "Bard-Parker", "Austin/Youngswick"
         if low in first and low not in AMBIGUOUS_NAMES and low not in common and not plain_word(low) and low not in CLINICAL_WORDS and low not in NOT_NAMES and low not in _NOT_GIVEN_NAMES:
             yield m.start(), m.end(), "NAME"
     # a given name before "called", "visited", "aware" ... ("bill called", "george called")
@@ -516,7 +527,8 @@ def find_places(text: str) -> Iterator[Match]:
             else:
                 yield s, m.end(1), "CITY"
     for m in CITY_NAME.finditer(text):
-        yield m.start(), m.end(), "CITY"
+        if not _EPONYM_AFTER.match(text, m.end()):  # "the Jackson spinal table"
+            yield m.start(), m.end(), "CITY"
     for m in COUNTY.finditer(text):
         s = _trim_lead(text, m.start(1), m.end(1))
         if s < m.end(1):
