@@ -84,3 +84,24 @@ def test_keep_some_layers_fp32(pipeline, tmp_path):
     again = spacy.load(tmp_path / "again")
     for text in TEXTS:
         assert ents(again(text)) == ents(nlp(text))
+
+
+def test_activation_range(pipeline, tmp_path):
+    """quantize_full_range: all 256 activation levels or PyTorch's 128, chosen in the config
+    (None: by the CPU); the two differ, and each is closer to fp32 than noise."""
+    from spacy_medllm.layers.quantize import _quantized_linears, cpu_has_vnni
+
+    out = tmp_path / "int8"
+    assert CliRunner().invoke(app, ["quantize", str(pipeline), str(out)]).exit_code == 0
+    fp32 = token_vectors(spacy.load(pipeline), TEXTS[3])
+    vectors = {}
+    for full in (True, False, None):
+        nlp = spacy.load(out, config={"components": {"transformer": {"model": {"quantize_full_range": full}}}})
+        linears = list(_quantized_linears(hf_shim(nlp.get_pipe("transformer").model)._model))
+        assert linears
+        used = cpu_has_vnni() if full is None else full
+        assert all(("forward" in vars(linear)) == used for _, linear in linears)
+        vectors[full] = token_vectors(nlp, TEXTS[3])
+        assert numpy.corrcoef(fp32.ravel(), vectors[full].ravel())[0, 1] > 0.99
+    assert not numpy.array_equal(vectors[True], vectors[False])
+    numpy.testing.assert_array_equal(vectors[None], vectors[cpu_has_vnni()])

@@ -6,7 +6,7 @@ access. Any other Hugging Face name or a local path passes through unchanged.
 """
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -39,6 +39,7 @@ def build_transformer_model(
     mixed_precision: bool = False,
     grad_scaler_config: Dict[str, Any] = {},
     quantize: bool = False,
+    quantize_full_range: Optional[bool] = None,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """spacy-transformers' TransformerModel.v3 with `name` resolved by `resolve_encoder`.
 
@@ -47,6 +48,10 @@ def build_transformer_model(
     quantize (bool): the encoder's Linear layers are int8 (dynamic quantization, CPU
         inference only): set by `medllm quantize`, which quantizes a trained pipeline;
         loading such a pipeline re-quantizes its saved weights (spacy_medllm.layers.quantize).
+    quantize_full_range (Optional[bool]): with `quantize`, quantize the activations to all
+        256 levels (True) or to 128 (False, PyTorch's default, which keeps the int16
+        accumulation of CPUs without VNNI instructions from saturating); None: all 256 where
+        the CPU has VNNI (avx512_vnni or avx_vnni), 128 elsewhere.
     """
     model = transformer_model_v3(
         resolve_encoder(name),
@@ -59,7 +64,7 @@ def build_transformer_model(
     if quantize:
         from .quantize import use_quantized_shim
 
-        use_quantized_shim(model)
+        use_quantized_shim(model, full_range=quantize_full_range)
     else:
         from .chunked import use_chunked_shim
 

@@ -9,6 +9,11 @@ exactly representable in int8 at each layer's scale), and loading re-quantizes t
 gives back the same int8 weights. So a quantized pipeline loads with the stock loader, holds
 int8 weights in memory, and predicts what it predicted before it was saved.
 
+Activations are quantized per call. PyTorch's default keeps them to 128 levels
+(`reduce_range`) so that CPUs without VNNI, whose int8 products accumulate in int16, do not
+saturate; on a CPU with VNNI (avx512_vnni, avx_vnni) all 256 levels are used, which halves
+the rounding step (`quantize_full_range` in the encoder's config: null = by the CPU).
+
 A quantized encoder is for inference only: updating it raises E140.
 """
 from typing import Dict, Iterator, Optional, Sequence, Tuple
@@ -21,7 +26,39 @@ from ..errors import Errors
 from .chunked import ChunkedHFShim, hf_shim
 
 
-def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()):
+def cpu_has_vnni() -> bool:
+    """Whether this CPU has the VNNI int8 dot-product instructions (Linux: /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+
+
+def _full_range_forward(self, x):
+    """DynamicQuantizedLinear.forward with the activations quantized to all 256 levels."""
+    import torch
+
+    return torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False).to(x.dtype)
+
+
+def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
+    """Make every int8 Linear of `module` quantize its activations to 256 levels (full range)
+    or to 128 (PyTorch's default `reduce_range`); None: full range where the CPU has VNNI,
+    whose int8 products accumulate in int32 and cannot saturate. RETURNS the range used."""
+    import types
+
+    full = cpu_has_vnni() if full_range is None else bool(full_range)
+    for _, linear in _quantized_linears(module):
+        if full:
+            linear.forward = types.MethodType(_full_range_forward, linear)
+        elif "forward" in vars(linear):
+            del linear.forward
+    return full
+
+
+def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None):
     """`module` with its Linear layers dynamically quantized to int8 (CPU), one scale per
     output channel.
 
@@ -31,6 +68,7 @@ def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp3
     keep_fp32: without `scales`, the Linear layers whose name contains one of these strings
         stay fp32 (e.g. "attention", "encoder.layer.5."); the others are quantized at the
         scale the observer picks.
+    full_range: the activations' range (`set_activation_range`).
     """
     import torch
 
@@ -51,6 +89,7 @@ def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp3
     for name, linear in _quantized_linears(quantized):
         if name in saved:
             linear.set_weight_bias(_requantize(saved[name], scales[name]), linear.bias())
+    set_activation_range(quantized, full_range)
     return quantized
 
 
@@ -125,10 +164,12 @@ class QuantizedHFShim(ChunkedHFShim):
             raise ValueError(Errors.E140)
         return super().__call__(inputs, is_train)
 
+    full_range: Optional[bool] = None
+
     def quantize(self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()) -> None:
         """Quantize the encoder in place (no-op when it already is, or not yet loaded)."""
         if self._model is not None and not is_quantized(self._model):
-            self._model = quantize_module(self._model, scales, keep_fp32)
+            self._model = quantize_module(self._model, scales, keep_fp32, full_range=self.full_range)
             if self._hfmodel is not None and self._hfmodel.transformer is not None:
                 self._hfmodel.transformer = self._model
 
@@ -155,11 +196,13 @@ class QuantizedHFShim(ChunkedHFShim):
         return self
 
 
-def use_quantized_shim(model: Model) -> QuantizedHFShim:
-    """Switch a TransformerModel's shim to `QuantizedHFShim` (same state, new behaviour)."""
+def use_quantized_shim(model: Model, full_range: Optional[bool] = None) -> QuantizedHFShim:
+    """Switch a TransformerModel's shim to `QuantizedHFShim` (same state, new behaviour);
+    `full_range`: the activations' range once quantized (`set_activation_range`)."""
     shim = hf_shim(model)
     if not isinstance(shim, QuantizedHFShim):
         shim.__class__ = QuantizedHFShim
+    shim.full_range = full_range
     return shim
 
 
@@ -188,6 +231,7 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = ()) -> list
     nlp.meta["quantized"] = {
         "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers, per-channel weight scales",
         "kept_fp32": list(keep_fp32),
+        "activations": "quantized per call; all 256 levels where the CPU has VNNI, 128 elsewhere (quantize_full_range in the encoder's config)",
         "from": str(model_path),
     }
     output = Path(output)
