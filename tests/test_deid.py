@@ -83,6 +83,8 @@ def found(text):
         # a lower-case signature with an initial; a given name alone; a caregiver's name
         ("all is well at this time. s. roberto rrt", [("s. roberto", "NAME")]),
         ("PER DAVID, HE HAS BEEN ANXIOUS. RECOGNIZED HIS CAREGIVER, BARBARA. Maria is at bedside.", [("DAVID", "NAME"), ("BARBARA", "NAME"), ("Maria", "NAME")]),
+        # a double given name is no compound eponym ("Jackson-Pratt" is)
+        ("Mary-Anne is at bedside. A Jackson-Pratt drain.", [("Mary-Anne", "NAME")]),
         # short capitalized abbreviations that are also given names are no names
         ("PEG in place, HOB up 30, CON, GERD on PPI, BRADY to 50s, allegra given.", []),
         ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),

@@ -232,6 +232,7 @@ _EPONYM_AFTER = re.compile(
     r"staging|grade|grading|type|index|number|dilation|shunt|filter|drape|sponge)\b",
     I,
 )
+_HYPHEN_NAME = re.compile(r"-([A-Z][a-z]+|[A-Z]{3,})\b")
 # given names of the lists that are, in notes, a drug, a rhythm or an exclamation
 _NOT_GIVEN_NAMES = frozenset("brady allegra ginger jesus gerd ally kill perla german".split())
 FIRST_LAST_ANY = re.compile(r"\b([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\s+([A-Za-z][a-z'-]+|[A-Z][A-Z'-]+)\b")
@@ -400,6 +401,10 @@ def find_names(text: str) -> Iterator[Match]:
     for m in FIRST_NAME_ALONE.finditer(text):
         word = m.group(0)
         low = word.lower()
+        double = _HYPHEN_NAME.match(text, m.end())
+        if double and double.group(1).lower() in first and low in first:
+            yield m.start(), double.end(), "NAME"  # "Mary-Anne", "Jean-Pierre": not an eponym
+            continue
         if _EPONYM_AFTER.match(text, m.end()) or low in lower_words or (mixed_case and word.isupper()):
             continue  # "Ahmed valve", "Steven scissors", "Wilson-Cooke sphincterotome"
         if m.start() >= 2 and text[m.start() - 1] in "-/" and text[m.start() - 2].isalpha():
