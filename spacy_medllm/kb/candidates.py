@@ -135,7 +135,7 @@ class CandidateGenerator:
         text most mentions repeat ("cocaine", "seizures"; on the BC5CDR test abstracts, 2,355
         distinct texts among 9,809 mentions)."""
         keys = [normalize_alias(m) for m in mentions]
-        setting = (k, self.alpha, id(self.dense))
+        setting = (k, self.alpha)  # `set_dense` empties the cache itself
         if self._cache_setting != setting:
             self._cache.clear()
             self._cache_setting = setting

@@ -44,17 +44,15 @@ def _full_range_forward(self, x):
 
 
 def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
-    """Make every int8 Linear of `module` quantize its activations to 256 levels (full range)
-    or to 128 (PyTorch's default `reduce_range`); None: full range where the CPU has VNNI,
+    """Make every int8 Linear of a freshly quantized `module` quantize its activations to 256
+    levels (full range) or leave PyTorch's 128 (`reduce_range`); None: full range where the CPU has VNNI,
     whose int8 products accumulate in int32 and cannot saturate. RETURNS the range used."""
     import types
 
     full = cpu_has_vnni() if full_range is None else bool(full_range)
-    for _, linear in _quantized_linears(module):
-        if full:
+    if full:
+        for _, linear in _quantized_linears(module):
             linear.forward = types.MethodType(_full_range_forward, linear)
-        elif "forward" in vars(linear):
-            del linear.forward
     return full
 
 
