@@ -88,6 +88,15 @@ def found(text):
         # short capitalized abbreviations that are also given names are no names
         ("PEG in place, HOB up 30, CON, GERD on PPI, BRADY to 50s, allegra given.", []),
         ("Seen on [**2101-10-20**] by [**Known lastname 1234**] at [**Hospital1 18**].", [("[**2101-10-20**]", "DATE"), ("[**Known lastname 1234**]", "NAME"), ("[**Hospital1 18**]", "HOSPITAL")]),
+        # an employer after its cue, lower-case too; not "himself" or "home"
+        # (lower-case words only in a lower-case note)
+        ("she is employed by Acme Tool and Die. he works for himself; she works at home. at the sales counter.", [("Acme Tool", "ORGANIZATION")]),
+        ("son here. he works for vista health. a: lg ami.", [("vista health", "ORGANIZATION")]),
+        ("Son here. He is employed at the sales counter of a store. Off work for two weeks.", []),
+        # a relative's town ("SON IN LAW" is no place); St without its period before a possessive
+        ("SPOKE WITH SON IN PIKESVILLE. SON IN LAW CALLED. Wishes to return to St Mary's after weaning.", [("PIKESVILLE", "CITY"), ("St Mary's", "HOSPITAL")]),
+        # a word hyphen-joined to a found place joins it
+        ("pt transferred via ambulance to kessler-adventist rehab facility@ 13:10.", [("kessler-adventist", "HOSPITAL")]),
     ],
 )
 def test_phi_types(text, expected):
@@ -148,6 +157,10 @@ def test_initials_join_the_name_found():
     assert [(s.text, s.label_) for s in doc.spans["medllm_deid"]] == [("E. WELSH", "NAME"), ("barbara j. parrilli", "NAME")]
     # a letter glued to the word before is no initial ("vit.K. WELSH" keeps K out)
     assert widen_names("vitK. WELSH", [(6, 11, "NAME")]) == [(6, 11, "NAME")]
+    # a capital initial without its period joins; "A" and "I" are words, not initials
+    assert widen_names("SEEN BY J SMITH", [(10, 15, "NAME")]) == [(8, 15, "NAME")]
+    assert widen_names("TOLD A SMITH", [(7, 12, "NAME")]) == [(7, 12, "NAME")]
+    assert widen_names("LABS WNL SMITH", [(9, 14, "NAME")]) == [(9, 14, "NAME")]
 
 
 def test_surrogates_consistent_within_document():

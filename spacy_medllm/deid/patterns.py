@@ -181,7 +181,7 @@ HOSPITAL_PATTERNS: List[Pattern] = [
     re.compile(r"\b(?:U|Univ\.?|UNIV\.?)(?: of| OF)? (?:[A-Z][a-z]+|[A-Z]{2,})(?= (?:ER|ED|Hospital|HOSPITAL|Medical|MEDICAL|Med|MED|Hosp|HOSP|MC)\b)"),
     # "Hospital of the University of X", "Clinic of X"
     re.compile(r"\b(?:Hospital|Clinic|Infirmary|Medical Center) (?:of|for) (?:the )?(?:" + _CAP + r"\s?){1,5}"),
-    re.compile(r"\b(?:St\.|Saint|Mt\.|Mount|ST\.|SAINT)\s*(?:[A-Z][a-z]+|[A-Z]{3,})(?:'s|'S)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{3,}))?"),
+    re.compile(r"\b(?:St\.|St(?=\s+[A-Z][a-z]+'s\b)|Saint|Mt\.|Mount|ST\.|SAINT)\s*(?:[A-Z][a-z]+|[A-Z]{3,})(?:'s|'S)?(?:\s+(?:[A-Z][a-z]+|[A-Z]{3,}))?"),
     re.compile(r"\b(?:Sacred Heart|Holy Cross|Good Samaritan|Beth Israel|Mass General|Mayo|Johns Hopkins|Cleveland Clinic|Kaiser|Brigham|Mercy|Presbyterian|Methodist|Baptist|Lutheran|Adventist|Shriners)\b(?!\s+(?:scissors|stand|clamps?|retractors?|forceps|needles?|tray|sutures?)\b)", I),
     re.compile(r"\b(?:VAMC|VA hospital|V\.A\.)\b"),
 ]
@@ -565,6 +565,26 @@ def find_places(text: str) -> Iterator[Match]:
         word = m.group(1).lower()
         if word not in common_words() and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
             yield m.start(1), m.end(1), "LOCATION"
+    lower_note = None
+    for m in EMPLOYER.finditer(text):
+        words = []
+        for w in m.group(1).split():
+            if w.lower().strip(".") in _EMPLOYER_STOP:
+                break
+            words.append(w)
+        if not words or all(w.lower() in common_words() for w in words):
+            continue
+        if words[0].islower():
+            if lower_note is None:
+                letters = [c for c in text if c.isalpha()]
+                lower_note = sum(c.isupper() for c in letters) < 0.03 * max(1, len(letters))
+            if not lower_note:
+                continue
+        yield m.start(1), m.start(1) + len(" ".join(words)), "ORGANIZATION"
+    for m in KIN_PLACE.finditer(text):
+        word = m.group(1).lower()
+        if not _ordinary_after_home_cue(word) and not plain_word(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
+            yield m.start(1), m.end(1), "CITY"
     for m in _LOWER_PLACE_CUE.finditer(text):
         words = m.group(1).split()
         keep = []
@@ -588,6 +608,20 @@ _PAIN_CUE = re.compile(r"(?:\b(?:pain|cp|discomfort|scale|rated?|rates|c/o|h/a|h
 _SETTING_AFTER = re.compile(r"\s*(?:peep|ps\b|psv|cpap|bipap|fio2|ips\b|x\s?\d)", I)
 _PAIN_AFTER = re.compile(r"\s*(?:cp\b|pain|chest pain|angina|discomfort|on (?:the )?pain scale|pain scale|h/a|ha\b|headache)", I)
 _SLASH_NUMBERS = re.compile(r"\d{1,2}(?:/\d{1,2}){1,2}")
+
+
+# an employer: "works for vista health", "employed by Acme Tool"
+# (not "off work for two weeks", "employed with due caution"); lower-case words only in a
+# lower-case note ("he is employed at the sales counter of a local store" is no name)
+_EMPLOYER_CUE = r"\b(?:works|worked|working) (?:for|at)|\bemployed (?:by|at)|\bemployee of"
+EMPLOYER = re.compile(r"(?:" + _EMPLOYER_CUE + r") (?:(?i:the) )?([A-Za-z][A-Za-z&'-]*(?: [A-Za-z][A-Za-z&'-]*){0,2})")
+_EMPLOYER_STOP = frozenset(
+    "and as in on of for since until but with while when because so now then here there too doing "
+    "home hospital him her them us me himself herself themselves a an his their its this that some "
+    "years months weeks days".split()
+) | frozenset(PERSON_TITLES)
+# a place where a relative is: "SON IN PIKESVILLE", "daughter in Towson" (not "SON IN LAW")
+KIN_PLACE = re.compile(r"\b(?i:son|daughter|wife|husband|brother|sister|mother|father|parents|family|niece|nephew|cousin|aunt|uncle)(?: (?i:who )?(?i:lives|living))? (?i:in) ([A-Z][A-Za-z'-]{3,})\b")
 
 
 # an all-caps word after a residence cue is a place unless it is an ordinary word ("LIVES IN
@@ -715,19 +749,42 @@ _MIDDLE_INITIAL = re.compile(r"\s+(?:[A-Za-z]\.?\s+)?|\s*[A-Za-z]\.\s*")
 
 
 def _initial_before(text: str, start: int, name_lower: bool) -> int:
-    """The start of an initial just before a name ("E. WELSH", "q. lander"), or `start`."""
+    """The start of an initial just before a name ("E. WELSH", "q. lander", "J SMITH"), or `start`."""
     j = start - 1 if start > 0 and text[start - 1] == " " else start
     if j >= 2 and text[j - 1] == "." and text[j - 2].isalpha() and (j == 2 or text[j - 3].isspace() or text[j - 3] in "(,;:"):
         letter = text[j - 2]
         if letter.isupper() or name_lower:
             return j - 2
+    # a capital initial without its period ("J SMITH"); not "A" or "I", which are words
+    if j == start - 1 and j >= 1 and text[j - 1].isupper() and text[j - 1] not in "AI" and (j == 1 or text[j - 2].isspace() or text[j - 2] in "(,;:"):
+        return j - 1
     return start
+
+
+# labels whose span is whole words: a word joined by a hyphen belongs to the name
+_WORD_LABELS = frozenset({"NAME", "HOSPITAL", "ORGANIZATION", "CITY", "LOCATION"})
+_HYPHEN_BEFORE = re.compile(r"[A-Za-z]+-$")
+_HYPHEN_AFTER = re.compile(r"-[A-Za-z]+(?![\w-])")
+
+
+def _hyphen_joined(text: str, start: int, end: int) -> Tuple[int, int]:
+    """The span with the words hyphen-joined to it ("kessler-adventist" when "adventist" was
+    found, "Smith-Jones" when "Smith" was), unless they are ordinary words ("Rob-who")."""
+    before = _HYPHEN_BEFORE.search(text, max(0, start - 40), start)
+    if before and (before.start() == 0 or not text[before.start() - 1].isalnum()) and not plain_word(before.group(0)[:-1].lower()):
+        start = before.start()
+    after = _HYPHEN_AFTER.match(text, end)
+    if after and not plain_word(after.group(0)[1:].lower()):  # not "Rob-who"
+        end = after.end()
+    return start, end
 
 
 def widen_names(text: str, spans: Sequence[Match]) -> List[Match]:
     """Names with their initials: an initial and a period just before a found name joins it
     ("Z. MILLER" when MILLER was found), and two names with one initial between them are one
-    ("barbara j. parrilli"). Input and output are sorted, non-overlapping spans."""
+    ("barbara j. parrilli"); a word hyphen-joined to a name or place joins it
+    ("kessler-adventist"). Input and output are sorted, non-overlapping spans."""
+    spans = resolve([_hyphen_joined(text, s, e) + (label,) if label in _WORD_LABELS else (s, e, label) for s, e, label in spans])
     out: List[Match] = []
     for s, e, label in spans:
         if label == "NAME":
