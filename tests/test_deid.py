@@ -116,6 +116,11 @@ def test_phi_types(text, expected):
         # eponyms and acronyms in a mixed-case report; a word the note also writes in lower case
         "Normal Tanner I male. Down to Cooper's ligament; a #15 Bard-Parker; the Jackson spinal table; Lorenz plates. "
         "ELISA was negative. Cord was infiltrated with 5 mL of bupivacaine, then the spermatic cord was ligated.",
+        # an eponym after a given name; usual words before a credential; settings, cardiac output, an ABG
+        "US WITH FLUID IN DOUGLAS POUCH. LUNGS COARSE, RN TO SUCTION. AT TIMES MD AWARE. DNG MIN ANT BILOUS FLUID.",
+        "remains on cpap/ps (10/5) c 40% fio2. CO/CI 5/3 FICK. abg 80/48/7.45.34.7. bleeding from Ct's.",
+        # places after a cue that are a catheter, a unit, a name's title, a relative
+        "Cultures drawn from Quinton cath. Stable for transfer to Cardiac floor. MDI from Pharmacy. A SISTER-IN-LAW CALLED.",
     ],
 )
 def test_no_phi_in_clinical_shorthand(text):

@@ -104,7 +104,7 @@ states stated report reports reported feels felt wants wanted asked asks agrees 
 ok okay well very much more most less least same other another such only own so too again
 team service staff on-call oncall covering cover rounds rounding plan plans per re regarding
 in. at. to. home room floor unit icu ccu micu sicu ed er or pacu nicu ward
-pt patient patients pts family members member dtr son. husband. wife.
+pt patient patients pts family members member dtr son. husband. wife. in-law in-laws
 """.split())
 
 # words of nursing and clinical shorthand that follow a title or kinship word, or stand capitalized
@@ -130,7 +130,7 @@ mo ned norm rod ron roy sal sam ted tom val van von
 young white black brown green gray grey long short small little strong hill hall wood woods
 price rice bell bush page north south east west love moody sharp wise ward street
 aline till cal meg eve om dev reuben mallory tanish rusty pink sig reg bo ced pleasant relief asa
-sharp mae
+sharp mae ant
 """.split())
 
 

@@ -106,7 +106,7 @@ AGE_PATTERNS: List[Pattern] = [
 # --- contact ----------------------------------------------------------------------------
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>\"')\]]+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|io|us|info|biz)(?:/[^\s<>\"')\]]*)?\b", I)
-IP = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.]\d)")
+IP = re.compile(r"(?<![\d.])(?<!\d/)(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.]\d)")
 _EXT = r"(?:\s*(?:x|ext\.?|extension|#)\s*\d{1,6})?"
 PHONE_PATTERNS: List[Pattern] = [
     # (410) 555-1234, 410-555-1234, 410.555.1234, 410/555/1234, +1 410 555 1234, 1-800-555-1234
@@ -222,7 +222,7 @@ FIRST_NAME_ALONE = re.compile(r"\b(?:[A-Z][a-z]{3,}|[A-Z]{5,})\b")
 # what makes a name an eponym: an instrument, a device, a disease or a sign named after a person
 _EPONYM_AFTER = re.compile(
     r"-[A-Z]|/[A-Z]|\s+(?:I|II|III|IV|V)\b|(?:['’]s)?\s+[a-z]+(?:ectomy|otomy|ostomy|plasty|pexy|rrhaphy|scopy|osis)\b|"
-    r"(?:['’]s?)?\s+(?:law|triad|chest|spinal|titanium|anastomosis|valve|scissors|clamps?|forceps|retractors?|catheters?|tubes?|needles?|stents?|shunts?|syndrome|disease|sign|"
+    r"(?:['’]s?)?\s+(?:law|triad|chest|spinal|titanium|anastomosis|valve|scissors|clamps?|forceps|retractors?|catheters?|cath|tubes?|needles?|stents?|shunts?|syndrome|disease|sign|"
     r"test|maneuver|manoeuvre|procedure|operation|incision|classification|score|scale|criteria|fracture|splint|"
     r"dressing|drains?|elevators?|blades?|knife|hooks?|sphincterotome|implants?|device|pump|bag|mask|sutures?|"
     r"technique|repair|reflex|position|stitch|approach|method|bur|burr|pins?|plates?|nails?|screws?|frame|tongs|speculum|"
@@ -364,7 +364,11 @@ def find_names(text: str) -> Iterator[Match]:
             # the trailing words that are not common words ("seen by Smith MD" -> Smith)
             keep = []
             for w in reversed(words):
-                if not _name_like(w.group(0).rstrip("."), strong=True):
+                bare = w.group(0).rstrip(".")
+                if not _name_like(bare, strong=True):
+                    break
+                # in capitals a usual English word is no name ("LUNGS COARSE, RN", "AT TIMES MD AWARE")
+                if bare.isupper() and len(bare) > 1 and bare.lower() not in both and bare.lower() in usual_words():
                     break
                 keep.append(w)
             # an initial alone before a credential is no name ("ABG'S. MD AWARE")
@@ -378,6 +382,8 @@ def find_names(text: str) -> Iterator[Match]:
         words = m.group(0).split()
         w0, wn = words[0].lower(), words[-1].lower()
         if w0 in first and w0 not in AMBIGUOUS_NAMES and w0 not in common and not plain_word(wn) and (wn in last or len(words) == 2):
+            if len(words) == 2 and _EPONYM_AFTER.match(text, m.start() + len(words[0])):
+                continue  # "DOUGLAS POUCH", "Jackson Table"
             yield m.start(), m.end(), "NAME"
     # an initial and a surname ("Reported to D. Phyl.")
     for m in INITIAL_SURNAME.finditer(text):
@@ -388,7 +394,7 @@ def find_names(text: str) -> Iterator[Match]:
     for m in FIRST_LAST_ANY.finditer(text, overlapped=True):
         a, b = m.group(1).lower(), m.group(2).lower()
         if a in first and a not in AMBIGUOUS_NAMES and a not in common and not plain_word(b) and (b in last or len(b) > 3) and m.group(2)[0].isalpha():
-            if (m.group(1).islower() == m.group(2).islower()) and not b.endswith(("ing", "ed", "ly", "tion")):
+            if (m.group(1).islower() == m.group(2).islower()) and not b.endswith(("ing", "ed", "ly", "tion")) and not _EPONYM_AFTER.match(text, m.end(1)):
                 yield m.start(), m.end(), "NAME"
     # a given name alone, capitalized or in capitals ("PER DAVID, HE HAS", "Maria is at bedside"):
     # only names that are no English word and no clinical word
@@ -443,7 +449,7 @@ _CUT_WORDS = _LEAD_STOP - {"of"}
 _SENTENCE_END = re.compile(r"(?<!\b(?:St|Mt|Ft|Jr|Sr|ST|MT|FT|JR|SR|[A-Z]))\.(?=\s)")
 _VERBS_BEFORE_PLACES = frozenset("leave left go going come coming back get got return stay be being in out".split())
 # "transferred from Labor And Delivery Room": a unit of the same hospital, not a place
-_UNIT_WORDS = frozenset("room unit floor ward department dept bay suite service area lab laboratory icu er ed or pacu".split())
+_UNIT_WORDS = frozenset("room unit floor ward department dept bay suite service area lab laboratory icu er ed or pacu pharmacy".split())
 _GENERIC_WORDS = frozenset("hospital hosp center centre medical clinic infirmary hospice healthcare rehab".split())
 
 
@@ -550,7 +556,13 @@ def find_places(text: str) -> Iterator[Match]:
             e = s + tail.start() if tail and tail.start() > 0 else e
             if text[e - 1] == "." and text[s:e].split()[-1][:-1].lower() not in ("st", "mt", "ft", "jr", "sr") and len(text[s:e].split()[-1]) > 2:
                 e -= 1  # a sentence's period, not an abbreviation's ("St.")
-            if not _ordinary_after_home_cue(text[s:e].lower()) and text[s:e].split()[-1].lower().strip(".,") not in _UNIT_WORDS:
+            place = text[s:e].lower()
+            if re.sub(r"['’]s$", "", place) in CLINICAL_WORDS or place.split()[0].rstrip(".") in PERSON_TITLES:
+                continue  # "bleeding from Ct's": chest tubes; "from Dr. Vasquez": a name
+            after = re.match(r"\s+([A-Za-z]+)", text[e : e + 20])
+            if _EPONYM_AFTER.match(text, e) or (after and after.group(1).lower() in _UNIT_WORDS):
+                continue  # "from Quinton cath", "transfer to Cardiac floor"
+            if not _ordinary_after_home_cue(place) and place.split()[-1].strip(".,") not in _UNIT_WORDS:
                 yield s, e, "LOCATION"
     for pattern, ordinary in ((_CAPS_HOME_CUE, _ordinary_after_home_cue), (_CAPS_WARD_CUE, dictionary_words().__contains__)):
         for m in pattern.finditer(text):
@@ -596,11 +608,12 @@ def find_places(text: str) -> Iterator[Match]:
             yield m.start(1), m.start(1) + len(" ".join(keep)), "LOCATION"
 
 
-# numbers written like a date that are a ventilator setting ("PSV 10/5", "CPAP/PS 16/5/40%")
+# numbers written like a date that are a ventilator setting ("PSV 10/5", "CPAP/PS 16/5/40%",
+# "cpap/ps (10/5)") or cardiac output / index ("CO/CI 5/3")
 # or a pain score ("CP 5/10", "pain #9/10")
-_SETTING_GAP = r"(?:[\s\d%/.,:=x+-]|\b(?:of|to|on|at|with|and|peep|ps|fio2|rate|overnight|now|currently|initially|mode|increased|decreased|weaned|down|up|back)\b){0,30}$"
+_SETTING_GAP = r"(?:[\s\d%/.,:=x+(-]|\b(?:of|to|on|at|with|and|peep|ps|fio2|rate|overnight|now|currently|initially|mode|increased|decreased|weaned|down|up|back)\b){0,30}$"
 _VENT_CUE = re.compile(
-    r"\b(?:peep|ps|psv|cpap|bipap|bi-pap|ipap|epap|nippv|niv|pressure support|settings?|imv|simv|a/?c|vent|"
+    r"\b(?:co/ci|peep|ps|psv|cpap|bipap|bi-pap|ipap|epap|nippv|niv|pressure support|settings?|imv|simv|a/?c|vent|"
     r"ventilation|flowby|fio2|c ?pap|trial(?:ed)?|tried on|placed on|back on|remain(?:s|ed)? on|extubated from|"
     r"wean(?:ed|ing)? (?:down |back )?(?:to|on)|change(?:d)?(?: over)? to)\b" + _SETTING_GAP, I,
 )
