@@ -595,7 +595,7 @@ def find_places(text: str) -> Iterator[Match]:
         yield m.start(1), m.start(1) + len(" ".join(words)), "ORGANIZATION"
     for m in KIN_PLACE.finditer(text):
         word = m.group(1).lower()
-        if not _ordinary_after_home_cue(word) and not plain_word(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
+        if not plain_word(word) and word not in _LEAD_STOP and word not in CLINICAL_WORDS:
             yield m.start(1), m.end(1), "CITY"
     for m in _LOWER_PLACE_CUE.finditer(text):
         words = m.group(1).split()
