@@ -66,3 +66,27 @@ def test_windows_grouped_by_length_and_cut_to_their_longest(trained, monkeypatch
         mask = numpy.asarray(a._.trf_data.tokens["attention_mask"]).astype(bool)
         numpy.testing.assert_allclose(numpy.asarray(out_a)[mask], numpy.asarray(out_b)[mask], rtol=1e-5, atol=1e-5)
         assert ents(a) == ents(b)
+
+
+def test_lean_loading_gives_the_stock_loaders_model(trained):  # noqa: F811
+    """`ChunkedHFShim.from_bytes` (decoded once, no random init, tensors assigned) loads the
+    same weights and buffers as spacy-transformers' own `HFShim.from_bytes`, and the model
+    predicts the same."""
+    import torch
+    from spacy_transformers.layers.hf_shim import HFShim
+
+    shim = hf_shim(trained.get_pipe("transformer").model)
+    data = shim.to_bytes()
+    stock = HFShim.from_bytes(shim, data)._model
+    stock_state = {k: v.clone() for k, v in stock.state_dict(keep_vars=False).items()}
+    stock_buffers = {k: v.clone() for k, v in stock.named_buffers()}
+    lean = ChunkedHFShim.from_bytes(shim, data)._model
+    assert lean is not stock and shim._hfmodel.transformer is lean
+    lean_state = lean.state_dict()
+    assert lean_state.keys() == stock_state.keys()
+    for key, value in stock_state.items():
+        assert torch.equal(lean_state[key], value), key
+    for key, value in lean.named_buffers():  # non-persistent buffers (position ids) are built, not loaded
+        assert value.device.type != "meta" and torch.equal(value, stock_buffers[key]), key
+    text = " ".join(t for t, _ in TRAIN)
+    assert ents(trained(text))  # the fixture's NER still finds its entities with the reloaded encoder

@@ -14,9 +14,24 @@ by length, at most `group_windows` per call, each group cut to its own longest w
 puts the outputs back in order and at the batch's padded length (zeros at the padding, which
 no alignment reads). A real piece's output is the same number (the attention mask already
 hid the padding); training is unchanged. `spacy_medllm.TransformerModel.v1` installs it.
+
+Loading (`from_bytes`) is spacy-transformers' with less memory in flight: the saved message
+is decoded once, the encoder is built without random initial weights, the saved tensors are
+assigned to it instead of copied into it, and memory freed on the way is handed back to the
+operating system. Measured on the MiniLM encoder: the load's peak falls by the size of one
+copy of the weights (about 90 MB for MiniLM).
 """
+import warnings
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Dict
+
+import srsly
+from spacy.util import SimpleFrozenDict
+from spacy_transformers.data_classes import HFObjects
 from spacy_transformers.layers.hf_shim import HFShim
-from thinc.api import ArgsKwargs, Model
+from spacy_transformers.util import make_tempdir
+from thinc.api import ArgsKwargs, Model, get_torch_default_device
 
 from ..errors import Errors
 
@@ -100,6 +115,75 @@ class ChunkedHFShim(HFShim):
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=kwargs)))
         return _merge(parts, None, inputs.kwargs["attention_mask"].shape[1])
+
+    def from_bytes(self, bytes_data):
+        load_hf_message(self, srsly.msgpack_loads(bytes_data))
+        release_freed_memory()
+        return self
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc's malloc_trim;
+    elsewhere only the collection): a loaded encoder leaves ~100 MB of freed buffers that
+    would otherwise stay in the process's resident memory."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def load_hf_message(shim: HFShim, msg: Dict[str, Any]) -> None:
+    """Set up `shim` from a decoded HFShim message (what `HFShim.from_bytes` does, holding
+    one copy of the weights fewer: no random initialization, the saved tensors assigned).
+    `msg["state"]` is removed from `msg` (its bytes are freed once read)."""
+    import torch
+    from transformers.modeling_utils import no_init_weights
+
+    config_dict = msg["config"]
+    if not config_dict:
+        shim._hfmodel = HFObjects(None, None, None, msg["_init_tokenizer_config"], msg["_init_transformer_config"])
+        return
+    tok_dict = dict(msg["tokenizer"])
+    with make_tempdir() as temp_dir:
+        config_file = temp_dir / "config.json"
+        srsly.write_json(config_file, config_dict)
+        config = shim.config_cls.from_pretrained(config_file)
+        tok_kwargs = tok_dict.pop("kwargs", {})
+        for x, x_bytes in tok_dict.items():
+            Path(temp_dir / x).write_bytes(x_bytes)
+        tokenizer = shim.tokenizer_cls.from_pretrained(str(temp_dir.absolute()), **tok_kwargs)
+        vocab_file_contents = None
+        if hasattr(tokenizer, "vocab_file"):
+            vocab_file_name = tokenizer.vocab_files_names["vocab_file"]
+            vocab_file_contents = (temp_dir / vocab_file_name).read_bytes()
+    with no_init_weights():
+        transformer = shim.model_cls.from_config(config)
+    shim._hfmodel = HFObjects(tokenizer, transformer, vocab_file_contents, SimpleFrozenDict(), SimpleFrozenDict())
+    shim._model = transformer
+    device = get_torch_default_device()
+    state = torch.load(BytesIO(msg.pop("state")), map_location=device)
+    try:
+        transformer.load_state_dict(state, assign=True)
+    except RuntimeError:
+        warnings.warn(
+            "Error loading saved torch state_dict with strict=True, likely due to differences between "
+            "'transformers' versions. Attempting to load with strict=False as a fallback...\n\nIf you see "
+            "errors or degraded performance, download a newer compatible model or retrain your custom model "
+            "with the current 'transformers' and 'spacy-transformers' versions. For more details and "
+            "available updates, run: python -m spacy validate"
+        )
+        # assign=False: a parameter missing from the state keeps an allocated (zero) tensor
+        for param in transformer.parameters():
+            param.data.zero_()
+        transformer.load_state_dict(state, strict=False)
+    del state
+    transformer.to(device)
 
 
 def hf_shim(model: Model) -> HFShim:

@@ -23,7 +23,7 @@ import srsly
 from thinc.api import Model
 
 from ..errors import Errors
-from .chunked import ChunkedHFShim, hf_shim
+from .chunked import ChunkedHFShim, hf_shim, load_hf_message, release_freed_memory
 
 
 def cpu_has_vnni() -> bool:
@@ -56,7 +56,10 @@ def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
     return full
 
 
-def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None):
+def quantize_module(
+    module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None,
+    inplace: bool = False,
+):
     """`module` with its Linear layers dynamically quantized to int8 (CPU), one scale per
     output channel.
 
@@ -67,6 +70,8 @@ def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp3
         stay fp32 (e.g. "attention", "encoder.layer.5."); the others are quantized at the
         scale the observer picks.
     full_range: the activations' range (`set_activation_range`).
+    inplace: replace the Linear layers of `module` itself instead of a copy (no second copy
+        of the weights in memory; `module` is then the int8 model).
     """
     import torch
 
@@ -76,17 +81,21 @@ def quantize_module(module, scales: Optional[Dict[str, object]] = None, keep_fp3
         chosen = [name for name in linears if name in scales]
     else:
         chosen = [name for name in linears if not any(pattern in name for pattern in keep_fp32)]
+    # the fp32 weights to re-quantize at their saved scales: references, not copies (the
+    # Linear modules they belong to are replaced below, so each tensor is freed once used)
     saved = {}
     for name, sub in module.named_modules():
         if scales and name in scales and isinstance(sub, torch.nn.Linear):
-            saved[name] = sub.weight.detach().clone()
+            saved[name] = sub.weight.detach()
     # one scale per output row: the int8 error of a row no longer depends on the largest
     # weight of the whole matrix (measured: a third of the per-tensor F1 cost on BC5CDR dev)
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-    quantized = torch.ao.quantization.quantize_dynamic(module, {name: qconfig for name in chosen}, dtype=torch.qint8)
+    quantized = torch.ao.quantization.quantize_dynamic(
+        module, {name: qconfig for name in chosen}, dtype=torch.qint8, inplace=inplace
+    )
     for name, linear in _quantized_linears(quantized):
         if name in saved:
-            linear.set_weight_bias(_requantize(saved[name], scales[name]), linear.bias())
+            linear.set_weight_bias(_requantize(saved.pop(name), scales[name]), linear.bias())
     set_activation_range(quantized, full_range)
     return quantized
 
@@ -164,10 +173,11 @@ class QuantizedHFShim(ChunkedHFShim):
 
     full_range: Optional[bool] = None
 
-    def quantize(self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = ()) -> None:
-        """Quantize the encoder in place (no-op when it already is, or not yet loaded)."""
+    def quantize(self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), inplace: bool = False) -> None:
+        """Quantize the encoder (no-op when it already is, or not yet loaded); `inplace`: in
+        the fp32 module itself, which is then gone (no second copy of the weights)."""
         if self._model is not None and not is_quantized(self._model):
-            self._model = quantize_module(self._model, scales, keep_fp32, full_range=self.full_range)
+            self._model = quantize_module(self._model, scales, keep_fp32, full_range=self.full_range, inplace=inplace)
             if self._hfmodel is not None and self._hfmodel.transformer is not None:
                 self._hfmodel.transformer = self._model
 
@@ -185,12 +195,13 @@ class QuantizedHFShim(ChunkedHFShim):
         return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data):
-        super().from_bytes(bytes_data)
-        scales = srsly.msgpack_loads(bytes_data).get(SCALES_KEY)
-        if scales is None:  # saved before it was quantized (a config with quantize = true): every Linear
-            self.quantize()
-        else:
-            self.quantize(scales)
+        msg = srsly.msgpack_loads(bytes_data)
+        scales = msg.pop(SCALES_KEY, None)
+        load_hf_message(self, msg)
+        del msg
+        # scales None: saved before it was quantized (a config with quantize = true): every Linear
+        self.quantize(scales, inplace=True)
+        release_freed_memory()
         return self
 
 
