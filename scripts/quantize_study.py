@@ -6,6 +6,8 @@ fp32 against int8 variants (`medllm quantize --keep-fp32 ...`), one process per 
         --only "int8 all Linear" --only "int8, first layer fp32" --only "int8, FFN expansion fp32" --only "int8, first and last layer fp32"
 
 (`medllm quantize` scales per output channel since the first study, which was per tensor.)
+The "smoothed" variants calibrate activation smoothing on the first 200 BC5CDR train
+abstracts (`medllm quantize --calibrate corpus/bc5cdr/train.spacy --smooth-alpha A`).
 """
 import json
 import subprocess
@@ -24,6 +26,11 @@ VARIANTS = {
     "int8, first layer fp32": ["encoder.layer.0."],
     "int8, FFN expansion fp32": ["intermediate"],
     "int8, first and last layer fp32": ["encoder.layer.0.", "encoder.layer.5."],
+    # activation smoothing (SmoothQuant, `medllm quantize --calibrate`): (kept fp32, alpha)
+    "int8 all Linear, smoothed 0.5": ([], 0.5),
+    "int8 all Linear, smoothed 1.0": ([], 1.0),
+    "int8, first layer fp32, smoothed 0.75": (["encoder.layer.0."], 0.75),
+    "int8, first layer fp32, smoothed 1.0": (["encoder.layer.0."], 1.0),
 }
 
 CHILD = """
@@ -52,6 +59,7 @@ print(json.dumps(out))
 
 
 def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_dev: Path = Path("corpus/ade/dev.spacy"),
+         calibrate: Path = typer.Option(Path("corpus/bc5cdr/train.spacy"), help="training text for the smoothed variants"),
          output: Path = typer.Option(None), only: List[str] = typer.Option([], help="run only these variants (repeatable)")) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,6 +70,9 @@ def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_de
             if keep is not None:
                 path = Path(tmp) / name.replace(" ", "_").replace(",", "")
                 cmd = [sys.executable, "-m", "spacy_medllm", "quantize", str(model), str(path)]
+                if isinstance(keep, tuple):
+                    keep, alpha = keep
+                    cmd += ["--calibrate", str(calibrate), "--calibrate-docs", "200", "--smooth-alpha", str(alpha)]
                 for k in keep:
                     cmd += ["--keep-fp32", k]
                 subprocess.run(cmd, check=True, capture_output=True)

@@ -660,17 +660,71 @@ def pretrain(
     typer.echo(f"{metrics['tokens_seen']:,} tokens in {metrics['seconds'] / 3600:.2f} h; adapted encoder: {metrics['model']}")
 
 
+def calibration_texts(path: Path, limit: int) -> List[str]:
+    """The first `limit` non-empty texts of a .spacy DocBin or a .jsonl file ("text" field)."""
+    if limit < 1:
+        raise ValueError(f"--calibrate-docs must be at least 1, got {limit}")
+    if not path.exists():
+        raise ValueError(f"{path}: no such calibration file")
+    texts: List[str] = []
+    if path.suffix == ".spacy":
+        import spacy
+        from spacy.tokens import DocBin
+
+        try:
+            docs = DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)
+        except Exception as err:  # a corrupt DocBin: msgpack / zlib errors
+            raise ValueError(f"{path}: not a readable .spacy DocBin ({err})")
+        for doc in docs:
+            if doc.text.strip():
+                texts.append(doc.text)
+            if len(texts) >= limit:
+                break
+    elif path.suffix == ".jsonl":
+        import json
+
+        with path.open(encoding="utf8") as f:
+            lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
+        for line_no, line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not JSON ({err.msg})")
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{line_no}: expected an object with a \"text\" string")
+            if row["text"].strip():
+                texts.append(row["text"])
+            if len(texts) >= limit:
+                break
+    else:
+        raise ValueError(f"{path}: calibration text must be a .spacy DocBin or a .jsonl file")
+    if not texts:
+        raise ValueError(f"{path}: no non-empty text to calibrate on")
+    return texts
+
+
 @app.command()
 def quantize(
     model: Path = typer.Argument(..., help="a trained pipeline folder with a transformer"),
     output: Path = typer.Argument(..., help="the new pipeline folder (int8 encoder)"),
     keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="Linear layers whose name contains this stay fp32 (repeatable), e.g. attention, encoder.layer.5."),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
+    calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="training text (a .spacy DocBin, or .jsonl with a \"text\" field) on which to measure activation smoothing factors (SmoothQuant); never dev or test text"),
+    calibrate_docs: int = typer.Option(200, "--calibrate-docs", help="how many of its documents (the first N)"),
+    smooth_alpha: float = typer.Option(0.5, "--smooth-alpha", help="smoothing strength: 0 keeps the activations, 1 moves all their range into the weights"),
 ) -> None:
     """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
     import shutil
 
     from .layers.quantize import quantize_pipeline
+
+    texts = None
+    if calibrate is not None:
+        try:
+            texts = calibration_texts(calibrate, calibrate_docs)
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1)
 
     if output.resolve() == model.resolve():
         typer.echo(f"error: {output} is the input pipeline; write the quantized one elsewhere", err=True)
@@ -684,7 +738,8 @@ def quantize(
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        names = quantize_pipeline(model, tmp, keep_fp32=keep_fp32)
+        names = quantize_pipeline(model, tmp, keep_fp32=keep_fp32, calibration=texts, alpha=smooth_alpha,
+                                  calibration_source=f"{calibrate.name}, first {len(texts)} documents" if texts else "")
     except ValueError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         typer.echo(f"error: {err}", err=True)

@@ -105,3 +105,76 @@ def test_activation_range(pipeline, tmp_path):
         assert numpy.corrcoef(fp32.ravel(), vectors[full].ravel())[0, 1] > 0.99
     assert not numpy.array_equal(vectors[True], vectors[False])
     numpy.testing.assert_array_equal(vectors[None], vectors[cpu_has_vnni()])
+
+
+def test_smoothing_is_exact_in_fp32():
+    """Folding the factors into the weights' columns and dividing the inputs by them leaves
+    a Linear's function unchanged (before any rounding to int8)."""
+    import copy
+
+    import torch
+
+    from spacy_medllm.layers.smooth import SmoothedLinear, activation_maxima, fold_into_weights, smoothing_factors, wrap
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+    x = torch.randn(32, 8) * torch.tensor([1.0] * 7 + [40.0])  # one outlier channel
+    maxima = activation_maxima(net, lambda: net(x), ["0", "2"])
+    assert maxima["0"].shape == (8,) and float(maxima["0"][7]) == float(x[:, 7].abs().max())
+    factors = smoothing_factors(net, maxima, alpha=0.5)
+    smoothed = copy.deepcopy(net)
+    wrap(smoothed, fold_into_weights(smoothed, factors))
+    assert isinstance(smoothed[0], SmoothedLinear) and isinstance(smoothed[2], SmoothedLinear)
+    torch.testing.assert_close(smoothed(x), net(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        smoothing_factors(net, maxima, alpha=1.5)
+    with pytest.raises(ValueError, match="input channels"):
+        fold_into_weights(copy.deepcopy(net), {"0": [1.0] * 3})
+
+
+def test_quantize_with_smoothing_round_trip(pipeline, tmp_path):
+    from spacy_medllm.layers.smooth import SmoothedLinear
+
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(f'{{"text": "{t}"}}\n' for t in TEXTS if t), encoding="utf8")
+    out = tmp_path / "int8_smooth"
+    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--calibrate", str(calib), "--smooth-alpha", "1.0",
+                                      "--keep-fp32", "encoder.layer.0."])
+    assert result.exit_code == 0, result.output
+    nlp = spacy.load(out)
+    assert nlp.meta["quantized"]["smoothing"]["alpha"] == 1.0 and nlp.meta["quantized"]["smoothing"]["calibration_texts"] == len(TEXTS) - 1
+    model = hf_shim(nlp.get_pipe("transformer").model)._model
+    smoothed = [name for name, m in model.named_modules() if isinstance(m, SmoothedLinear)]
+    quantized = [name for name, m in model.named_modules() if isinstance(m, torch_dynamic_linear())]
+    assert smoothed and all(".layer.0." not in name for name in smoothed)
+    assert len(quantized) == len(smoothed)  # every int8 layer is smoothed; the fp32 ones are not
+    nlp.to_disk(tmp_path / "again")
+    again = spacy.load(tmp_path / "again")
+    for text in TEXTS:
+        assert ents(again(text)) == ents(nlp(text))
+        if text:
+            numpy.testing.assert_array_equal(token_vectors(again, text), token_vectors(nlp, text))
+    fp32 = spacy.load(pipeline)
+    a, b = token_vectors(fp32, TEXTS[3]), token_vectors(nlp, TEXTS[3])
+    assert numpy.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def torch_dynamic_linear():
+    import torch
+
+    return torch.ao.nn.quantized.dynamic.Linear
+
+
+def test_quantize_calibration_errors(pipeline, tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["quantize", str(pipeline), str(tmp_path / "o1"), "--calibrate", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 1 and "no such calibration file" in missing.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf8")
+    broken = runner.invoke(app, ["quantize", str(pipeline), str(tmp_path / "o2"), "--calibrate", str(bad)])
+    assert broken.exit_code == 1 and f"{bad}:2" in broken.output
+    other = tmp_path / "calib.txt"
+    other.write_text("text\n", encoding="utf8")
+    wrong = runner.invoke(app, ["quantize", str(pipeline), str(tmp_path / "o3"), "--calibrate", str(other)])
+    assert wrong.exit_code == 1 and ".spacy DocBin or a .jsonl" in wrong.output
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()

@@ -58,7 +58,7 @@ def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
 
 def quantize_module(
     module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None,
-    inplace: bool = False,
+    inplace: bool = False, smooth: Optional[Dict[str, object]] = None,
 ):
     """`module` with its Linear layers dynamically quantized to int8 (CPU), one scale per
     output channel.
@@ -72,10 +72,23 @@ def quantize_module(
     full_range: the activations' range (`set_activation_range`).
     inplace: replace the Linear layers of `module` itself instead of a copy (no second copy
         of the weights in memory; `module` is then the int8 model).
+    smooth: layer name -> activation smoothing factors (`spacy_medllm.layers.smooth`): those
+        layers' weight columns are multiplied by the factors before they are quantized (with
+        `scales`, the saved fp32 weights are the smoothed int8 values divided by them), and
+        their inputs divided by them at inference.
     """
+    import copy
+
     import torch
 
     module = module.cpu()
+    factors = {}
+    if smooth:
+        from .smooth import fold_into_weights
+
+        if not inplace:
+            module, inplace = copy.deepcopy(module), True
+        factors = fold_into_weights(module, smooth)
     linears = [name for name, sub in module.named_modules() if isinstance(sub, torch.nn.Linear)]
     if scales:
         chosen = [name for name in linears if name in scales]
@@ -96,6 +109,14 @@ def quantize_module(
     for name, linear in _quantized_linears(quantized):
         if name in saved:
             linear.set_weight_bias(_requantize(saved.pop(name), scales[name]), linear.bias())
+    if factors:
+        from .smooth import wrap
+
+        quantized_names = {name for name, _ in _quantized_linears(quantized)}
+        unquantized = sorted(set(factors) - quantized_names)
+        if unquantized:
+            raise ValueError(f"smoothing factors for layers that stay fp32: {', '.join(unquantized)}")
+        wrap(quantized, factors)
     set_activation_range(quantized, full_range)
     return quantized
 
@@ -128,11 +149,22 @@ def weight_scales(module) -> Dict[str, object]:
 
 
 def _quantized_linears(module) -> Iterator[Tuple[str, object]]:
+    """(name, int8 Linear) for each quantized layer; a smoothed layer's Linear is named as
+    the layer it replaced (the `SmoothedLinear`'s name)."""
     import torch
 
+    smoothed = set()
     for name, sub in module.named_modules():
-        if isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
-            yield name, sub
+        if getattr(sub, SMOOTHED_MARK, False):
+            smoothed.add(name)
+        elif isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
+            parent = name.rpartition(".")[0]
+            yield (parent if parent in smoothed and name.endswith(".linear") else name), sub
+
+
+def smoothing_of(module) -> Dict[str, list]:
+    """Layer name -> the activation smoothing factors of each smoothed int8 layer."""
+    return {name: sub.scale.tolist() for name, sub in module.named_modules() if getattr(sub, SMOOTHED_MARK, False)}
 
 
 def is_quantized(module) -> bool:
@@ -150,8 +182,11 @@ def dequantized_copy(module):
     for key, value in module.state_dict().items():
         if not key.startswith(skip) and isinstance(value, torch.Tensor):
             state[key] = value
+    smoothed = {name: sub for name, sub in module.named_modules() if getattr(sub, SMOOTHED_MARK, False)}
     for name, linear in quantized.items():
         state[f"{name}.weight"] = linear.weight().dequantize()
+        if name in smoothed:  # the layer's own function: the smoothed weights' columns divided back
+            state[f"{name}.weight"] = state[f"{name}.weight"] * smoothed[name].inv_scale[None, :]
         bias = linear.bias()
         if bias is not None:
             state[f"{name}.bias"] = bias.detach().clone()
@@ -161,6 +196,9 @@ def dequantized_copy(module):
 
 # the weights' scales and zero points, saved beside spacy-transformers' own fields
 SCALES_KEY = "medllm_int8_scales"
+# the activation smoothing factors of the smoothed layers (spacy_medllm.layers.smooth)
+SMOOTH_KEY = "medllm_int8_smoothing"
+SMOOTHED_MARK = "medllm_smoothed"
 
 
 class QuantizedHFShim(ChunkedHFShim):
@@ -173,11 +211,17 @@ class QuantizedHFShim(ChunkedHFShim):
 
     full_range: Optional[bool] = None
 
-    def quantize(self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), inplace: bool = False) -> None:
+    def quantize(
+        self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), inplace: bool = False,
+        smooth: Optional[Dict[str, object]] = None,
+    ) -> None:
         """Quantize the encoder (no-op when it already is, or not yet loaded); `inplace`: in
-        the fp32 module itself, which is then gone (no second copy of the weights)."""
+        the fp32 module itself, which is then gone (no second copy of the weights); `smooth`:
+        activation smoothing factors per layer (`quantize_module`)."""
         if self._model is not None and not is_quantized(self._model):
-            self._model = quantize_module(self._model, scales, keep_fp32, full_range=self.full_range, inplace=inplace)
+            self._model = quantize_module(
+                self._model, scales, keep_fp32, full_range=self.full_range, inplace=inplace, smooth=smooth
+            )
             if self._hfmodel is not None and self._hfmodel.transformer is not None:
                 self._hfmodel.transformer = self._model
 
@@ -192,15 +236,19 @@ class QuantizedHFShim(ChunkedHFShim):
         finally:
             self._model = self._hfmodel.transformer = model
         msg[SCALES_KEY] = weight_scales(model)
+        smoothing = smoothing_of(model)
+        if smoothing:
+            msg[SMOOTH_KEY] = smoothing
         return srsly.msgpack_dumps(msg)
 
     def from_bytes(self, bytes_data):
         msg = srsly.msgpack_loads(bytes_data)
         scales = msg.pop(SCALES_KEY, None)
+        smooth = msg.pop(SMOOTH_KEY, None)
         load_hf_message(self, msg)
         del msg
         # scales None: saved before it was quantized (a config with quantize = true): every Linear
-        self.quantize(scales, inplace=True)
+        self.quantize(scales, inplace=True, smooth=smooth)
         release_freed_memory()
         return self
 
@@ -218,10 +266,34 @@ def use_quantized_shim(model: Model, full_range: Optional[bool] = None) -> Quant
 ARCHITECTURES = ("spacy_medllm.TransformerModel.v1", "spacy-transformers.TransformerModel.v3")
 
 
-def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = ()) -> list:
+def calibrate_smoothing(nlp, names: Sequence[str], texts: Sequence[str], keep_fp32: Sequence[str] = (), alpha: float = 0.5,
+                        batch_size: int = 32) -> Dict[str, Dict[str, list]]:
+    """Activation smoothing factors for the encoders of the components `names` of `nlp`:
+    the largest input per channel of every Linear that will be quantized, measured on
+    `texts`. RETURNS component -> layer -> factors."""
+    import torch
+
+    from .smooth import activation_maxima, smoothing_factors
+
+    out = {}
+    for name in names:
+        model = hf_shim(nlp.get_pipe(name).model)._model
+        layers = [n for n, sub in model.named_modules() if isinstance(sub, torch.nn.Linear) and not any(p in n for p in keep_fp32)]
+        with nlp.select_pipes(enable=[name]):
+            maxima = activation_maxima(model, lambda: list(nlp.pipe(texts, batch_size=batch_size)), layers)
+        missing = sorted(set(layers) - set(maxima))
+        if missing:
+            raise ValueError(f"calibration text never reached {', '.join(missing[:3])} of {name}'s encoder (empty texts?)")
+        out[name] = {k: v.tolist() for k, v in smoothing_factors(model, maxima, alpha).items()}
+    return out
+
+
+def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibration: Optional[Sequence[str]] = None,
+                      alpha: float = 0.5, calibration_source: str = "") -> list:
     """Load the pipeline at `model_path`, quantize every transformer's encoder to int8, and
     save it to `output` with `quantize = true` in each encoder's config and a note in the
-    meta. RETURNS the names of the quantized components."""
+    meta. `calibration`: texts on which to measure activation smoothing factors (SmoothQuant,
+    strength `alpha`; None: no smoothing). RETURNS the names of the quantized components."""
     from pathlib import Path
 
     import spacy
@@ -236,13 +308,20 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = ()) -> list
         arch = config["components"][name]["model"]["@architectures"]
         if arch not in ARCHITECTURES:
             raise ValueError(Errors.E143.format(name=name, arch=arch))
-        use_quantized_shim(nlp.get_pipe(name).model).quantize(keep_fp32=keep_fp32)
+    smooth = calibrate_smoothing(nlp, names, calibration, keep_fp32, alpha) if calibration else {}
+    for name in names:
+        use_quantized_shim(nlp.get_pipe(name).model).quantize(keep_fp32=keep_fp32, inplace=True, smooth=smooth.get(name))
     nlp.meta["quantized"] = {
         "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers, per-channel weight scales",
         "kept_fp32": list(keep_fp32),
         "activations": "quantized per call; all 256 levels where the CPU has VNNI, 128 elsewhere (quantize_full_range in the encoder's config)",
         "from": str(model_path),
     }
+    if calibration:
+        nlp.meta["quantized"]["smoothing"] = {
+            "method": "SmoothQuant per-channel activation smoothing, s = max|x|^alpha / max|w|^(1-alpha)",
+            "alpha": alpha, "calibration_texts": len(calibration), "calibration_source": calibration_source,
+        }
     output = Path(output)
     nlp.to_disk(output)
     saved = util.load_config(output / "config.cfg", interpolate=False)
