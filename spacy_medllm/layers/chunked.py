@@ -127,13 +127,11 @@ def release_freed_memory() -> None:
     elsewhere only the collection): a loaded encoder leaves ~100 MB of freed buffers that
     would otherwise stay in the process's resident memory."""
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
+    try:  # the process's own symbols: glibc's malloc_trim where there is one
+        ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
@@ -167,7 +165,8 @@ def load_hf_message(shim: HFShim, msg: Dict[str, Any]) -> None:
     shim._hfmodel = HFObjects(tokenizer, transformer, vocab_file_contents, SimpleFrozenDict(), SimpleFrozenDict())
     shim._model = transformer
     device = get_torch_default_device()
-    state = torch.load(BytesIO(msg.pop("state")), map_location=device)
+    # tensors and containers only: a pipeline handed to a user runs no pickled code
+    state = torch.load(BytesIO(msg.pop("state")), map_location=device, weights_only=True)
     try:
         transformer.load_state_dict(state, assign=True)
     except RuntimeError:
