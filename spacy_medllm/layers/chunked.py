@@ -125,11 +125,15 @@ class ChunkedHFShim(HFShim):
 def release_freed_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the OS (glibc's malloc_trim;
     elsewhere only the collection): a loaded encoder leaves ~100 MB of freed buffers that
-    would otherwise stay in the process's resident memory."""
+    would otherwise stay in the process's resident memory.
+
+    Only the two young generations are collected: the cycles a load leaves (the Linear
+    modules an int8 encoder replaced) are young, and a full collection over everything the
+    process has imported took 0.3 s of each load for the same resident memory (measured)."""
     import ctypes
     import gc
 
-    gc.collect()
+    gc.collect(1)
     try:  # the process's own symbols: glibc's malloc_trim where there is one
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
