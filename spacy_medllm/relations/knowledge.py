@@ -33,6 +33,7 @@ import numpy
 import srsly
 
 from ..errors import Errors
+from ..kb.knowledge_base import msgpack_loads, no_cyclic_gc
 from ..tokens import split_kb_id
 from .pairs import Instances
 
@@ -255,10 +256,13 @@ class RelationKnowledge:
 
     def from_bytes(self, data: bytes, source: str = "<bytes>") -> "RelationKnowledge":
         try:
-            msg = srsly.msgpack_loads(data)
+            msg = msgpack_loads(data)
         except Exception as err:  # msgpack raises several types for garbage and truncation
             raise ValueError(Errors.E050.format(path=source, reason=f"not msgpack ({type(err).__name__}: {err})")) from None
-        return self.from_dict(msg, source)
+        # ~10^4-10^5 new tuples and lists, none of them garbage: a full collection the load
+        # happens to trigger here costs more than the load itself (see KnowledgeBase.from_bytes)
+        with no_cyclic_gc():
+            return self.from_dict(msg, source)
 
     def to_disk(self, path: Union[str, Path]) -> None:
         Path(path).write_bytes(self.to_bytes())
