@@ -72,6 +72,7 @@ def bare_transformer(encoder: str, path: Path) -> Path:
         "tokenizer_config": {"use_fast": True},
     }})
     nlp.initialize()
+    path.parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(path)
     return path
 

@@ -14,7 +14,7 @@ def test_project_yml_is_valid():
     assert {"convert", "train", "train-cnn", "evaluate", "package", "package-ner", "verify-corpus"} <= commands
     assert project["workflows"]["all"] == [
         "convert", "build-kb", "build-kg", "train-kg", "train-pipeline", "tune-pipeline", "build-kb-package", "build-kg-package",
-        "assemble", "quantize", "evaluate-pipeline", "package",
+        "assemble", "quantize", "evaluate-pipeline", "benchmark-load", "package",
     ]
     assert project["workflows"]["ner"] == ["convert", "train", "train-cnn", "evaluate", "package-ner"]
     # every command of the main job declares what it reads and writes, so a second run does nothing
