@@ -33,7 +33,8 @@ collections = [d["collections"] for d in gc.get_stats()]
 nlp = spacy.load(sys.argv[1])
 t2 = time.perf_counter()
 after = [d["collections"] for d in gc.get_stats()]
-status = dict(line.split(":", 1) for line in open("/proc/self/status")) if sys.platform.startswith("linux") else {}
+from spacy_medllm.evaluation.metrics import peak_rss_mb
+peak = peak_rss_mb()
 # the pipeline's own files, component by component: a second load, with every import done
 from pathlib import Path
 path = Path(sys.argv[1])
@@ -45,7 +46,7 @@ for name, proc in nlp.pipeline:
 print(json.dumps({
     "import_s": t1 - t0, "load_s": t2 - t1, "total_s": t2 - t0,
     "gc_collections": [b - a for a, b in zip(collections, after)],
-    "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else None,
+    "peak_rss_mb": peak,
     "components_s": parts,
 }))
 """
@@ -83,7 +84,7 @@ def summary(values: List[float]) -> Dict[str, float]:
 
 @app.command()
 def main(
-    models: List[Path] = typer.Argument(..., help="Pipeline folders (or installed package names' paths) to load"),
+    models: List[Path] = typer.Argument(..., help="Pipeline folders to load"),
     runs: int = typer.Option(5, "--runs", min=1, help="Fresh processes per pipeline (interleaved across pipelines)"),
     output: Path = typer.Option(Path("metrics/load"), "--output", help="Folder for load.json and load.md"),
     bare_encoder: str = typer.Option("", "--bare-encoder", help="Also time a stock spacy-transformers pipeline of this encoder alone (the floor)"),

@@ -6,9 +6,13 @@ malformed line is reported the same way everywhere: by file, line and reason. Ea
 raises its own subclass of `FileFormatError` (`spacy_medllm.corpus.base.CorpusError` for a
 corpus, `VocabularyError` for a vocabulary, a knowledge base source or a graph file).
 """
+import gc
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Tuple, Type, Union
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Type, Union
+
+import srsly
 
 from .errors import Errors
 
@@ -89,3 +93,26 @@ def save_checkpoint(output: Union[str, Path], save_model: Callable[[Path], None]
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     srsly.write_json(tmp / "state.json", state)
     swap_dir(tmp, output / "checkpoint")
+
+
+@contextmanager
+def no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off inside the block, as it was after it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def msgpack_loads(data: bytes) -> object:
+    """`srsly.msgpack_loads`, leaving the cyclic garbage collector as it found it: msgpack's
+    unpacker switches it on as it returns, whatever its state before."""
+    enabled = gc.isenabled()
+    try:
+        return srsly.msgpack_loads(data)
+    finally:
+        if not enabled:
+            gc.disable()

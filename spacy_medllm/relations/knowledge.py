@@ -33,7 +33,7 @@ import numpy
 import srsly
 
 from ..errors import Errors
-from ..kb.knowledge_base import msgpack_loads, no_cyclic_gc
+from ..io import msgpack_loads, no_cyclic_gc
 from ..tokens import split_kb_id
 from .pairs import Instances
 
