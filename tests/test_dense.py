@@ -266,3 +266,26 @@ def test_query_cache_gives_the_encoder_vectors_and_stays_bounded(trained, kb):
     assert numpy.allclose(first, encoder.encode(keys), atol=1e-6)
     gen = CandidateGenerator(kb, dense=index)
     assert gen(["Kidney Failure"], k=2) == gen(["kidney failure"], k=2)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "SQ8"])
+def test_mentions_that_are_kb_names_reuse_the_stored_vectors(trained, kb, kind):
+    encoder = NameEncoder(trained[0] / "model")
+    dense = DenseIndex.build(kb, encoder, kind=kind, progress=False)
+    gen = CandidateGenerator(kb, dense=dense, alpha=0.5)
+    mentions = ["Kidney  Failure", "narcan", "renal failures", "pyrexia", "xq"]
+    reused = gen.detailed(mentions, k=4)
+    # "renal failures" and "xq" are no KB name: only they go through the encoder
+    assert dense.encoded == 2
+    dense.reuse_name_vectors = False
+    dense._cache.clear()
+    gen._cache.clear()
+    encoded = gen.detailed(mentions, k=4)
+    assert dense.encoded == 2 + 5
+    for a, b in zip(reused, encoded):
+        assert [c[0] for c in a] == [c[0] for c in b]
+        for (_, s1, t1, d1), (_, s2, t2, d2) in zip(a, b):
+            assert t1 == t2 and d1 == pytest.approx(d2, abs=0.02) and s1 == pytest.approx(s2, abs=0.01)
+    # the reused vector is the encoder's own, up to the index's storage
+    row = gen._exact_name_row("narcan", kb.lookup("narcan"))
+    assert row >= 0 and numpy.allclose(dense.encode_queries(["narcan"], [row]), encoder.encode(["narcan"]), atol=0.02)

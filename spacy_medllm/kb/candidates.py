@@ -178,6 +178,20 @@ class CandidateGenerator:
         rows = np.repeat(starts, lengths) + (np.arange(int(lengths.sum())) - offsets)
         return pair_idx, rows
 
+    def _exact_name_row(self, key: str, concept_ids: Sequence[str]) -> int:
+        """The row of a name of these concepts whose normalized text is `key` (-1: none)."""
+        for cid in concept_ids:
+            o = self._position.get(cid)
+            if o is None:
+                continue
+            names = self.kb[cid].names
+            if len(names) != int(self._ends[o] - self._starts[o]):
+                continue  # not this index's names (never so for a KB and index saved together)
+            for j, name in enumerate(names):
+                if normalize_alias(name) == key:
+                    return int(self._starts[o]) + j
+        return -1
+
     def _pair_max(self, pair_idx: np.ndarray, values: np.ndarray, n_pairs: int) -> np.ndarray:
         best = np.full(n_pairs, -1.0, dtype=np.float64)
         np.maximum.at(best, pair_idx, values)
@@ -203,10 +217,15 @@ class CandidateGenerator:
                 ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
                 out.append([(cid, round(s, 4), round(s, 4), 0.0) for cid, s in ranked])
             return out
-        # dense: one query vector and one search per distinct key
+        # dense: one query vector and one search per distinct key; a key that is a KB name
+        # takes that name's stored vector
         unique = list(dict.fromkeys(keys))
-        qvec = self.dense.encode_queries(unique)
         at = {key: i for i, key in enumerate(unique)}
+        name_rows = [-1] * len(unique)
+        for key, concept_ids in zip(keys, exact):
+            if concept_ids and name_rows[at[key]] < 0:
+                name_rows[at[key]] = self._exact_name_row(key, concept_ids)
+        qvec = self.dense.encode_queries(unique, name_rows)
         qrows = np.array([at[key] for key in keys])
         top = self.dense.top_concepts(qvec, k)
         dense_top = [top[q] for q in qrows]

@@ -450,13 +450,33 @@ class DenseIndex:
         # documents repeat their mentions, and encoding is most of a dense search's time
         self.cache_size = QUERY_CACHE
         self._cache: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        # a mention that is a KB name, once normalized, takes that name's stored vector
+        # instead of a pass through the encoder (the same text, the same encoder: the same
+        # vector, up to the index's float16 or 8-bit storage); in memory only, never saved
+        self.reuse_name_vectors = True
+        self.encoded = 0  # keys that went through the encoder (statistics)
         self._apply_params()
 
-    def encode_queries(self, keys: Sequence[str]) -> np.ndarray:
-        """Vectors of normalized mention keys (distinct), through the query cache."""
+    def encode_queries(self, keys: Sequence[str], name_rows: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Vectors of normalized mention keys (distinct), through the query cache.
+
+        name_rows: for each key, the row of a KB name whose normalized text it is (-1: none);
+        with `reuse_name_vectors`, such a key takes the name's stored vector, not the encoder's.
+        """
         out = np.zeros((len(keys), self.encoder.dim), dtype=np.float32)
         todo = []
+        if name_rows is not None and self.reuse_name_vectors:
+            known = [i for i, r in enumerate(name_rows) if r >= 0]
+            if known:
+                vecs = self.name_vectors(np.asarray([name_rows[i] for i in known], dtype=np.int64))
+                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+                out[known] = vecs / np.maximum(norms, 1e-12)
+            skip = set(known)
+        else:
+            skip = set()
         for i, key in enumerate(keys):
+            if i in skip:
+                continue
             vec = self._cache.get(key)
             if vec is None:
                 todo.append(i)
@@ -464,6 +484,7 @@ class DenseIndex:
                 self._cache.move_to_end(key)
                 out[i] = vec
         if todo:
+            self.encoded += len(todo)
             fresh = self.encoder.encode([keys[i] for i in todo])
             out[todo] = fresh
             if self.cache_size:
