@@ -111,6 +111,14 @@ def _set_kb_candidates(span: Span, value) -> None:
     span.doc.user_data[("._.", "kb_candidates", span.start_char, span.end_char)] = _plain(value)
 
 
+def set_link(span: Span, candidates: List[List[Any]], concept: Optional[Dict[str, Any]]) -> None:
+    """Write `span._.kb_candidates` and `span._.kb_concept` at once, from values already in
+    plain form (lists and dicts, no tuples): what the setters store, without their copy."""
+    data = span.doc.user_data
+    data[("._.", "kb_candidates", span.start_char, span.end_char)] = candidates
+    data[("._.", "kb_concept", span.start_char, span.end_char)] = concept
+
+
 def _get_kb_concept(span: Span):
     return _plain(span.doc.user_data.get(("._.", "kb_concept", span.start_char, span.end_char)))
 

@@ -8,6 +8,7 @@ from spacy.training import Example
 from thinc.api import SGD, Adam, fix_random_seed
 
 from spacy_medllm.kb import Concept, KnowledgeBase
+from spacy_medllm.kb.knowledge_base import normalize_alias
 from spacy_medllm.linker.scorer import score_links
 from spacy_medllm.tokens import NIL
 
@@ -456,3 +457,35 @@ def test_gold_alternative_ids_train_the_primary_id():
     # the component's score counts its answer (the primary id) right for the gold alternative id
     scored = [Example(predict(nlp, t, e), gold_doc(nlp, t, e)) for t, e in ALT_TRAIN]
     assert linker.score(scored)["medllm_link_acc"] == 1.0
+
+
+def test_prediction_cache_gives_what_computing_gives_and_follows_the_priors():
+    nlp, linker = make_nlp()
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    for _ in range(30):
+        nlp.update(examples, sgd=Adam(0.01), losses={})
+
+    def links(size):
+        linker.block_cache_size = size
+        linker._block_setting = None
+        out = []
+        for _ in range(2):  # the second pass reads its mentions' arrays from the cache
+            docs = []
+            for text, ents in TRAIN:
+                doc = nlp.make_doc(text)
+                doc.ents = [doc.char_span(s, e, label=l) for s, e, l, _ in ents]
+                docs.append(doc)
+            out.append([[(e.kb_id_, e._.kb_candidates, e._.kb_concept) for e in d.ents] for d in linker.pipe(docs, batch_size=2)])
+        return out
+
+    cached, uncached = links(4096), links(0)
+    assert cached[0] == cached[1] == uncached[0] == uncached[1]
+    assert len(linker._block_cache) == 0
+    links(4096)
+    n_keys = len({(normalize_alias(t[s:e]), l) for t, ents in TRAIN for s, e, l, _ in ents})
+    assert 0 < len(linker._block_cache) <= n_keys
+    # new priors (initialize again) empty the cache: the arrays hold the prior features
+    nlp.initialize(lambda: examples[:1])
+    linker._blocks(linker.cfg["top_k"])
+    assert len(linker._block_cache) == 0

@@ -20,7 +20,7 @@ says what is missing when it is used.
 import math
 import warnings
 import zlib
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -39,7 +39,7 @@ from ..kb import CandidateGenerator, KnowledgeBase
 from ..kb.knowledge_base import normalize_alias
 from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
-from ..tokens import NIL, install_extensions, split_kb_id
+from ..tokens import NIL, install_extensions, set_link, split_kb_id
 from .features import CandidateContext, LinkerFeatures, make_linker_features
 from .model import LinkerBatch, input_width, set_feature_width
 
@@ -144,6 +144,10 @@ class MedLinker(TrainablePipe):
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
         self.learn_rate_scale = float(learn_rate_scale)
+        # (text, label, expanded) -> a mention's arrays, in prediction (see `_batch`)
+        self.block_cache_size = 4096
+        self._block_cache: "OrderedDict" = OrderedDict()
+        self._block_setting: Optional[tuple] = None
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
@@ -154,6 +158,7 @@ class MedLinker(TrainablePipe):
     def set_kb(self, kb: KnowledgeBase, generator: Optional[CandidateGenerator] = None) -> None:
         self.kb = kb
         self.generator = generator if generator is not None else CandidateGenerator(kb)
+        self._block_setting = None
 
     def _primary_ids(self, kb_id: str) -> List[str]:
         """The KB's primary ids of a gold id string (`D1|D2`), without duplicates: the
@@ -248,39 +253,85 @@ class MedLinker(TrainablePipe):
         self._require_kb()
         flat = [(i, m) for i, ms in enumerate(mentions) for m in ms]
         k = self.cfg["top_k"]
-        detailed = self.generator.detailed([m[1] for _, m in flat], k=k) if flat else []
-        cands = [[(c[0], c[1]) for c in cs] for cs in detailed]
-        n_rows = self.model.attrs["n_concept_rows"]
         featurizer = self.features
         feats = numpy.zeros((len(flat), k + 1, len(featurizer)), dtype="float32")
         rows = numpy.zeros((len(flat), k + 1), dtype="int64")
         mask = numpy.zeros((len(flat), k + 1), dtype="bool")
-        spans = []
-        for j, ((i, (ent, text, expanded)), cs) in enumerate(zip(flat, detailed)):
-            spans.append((i, ent.start, ent.end))
-            mask[j, 0] = True
-            featurizer.fill_nil(feats[j, 0])
-            key = normalize_alias(text)
-            prior = self.priors.get(key, {})
+        spans = [(i, ent.start, ent.end) for i, (ent, _, _) in flat]
+        keys = [(normalize_alias(text), ent.label_, expanded) for _, (ent, text, expanded) in flat]
+        # in prediction a mention's arrays depend on (text, label, expanded) alone: each
+        # distinct one is computed once and the latest `block_cache_size` are kept across
+        # calls (training leaves each mention's own counts out, so it computes every one)
+        cache = self._blocks(k) if gold is None else None
+        if cache is None:
+            todo = list(range(len(flat)))
+        else:
+            first = {}
+            for j, key in enumerate(keys):
+                if key not in cache:
+                    first.setdefault(key, j)
+            todo = list(first.values())
+        detailed = self.generator.detailed([flat[j][1][1] for j in todo], k=k) if todo else []
+        fresh = {}
+        for j, cs in zip(todo, detailed):
             own = self._primary_ids(gold[j]) if gold is not None else []
-            if len(own) == 1 and prior.get(own[0], 0) > 0:
-                prior = dict(prior)
-                prior[own[0]] -= 1
-            total = sum(prior.values())
-            best = cs[0][1] if cs else 0.0
-            best_dense = max((c[3] for c in cs), default=0.0)
-            for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
-                concept = self.kb[cid]
-                featurizer.fill(feats[j, slot], CandidateContext(
-                    label=ent.label_, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
-                    types=frozenset(concept.types), canonical_name=concept.canonical_name,
-                    prior=prior.get(cid, 0), total=total,
-                    concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
-                    tfidf=tfidf, dense=dense, best_dense=best_dense,
-                ))
-                rows[j, slot] = concept_row(cid, n_rows)
-                mask[j, slot] = True
+            fresh[j] = self._mention_block(keys[j], cs, own)
+            if cache is not None:
+                cache[keys[j]] = fresh[j]
+        cands = []
+        for j, key in enumerate(keys):
+            if cache is None:
+                block = fresh[j]
+            else:
+                block = cache[key]
+                cache.move_to_end(key)
+            feats[j], rows[j], mask[j] = block[0], block[1], block[2]
+            cands.append(list(block[3]))
+        if cache is not None:
+            while len(cache) > self.block_cache_size:
+                cache.popitem(last=False)
         return LinkerBatch(spans, feats, rows, mask), cands
+
+    def _blocks(self, k: int) -> "OrderedDict":
+        """The prediction-time cache of mention arrays, emptied when what they are computed
+        from changes (the KB, the generator or its settings, the priors, the featurizer)."""
+        gen = self.generator
+        setting = (id(self.kb), id(gen), gen.alpha, id(gen.dense), k, id(self.priors), id(self.concept_counts), id(self.features))
+        if self._block_setting != setting:
+            self._block_cache = OrderedDict()
+            self._block_setting = setting
+        return self._block_cache
+
+    def _mention_block(self, mention: Tuple[str, str, bool], cs, own: List[str]):
+        """(features, concept rows, mask, candidates) of one mention: slot 0 NIL, then its candidates."""
+        key, label, expanded = mention
+        k = self.cfg["top_k"]
+        featurizer = self.features
+        feats = numpy.zeros((k + 1, len(featurizer)), dtype="float32")
+        rows = numpy.zeros((k + 1,), dtype="int64")
+        mask = numpy.zeros((k + 1,), dtype="bool")
+        n_rows = self.model.attrs["n_concept_rows"]
+        mask[0] = True
+        featurizer.fill_nil(feats[0])
+        prior = self.priors.get(key, {})
+        if len(own) == 1 and prior.get(own[0], 0) > 0:
+            prior = dict(prior)
+            prior[own[0]] -= 1
+        total = sum(prior.values())
+        best = cs[0][1] if cs else 0.0
+        best_dense = max((c[3] for c in cs), default=0.0)
+        for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
+            concept = self.kb[cid]
+            featurizer.fill(feats[slot], CandidateContext(
+                label=label, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
+                types=frozenset(concept.types), canonical_name=concept.canonical_name,
+                prior=prior.get(cid, 0), total=total,
+                concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
+                tfidf=tfidf, dense=dense, best_dense=best_dense,
+            ))
+            rows[slot] = concept_row(cid, n_rows)
+            mask[slot] = True
+        return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
 
     # ---- prediction ----------------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]):
@@ -310,12 +361,11 @@ class MedLinker(TrainablePipe):
                     kb_id = cs[best_slot - 1][0]
                 for token in ent:
                     token.ent_kb_id_ = kb_id
-                ent._.kb_candidates = [[cid, round(p, 4)] for cid, p in ranked]
+                concept = None
                 if kb_id != NIL and self.kb is not None:
                     c = self.kb[kb_id]
-                    ent._.kb_concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
-                else:
-                    ent._.kb_concept = None
+                    concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
+                set_link(ent, [[cid, round(p, 4)] for cid, p in ranked], concept)
                 j += 1
 
     # ---- training ------------------------------------------------------------------------
@@ -414,6 +464,7 @@ class MedLinker(TrainablePipe):
                 sample.append(eg.predicted)
         self.priors = {k: dict(v) for k, v in priors.items()}
         self.concept_counts = dict(concepts)
+        self._block_setting = None
         self.model.initialize(X=(sample, None) if sample else None)
         self.cfg["width"] = input_width(self.model)
 
