@@ -289,3 +289,36 @@ def test_mentions_that_are_kb_names_reuse_the_stored_vectors(trained, kb, kind):
     # the reused vector is the encoder's own, up to the index's storage
     row = gen._exact_name_row("narcan", kb.lookup("narcan"))
     assert row >= 0 and numpy.allclose(dense.encode_queries(["narcan"], [row]), encoder.encode(["narcan"]), atol=0.02)
+
+
+def test_benchmark_linker_speed_times_both_settings(trained, kb, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spacy.tokens import DocBin
+
+    kb_dir = tmp_path / "kb_dense"
+    kb.to_disk(kb_dir)
+    dense = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="numpy", progress=False)
+    CandidateGenerator(kb, dense=dense, alpha=0.5).to_disk(kb_dir / "index")
+    nlp = spacy.blank("en")
+    db = DocBin(store_user_data=True)
+    for text, ents in [("Narcan reversed the hypotension .", [(0, 6, "Chemical", "D009270"), (20, 31, "Disease", "D007022")]),
+                       ("Kidney failures and pyrexia followed .", [(0, 15, "Disease", "D051437"), (20, 27, "Disease", "D005334")])]:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label=l, kb_id=k) for s, e, l, k in ents]
+        db.add(doc)
+    db.to_disk(tmp_path / "data.spacy")
+    script = Path(__file__).parent.parent / "scripts" / "benchmark_linker_speed.py"
+    data = str(tmp_path / "data.spacy")
+    run = subprocess.run([sys.executable, str(script), str(kb_dir), "--data", data, "--train", data, "--recall", data,
+                          "--runs", "1", "--output", str(tmp_path / "m")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = srsly.read_json(tmp_path / "m" / "linker_speed.json")
+    by_reuse = {r["reuse"]: r for r in report["runs"]}
+    assert set(by_reuse) == {True, False} and all(r["mentions"] == 4 and r["linker_s"] > 0 for r in by_reuse.values())
+    # "kidney failures" is the one text that is no KB name
+    assert by_reuse[False]["encoded"] == 4 and by_reuse[True]["encoded"] == 1
+    a, b = report["recall"]
+    assert (a["reuse"], b["reuse"]) == (False, True) and a["R@10"] == b["R@10"] == 100.0
