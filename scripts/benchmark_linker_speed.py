@@ -73,34 +73,25 @@ def run_once(kb_dir: Path, data: Path, train: Path, reuse: bool, batch_size: int
 
 
 def recall(kb_dir: Path, corpora: List[Path]) -> List[dict]:
-    """Candidate recall of gold mentions with and without the name-vector reuse."""
-    import spacy
-    from spacy.tokens import DocBin
-
+    """Candidate recall of gold mentions with and without the name-vector reuse (scored as
+    `medllm evaluate-candidates` scores them)."""
+    from spacy_medllm.evaluation.candidates import gold_mentions, score_candidates
     from spacy_medllm.kb import CandidateGenerator, KnowledgeBase
-    from spacy_medllm.tokens import NIL, split_kb_id
 
     kb = KnowledgeBase.from_disk(kb_dir)
     gen = CandidateGenerator.from_disk(kb_dir / "index", kb)
-    nlp = spacy.blank("en")
     rows = []
     for corpus in corpora:
-        mentions = [(e.text, e.kb_id_) for d in DocBin().from_disk(corpus).get_docs(nlp.vocab)
-                    for e in d.ents if e.kb_id_ and e.kb_id_ not in (NIL, "-1")]
+        mentions = gold_mentions(corpus)
         for reuse in (False, True):
             gen.dense.reuse_name_vectors = reuse
             gen._cache.clear()
             gen.dense._cache.clear()
             gen.dense.encoded = 0
-            found = gen([m for m, _ in mentions], k=30)
-            hits = {1: 0, 10: 0, 30: 0}
-            for (_, gold), cands in zip(mentions, found):
-                golds = {kb.resolve(g) or g for g in split_kb_id(gold)}
-                ids = [c for c, _ in cands]
-                for k in hits:
-                    hits[k] += any(c in golds for c in ids[:k])
-            rows.append({"corpus": str(corpus), "reuse": reuse, "mentions": len(mentions), "encoded": gen.dense.encoded,
-                         **{f"R@{k}": round(100 * v / max(len(mentions), 1), 2) for k, v in hits.items()}})
+            found = gen([m.text for m in mentions], k=30)
+            overall = score_candidates(kb, mentions, found, ks=(1, 10, 30))["overall"]
+            rows.append({"corpus": str(corpus), "reuse": reuse, "mentions": overall["mentions"], "encoded": gen.dense.encoded,
+                         **{f"R@{k}": overall[f"recall@{k}"] for k in (1, 10, 30)}})
             typer.echo(json.dumps(rows[-1]), err=True)
     return rows
 

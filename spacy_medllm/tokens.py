@@ -103,28 +103,33 @@ def _plain(value):
 # getters and setters over the `doc.user_data` key a plain (default=None) extension uses,
 # giving the value back in one form whatever carried the Doc; module-level functions, so
 # that spaCy can hand the extensions to spawned worker processes
+def _key(name: str, span: Span) -> tuple:
+    """The `doc.user_data` key under which spaCy keeps a span extension's value."""
+    return ("._.", name, span.start_char, span.end_char)
+
+
 def _get_kb_candidates(span: Span):
-    return _plain(span.doc.user_data.get(("._.", "kb_candidates", span.start_char, span.end_char)))
+    return _plain(span.doc.user_data.get(_key("kb_candidates", span)))
 
 
 def _set_kb_candidates(span: Span, value) -> None:
-    span.doc.user_data[("._.", "kb_candidates", span.start_char, span.end_char)] = _plain(value)
+    span.doc.user_data[_key("kb_candidates", span)] = _plain(value)
 
 
 def set_link(span: Span, candidates: List[List[Any]], concept: Optional[Dict[str, Any]]) -> None:
     """Write `span._.kb_candidates` and `span._.kb_concept` at once, from values already in
     plain form (lists and dicts, no tuples): what the setters store, without their copy."""
     data = span.doc.user_data
-    data[("._.", "kb_candidates", span.start_char, span.end_char)] = candidates
-    data[("._.", "kb_concept", span.start_char, span.end_char)] = concept
+    data[_key("kb_candidates", span)] = candidates
+    data[_key("kb_concept", span)] = concept
 
 
 def _get_kb_concept(span: Span):
-    return _plain(span.doc.user_data.get(("._.", "kb_concept", span.start_char, span.end_char)))
+    return _plain(span.doc.user_data.get(_key("kb_concept", span)))
 
 
 def _set_kb_concept(span: Span, value) -> None:
-    span.doc.user_data[("._.", "kb_concept", span.start_char, span.end_char)] = _plain(value)
+    span.doc.user_data[_key("kb_concept", span)] = _plain(value)
 
 
 DOC_EXTENSIONS: Dict[str, Any] = {

@@ -465,15 +465,11 @@ class DenseIndex:
         """
         out = np.zeros((len(keys), self.encoder.dim), dtype=np.float32)
         todo = []
-        if name_rows is not None and self.reuse_name_vectors:
-            known = [i for i, r in enumerate(name_rows) if r >= 0]
-            if known:
-                vecs = self.name_vectors(np.asarray([name_rows[i] for i in known], dtype=np.int64))
-                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-                out[known] = vecs / np.maximum(norms, 1e-12)
-            skip = set(known)
-        else:
-            skip = set()
+        known = [i for i, r in enumerate(name_rows or ()) if r >= 0] if self.reuse_name_vectors else []
+        if known:
+            vecs = self.name_vectors(np.asarray([name_rows[i] for i in known], dtype=np.int64))
+            out[known] = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        skip = set(known)
         for i, key in enumerate(keys):
             if i in skip:
                 continue
