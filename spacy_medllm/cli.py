@@ -638,6 +638,7 @@ def pretrain(
     snapshots: bool = typer.Option(False, "--snapshots", help="also keep the encoder at every evaluation (OUTPUT/snapshots/step-N)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device, -1 for CPU"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUTPUT/checkpoint"),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="only read, filter, tokenize and pack the text into OUTPUT/data (to pretrain on another machine: scripts/pretrain_bundle.py)"),
 ) -> None:
     """Continue masked-LM pretraining of the encoder on medical text (lower layers frozen)."""
     from .pretrain import PretrainSettings, TextSource
@@ -650,10 +651,15 @@ def pretrain(
         heldout_per_mille=heldout_per_mille, heldout_max_docs=heldout_max_docs, seed=seed, snapshots=snapshots,
     )
     try:
-        metrics = run_pretrain(output, [TextSource.parse(t) for t in text], settings=settings, exclude=exclude, gpu_id=gpu_id, resume=resume)
+        metrics = run_pretrain(output, [TextSource.parse(t) for t in text], settings=settings, exclude=exclude,
+                               gpu_id=gpu_id, resume=resume, prepare_only=prepare_only)
     except (ValueError, FileNotFoundError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
+    if prepare_only:
+        held = ", ".join(f"{d} {h['rows']:,} rows" for d, h in metrics["heldout"].items())
+        typer.echo(f"{metrics['data']}: {metrics['train_rows']:,} training rows, {metrics['train_tokens']:,} tokens; held out: {held}")
+        return
     for domain in sorted(metrics["after"]):
         b, a = metrics["before"][domain], metrics["after"][domain]
         typer.echo(f"{domain}: held-out perplexity {b['perplexity']:.2f} -> {a['perplexity']:.2f} (loss {b['loss']:.3f} -> {a['loss']:.3f})")

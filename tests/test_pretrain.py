@@ -185,3 +185,62 @@ def test_cli_pretrain(tiny_bert, corpus, tmp_path):
     assert result.exit_code == 1 and "cannot freeze 3 layers of an encoder with 2" in result.output
     result = runner.invoke(app, ["pretrain", str(tmp_path / "x"), "--text", str(tmp_path / "missing.jsonl"), "--encoder", str(tiny_bert)])
     assert result.exit_code == 1 and "file not found" in result.output
+
+
+def test_prepare_only_then_pretrain_from_a_bundle_without_spacy(tiny_bert, corpus, tmp_path):
+    """--prepare-only packs the text; scripts/pretrain_bundle.py carries it (uint16 ids, word-start
+    bits, an fp16 encoder) to a process where spaCy cannot be imported, trains there, and merge
+    puts the trained blocks into the original fp32 encoder: frozen weights bit for bit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spacy_medllm.pretrain import PackedText
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "prep"
+    result = runner.invoke(app, ["pretrain", str(run_dir), "--text", f"biomedical={corpus[0].path}",
+                                 "--text", f"clinical={corpus[1].path}:transcription", "--encoder", str(tiny_bert),
+                                 "--seq-len", "32", "--heldout-per-mille", "100", "--prepare-only"])
+    assert result.exit_code == 0, result.output
+    assert "training rows" in result.output and not (run_dir / "model").exists()
+    script = str(root / "scripts" / "pretrain_bundle.py")
+    bundle = tmp_path / "bundle"
+    subprocess.run([sys.executable, script, "pack", str(run_dir), str(bundle), "--encoder", str(tiny_bert), "--half"], check=True)
+    # the compact rows read back exactly
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import pretrain_bundle
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    meta = json.loads((bundle / "bundle.json").read_text())
+    original = PackedText.load(run_dir / "data" / "train")
+    back = pretrain_bundle.load_packed(PackedText, bundle, "train", meta["parts"]["train"]["shape"])
+    assert numpy.array_equal(original.input_ids, back.input_ids) and numpy.array_equal(original.word_ids, back.word_ids)
+    # train where spaCy is not importable
+    code = ("import sys; sys.modules['spacy'] = None; sys.argv = sys.argv[1:]; "
+            "import runpy; runpy.run_path(sys.argv[0], run_name='__main__')")
+    out, export = tmp_path / "out", tmp_path / "export"
+    done = subprocess.run([sys.executable, "-c", code, script, "run", str(bundle), str(out), "--freeze-layers", "1",
+                           "--batch-size", "8", "--head-steps", "1", "--max-steps", "3", "--evals", "3", "--learn-rate", "1e-3",
+                           "--export", str(export)], capture_output=True, text=True, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "held-out perplexity" in done.stdout
+    assert sorted(p.name for p in export.iterdir()) == ["f1_layers_1-1.safetensors", "metrics_f1.json"]
+    metrics = json.loads((export / "metrics_f1.json").read_text())
+    assert metrics["settings"]["max_steps"] == 3 and metrics["tokens_seen"] > 0
+    model = tmp_path / "merged" / "model"
+    subprocess.run([sys.executable, script, "merge", str(export), "1", str(model), "--encoder", str(tiny_bert)], check=True)
+    before, after = _weights(tiny_bert), _weights(model)
+    assert sorted(before) == sorted(after)
+    for k in before:
+        changed = not numpy.array_equal(before[k], after[k])
+        if not k.startswith("encoder.layer.1."):
+            assert not changed, k  # embeddings, block 0, pooler: the original fp32, not the fp16 copy
+        elif k.endswith("weight"):
+            assert changed, k
+    assert (tmp_path / "merged" / "metrics.json").exists()
+    # a shard of another depth is refused
+    bad = subprocess.run([sys.executable, script, "merge", str(export), "0", str(tmp_path / "m2"), "--encoder", str(tiny_bert)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "no f0_layers_" in bad.stderr
