@@ -158,7 +158,7 @@ def trained(corpus, tiny_bert, tmp_path_factory):
         "components.transformer.model.name": str(tiny_bert),
         "components.transformer.model.get_spans.window": 16, "components.transformer.model.get_spans.stride": 12,
         "corpora.train.sources.ade.limit": 0,
-        "training.max_steps": 4, "training.eval_frequency": 2, "training.logger.progress_bar": False,
+        "training.max_steps": 4, "training.eval_frequency": 2, "training.logger.progress_bar": None,
     }
     train(ROOT / "configs" / "multitask.cfg", tmp_path, overrides=overrides)
     return tmp_path
