@@ -31,6 +31,7 @@ nor the corpora (a rented GPU box, a cluster node).
 import argparse
 import importlib.util
 import json
+import logging
 import lzma
 import shutil
 import sys
@@ -64,7 +65,8 @@ def _pretrain_modules():
         srsly.write_json = lambda path, obj: Path(path).write_text(json.dumps(obj, indent=2), encoding="utf8")
         sys.modules["srsly"] = srsly
     pkg_dir = ROOT / "spacy_medllm"
-    for name, path in (("spacy_medllm", pkg_dir), ("spacy_medllm.layers", pkg_dir / "layers")):
+    for name, path in (("spacy_medllm", pkg_dir), ("spacy_medllm.layers", pkg_dir / "layers"),
+                       ("spacy_medllm.pretrain", pkg_dir / "pretrain")):
         module = types.ModuleType(name)
         module.__path__ = [str(path)]
         sys.modules[name] = module
@@ -73,15 +75,23 @@ def _pretrain_modules():
     sys.modules["spacy_medllm.layers.encoder"] = encoder
     for name in ("errors", "io", "pretrain.masking", "pretrain.data", "pretrain.mlm"):
         full = f"spacy_medllm.{name}"
-        if name.startswith("pretrain.") and "spacy_medllm.pretrain" not in sys.modules:
-            module = types.ModuleType("spacy_medllm.pretrain")
-            module.__path__ = [str(pkg_dir / "pretrain")]
-            sys.modules["spacy_medllm.pretrain"] = module
         spec = importlib.util.spec_from_file_location(full, pkg_dir / (name.replace(".", "/") + ".py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[full] = module
         spec.loader.exec_module(module)
     return sys.modules["spacy_medllm.pretrain.data"], sys.modules["spacy_medllm.pretrain.mlm"]
+
+
+def copy_tokenizer(src: Path, dest: Path) -> None:
+    """The config and tokenizer files of an encoder folder (not its weights)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, dest / name)
+
+
+def n_blocks(weights: dict) -> int:
+    return 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("encoder.layer."))
 
 
 # -- the packed rows, compact --------------------------------------------------------------
@@ -96,7 +106,7 @@ def word_ids_from(starts: numpy.ndarray, valid: numpy.ndarray) -> numpy.ndarray:
     return numpy.where(valid, ids, -1).astype("int32")
 
 
-def save_packed(packed, path: Path, name: str, pad_id: int) -> dict:
+def save_packed(packed, path: Path, name: str) -> dict:
     ids = packed.input_ids
     if ids.size and (ids.min() < 0 or ids.max() > 65535):
         raise ValueError(f"{name}: token ids outside 0..65535 cannot be stored as uint16")
@@ -131,20 +141,16 @@ def pack(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     encoder_src = Path(resolve_encoder(args.encoder))
     enc_dir = out / "encoder"
-    enc_dir.mkdir(exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (encoder_src / name).exists():
-            shutil.copy2(encoder_src / name, enc_dir / name)
-    pad_id = json.loads((encoder_src / "config.json").read_text()).get("pad_token_id", 0)
+    copy_tokenizer(encoder_src, enc_dir)
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(encoder_src / "model.safetensors"))
     if args.half:
         weights = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in weights.items()}
     save_file(weights, str(enc_dir / "model.safetensors"), metadata={"format": "pt"})
-    parts = {"train": save_packed(data.PackedText.load(run_data / "train"), out, "train", pad_id)}
+    parts = {"train": save_packed(data.PackedText.load(run_data / "train"), out, "train")}
     for domain in meta["domains"]:
-        parts[f"heldout_{domain}"] = save_packed(data.PackedText.load(run_data / f"heldout_{domain}"), out, f"heldout_{domain}", pad_id)
+        parts[f"heldout_{domain}"] = save_packed(data.PackedText.load(run_data / f"heldout_{domain}"), out, f"heldout_{domain}")
     bundle = {"format": 1, "encoder": args.encoder, "encoder_half": bool(args.half), "parts": parts, "meta": meta}
     (out / "bundle.json").write_text(json.dumps(bundle, indent=1), encoding="utf8")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -156,7 +162,6 @@ def run(args) -> None:
     import torch
 
     data, mlm = _pretrain_modules()
-    logging = __import__("logging")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     bundle_dir = Path(args.bundle)
     bundle = json.loads((bundle_dir / "bundle.json").read_text(encoding="utf8"))
@@ -171,10 +176,7 @@ def run(args) -> None:
     from safetensors.torch import load_file, save_file
 
     enc = out / "encoder_fp32"
-    enc.mkdir(exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (bundle_dir / "encoder" / name).exists():
-            shutil.copy2(bundle_dir / "encoder" / name, enc / name)
+    copy_tokenizer(bundle_dir / "encoder", enc)
     weights = load_file(str(bundle_dir / "encoder" / "model.safetensors"))
     save_file({k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()}, str(enc / "model.safetensors"), metadata={"format": "pt"})
 
@@ -186,12 +188,9 @@ def run(args) -> None:
             pass  # a timed run on a lent machine: no resume
 
         def save_encoder(self, model, tokenizer, path):
-            path.mkdir(parents=True, exist_ok=True)
+            copy_tokenizer(enc, path)
             base = getattr(model, model.base_model_prefix)
             save_file({k: v.detach().cpu().contiguous() for k, v in base.state_dict().items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
-            for name in TOKENIZER_FILES:
-                if (enc / name).exists():
-                    shutil.copy2(enc / name, path / name)
 
     settings = mlm.PretrainSettings(
         encoder=str(enc), freeze_layers=args.freeze_layers, seq_len=train.input_ids.shape[1], batch_size=args.batch_size,
@@ -251,8 +250,7 @@ def export(out: Path, dest: Path, freeze_layers: int, metrics: dict) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(out / "model" / "model.safetensors"))
-    n_layers = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("encoder.layer."))
-    trained = list(range(freeze_layers, n_layers))
+    trained = list(range(freeze_layers, n_blocks(weights)))
     for i in range(0, len(trained), 2):
         chunk = trained[i: i + 2]
         part = {k: v for k, v in weights.items() if k.startswith("encoder.layer.") and int(k.split(".")[2]) in chunk}
@@ -285,14 +283,11 @@ def merge(args) -> None:
             if key not in weights or weights[key].shape != value.shape:
                 sys.exit(f"error: {shard}: {key} {tuple(value.shape)} is not a weight of {src}")
             weights[key] = value
-    n_layers = 1 + max(int(k.split(".")[2]) for k in weights if k.startswith("encoder.layer."))
+    n_layers = n_blocks(weights)
     if covered != set(range(args.freeze, n_layers)):
         sys.exit(f"error: {export_dir}: the shards hold blocks {sorted(covered)}, expected {args.freeze}..{n_layers - 1}")
     model = Path(args.model)
-    model.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy2(src / name, model / name)
+    copy_tokenizer(src, model)
     save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     metrics = export_dir / f"metrics_f{args.freeze}.json"
     if metrics.exists():

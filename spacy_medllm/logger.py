@@ -71,7 +71,8 @@ def console_logger(
                 parts.append(f"left ~{_clock((max_steps - step) / rate)}")
             if state["last_eval"] is not None:
                 parts.append(f"last score {state['last_eval']:.4f}")
-            print("progress: " + ", ".join(p for p in parts if p), file=stderr, flush=True)
+            stderr.write("progress: " + ", ".join(p for p in parts if p) + "\n")
+            stderr.flush()
 
         return log_progress, finalize
 

@@ -77,7 +77,7 @@ def _device(gpu_id: int):
     if gpu_id >= 0:
         if not torch.cuda.is_available():
             raise ValueError(Errors.E081.format(gpu_id=gpu_id))
-        # TF32 matrix products on Ampere and newer: fp32 weights and optimizer, ~8x the matmul rate
+        # TF32 matrix products on Ampere and newer GPUs (weights and optimizer stay fp32)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return torch.device(f"cuda:{gpu_id}")
@@ -197,18 +197,23 @@ class Pretrainer:
     def prepare(self, sources: Sequence[TextSource], exclude: Sequence[Path] = ()) -> dict:
         """Only read, filter, tokenize and pack the text into OUTPUT/data (no model is loaded):
         the data can then travel to another machine (a GPU box without the corpora)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        train, heldout, stats = self.prepare_data(self.tokenizer()[1], sources, exclude)
+        return {"data": str(self.output / "data"), "train_rows": len(train), "train_tokens": train.n_tokens,
+                "heldout": {d: {"rows": len(p), "tokens": p.n_tokens} for d, p in sorted(heldout.items())},
+                "sources": stats}
+
+    def tokenizer(self):
+        """(the encoder's folder or name, its fast tokenizer); whole-word masking needs word ids."""
         from transformers import AutoTokenizer
 
         from ..layers.encoder import resolve_encoder
 
-        tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(self.s.encoder), use_fast=True)
+        encoder_path = resolve_encoder(self.s.encoder)
+        tokenizer = AutoTokenizer.from_pretrained(encoder_path, use_fast=True)
         if not tokenizer.is_fast:
             raise ValueError(Errors.E087.format(name=self.s.encoder))
-        self.output.mkdir(parents=True, exist_ok=True)
-        train, heldout, stats = self.prepare_data(tokenizer, sources, exclude)
-        return {"data": str(self.output / "data"), "train_rows": len(train), "train_tokens": train.n_tokens,
-                "heldout": {d: {"rows": len(p), "tokens": p.n_tokens} for d, p in sorted(heldout.items())},
-                "sources": stats}
+        return encoder_path, tokenizer
 
     # -- batches ------------------------------------------------------------------------
     def batch_rows(self, step: int, micro: int, n_rows: int) -> numpy.ndarray:
@@ -285,9 +290,7 @@ class Pretrainer:
     def run(self, sources: Sequence[TextSource], *, exclude: Sequence[Path] = (), resume: bool = False) -> dict:
         import torch
         from tqdm import tqdm
-        from transformers import AutoModelForMaskedLM, AutoTokenizer, get_linear_schedule_with_warmup
-
-        from ..layers.encoder import resolve_encoder
+        from transformers import AutoModelForMaskedLM, get_linear_schedule_with_warmup
 
         s = self.s
         self.output.mkdir(parents=True, exist_ok=True)
@@ -304,10 +307,7 @@ class Pretrainer:
                 logger.warning("resuming with the checkpoint's settings; ignored: %s", ", ".join(changed))
             saved.update({k: given[k] for k in RESUMABLE})
             self.s = s = PretrainSettings(**saved)
-        encoder_path = resolve_encoder(s.encoder)
-        tokenizer = AutoTokenizer.from_pretrained(encoder_path, use_fast=True)
-        if not tokenizer.is_fast:
-            raise ValueError(Errors.E087.format(name=s.encoder))
+        encoder_path, tokenizer = self.tokenizer()
         train, heldout, stats = self.prepare_data(tokenizer, sources, exclude)
         torch.manual_seed(s.seed)
         import transformers
