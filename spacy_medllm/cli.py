@@ -713,7 +713,7 @@ def calibration_texts(path: Path, limit: int) -> List[str]:
 def quantize(
     model: Path = typer.Argument(..., help="a trained pipeline folder with a transformer"),
     output: Path = typer.Argument(..., help="the new pipeline folder (int8 encoder)"),
-    keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="Linear layers whose name contains this stay fp32 (repeatable), e.g. attention, encoder.layer.5."),
+    keep_fp32: List[str] = typer.Option([], "--keep-fp32", help="Linear layers whose name contains this stay fp32 (repeatable), e.g. attention, encoder.layer.5.; an empty pattern is ignored (--keep-fp32 '' quantizes every Linear)"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
     calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="training text (a .spacy DocBin, or .jsonl with a \"text\" field) on which to measure activation smoothing factors (SmoothQuant); never dev or test text"),
     calibrate_docs: int = typer.Option(200, "--calibrate-docs", help="how many of its documents (the first N)"),
@@ -724,6 +724,8 @@ def quantize(
 
     from .layers.quantize import quantize_pipeline
 
+    # an empty pattern would match every layer name: it stands for "none" (a project variable left empty)
+    keep_fp32 = [pattern for pattern in keep_fp32 if pattern.strip()]
     texts = None
     if calibrate is not None:
         try:

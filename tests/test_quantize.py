@@ -86,6 +86,21 @@ def test_keep_some_layers_fp32(pipeline, tmp_path):
         assert ents(again(text)) == ents(nlp(text))
 
 
+def test_empty_keep_pattern_quantizes_every_linear(pipeline, tmp_path):
+    """`--keep-fp32 ''` (the project's quantize_keep_fp32 left empty) keeps nothing fp32; it
+    must not match every layer name as an empty substring would."""
+    import torch
+
+    out = tmp_path / "int8_all"
+    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--keep-fp32", ""])
+    assert result.exit_code == 0, result.output
+    nlp = spacy.load(out)
+    model = hf_shim(nlp.get_pipe("transformer").model)._model
+    linears = [type(m) for name, m in model.named_modules() if isinstance(m, (torch.nn.Linear, torch_dynamic_linear()))]
+    assert linears and all(kind is torch_dynamic_linear() for kind in linears)
+    assert nlp.meta["quantized"]["kept_fp32"] == []
+
+
 def test_activation_range(pipeline, tmp_path):
     """quantize_full_range: all 256 activation levels or PyTorch's 128, chosen in the config
     (None: by the CPU); the two differ, and each is closer to fp32 than noise."""
