@@ -71,12 +71,14 @@ def evaluate_linker(
     peer_queries: Dict[str, Tuple[List[Query], List[str]]] = {}
     for ds, path in datasets:
         gold_docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        # end to end, timed per component, first: the linker and its candidate generator keep
+        # each mention's candidates and features across calls, so a gold-mention pass before it
+        # would leave the timed run most of its work already done
+        preds, times = time_components(nlp, [g.text for g in gold_docs], batch_size=batch_size)
+        scores = end_to_end_links(preds, gold_docs, kb, label_map=label_map)
         hits, queries, missed = link_gold_mentions(nlp, name, gold_docs, ks=ks, label_map=label_map, batch_size=batch_size)
         gold_scores = hits.scores()
         peer_queries[ds] = (queries, missed)
-        # end to end, timed per component
-        preds, times = time_components(nlp, [g.text for g in gold_docs], batch_size=batch_size)
-        scores = end_to_end_links(preds, gold_docs, kb, label_map=label_map)
         results["datasets"][ds] = {
             "path": str(path),
             "gold_mentions": gold_scores,
