@@ -724,8 +724,6 @@ def quantize(
 
     from .layers.quantize import quantize_pipeline
 
-    # an empty pattern would match every layer name: it stands for "none" (a project variable left empty)
-    keep_fp32 = [pattern for pattern in keep_fp32 if pattern.strip()]
     texts = None
     if calibrate is not None:
         try:

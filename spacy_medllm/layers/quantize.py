@@ -293,12 +293,15 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibra
     """Load the pipeline at `model_path`, quantize every transformer's encoder to int8, and
     save it to `output` with `quantize = true` in each encoder's config and a note in the
     meta. `calibration`: texts on which to measure activation smoothing factors (SmoothQuant,
-    strength `alpha`; None: no smoothing). RETURNS the names of the quantized components."""
+    strength `alpha`; None: no smoothing). An empty `keep_fp32` pattern is ignored (as a
+    substring it would match every layer: it is what a project variable left empty passes).
+    RETURNS the names of the quantized components."""
     from pathlib import Path
 
     import spacy
     from spacy import util
 
+    keep_fp32 = [pattern for pattern in keep_fp32 if pattern.strip()]
     nlp = spacy.load(model_path)
     names = [name for name, pipe in nlp.pipeline if getattr(pipe, "model", None) is not None and pipe.model.name == "transformer"]
     if not names:
