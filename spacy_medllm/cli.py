@@ -389,6 +389,7 @@ def build_dense_index_cmd(
     nprobe: int = typer.Option(16, help="IVF indexes: lists searched"),
     ef_search: int = typer.Option(128, help="HNSW indexes: efSearch"),
     batch_size: int = typer.Option(256, help="names per encoder batch"),
+    query_int8: bool = typer.Option(False, "--query-int8", help="encode mentions with an int8 copy of the name encoder (CPU; the names' vectors stay fp32-encoded)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device for encoding (-1: CPU)"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT (never KB_DIR)"),
 ) -> None:
@@ -419,6 +420,8 @@ def build_dense_index_cmd(
         else:
             name_encoder, vectors = NameEncoder(encoder, gpu_id=gpu_id), None
         dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search, vectors=vectors)
+        if query_int8:
+            dense.quantize_queries()
         generator.set_dense(dense, alpha=alpha)
         build_s = time.perf_counter() - t1
     except (FileNotFoundError, ValueError, OSError) as err:

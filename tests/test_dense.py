@@ -322,3 +322,36 @@ def test_benchmark_linker_speed_times_both_settings(trained, kb, tmp_path):
     assert by_reuse[False]["encoded"] == 4 and by_reuse[True]["encoded"] == 1
     a, b = report["recall"]
     assert (a["reuse"], b["reuse"]) == (False, True) and a["R@10"] == b["R@10"] == 100.0
+
+
+def test_int8_query_encoder_round_trips_and_stays_close(trained, kb, tmp_path):
+    encoder = NameEncoder(trained[0] / "model")
+    index = DenseIndex.build(kb, encoder, kind="numpy", progress=False)
+    keys = ["renal failures", "narcan tablets", "xq", "pyrexia of unknown origin"]
+    fp32 = index.encode_queries(keys)
+    stored = index.name_vectors(numpy.arange(len(index))).copy()
+    index.quantize_queries()
+    assert index.query_int8 and not index._cache
+    int8 = index.encode_queries(keys)
+    # the names keep their fp32 vectors; the mentions move by the int8 rounding only
+    assert numpy.array_equal(index.name_vectors(numpy.arange(len(index))), stored)
+    assert not numpy.allclose(int8, fp32, atol=1e-6)
+    assert float((int8 * fp32).sum(axis=1).min()) > 0.98
+    index.to_disk(tmp_path / "dense")
+    assert srsly.read_json(tmp_path / "dense" / "dense.json")["query_int8"] is True
+    assert (tmp_path / "dense" / "encoder" / "int8_scales.json").exists()
+    loaded = DenseIndex.from_disk(tmp_path / "dense", kb)
+    assert loaded.query_int8
+    # the saved encoder holds the int8 weights' values and scales: the same int8 weights
+    assert numpy.allclose(loaded.encode_queries(keys), int8, atol=1e-6)
+
+
+def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):
+    out = tmp_path / "kb_int8"
+    result = CliRunner().invoke(app, ["build-dense-index", str(kb_dir), str(out), "--encoder", str(trained[0] / "model"),
+                                      "--kind", "numpy", "--query-int8"])
+    assert result.exit_code == 0, result.output
+    assert srsly.read_json(out / "index" / "dense" / "dense.json")["query_int8"] is True
+    gen = CandidateGenerator.from_disk(out / "index", KnowledgeBase.from_disk(out))
+    assert gen.dense.query_int8
+    assert gen(["kidney failure"], k=1)[0][0][0] == "D051437"

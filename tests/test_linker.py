@@ -489,3 +489,37 @@ def test_prediction_cache_gives_what_computing_gives_and_follows_the_priors():
     nlp.initialize(lambda: examples[:1])
     linker._blocks(linker.cfg["top_k"])
     assert len(linker._block_cache) == 0
+
+
+def test_short_exact_and_doc_support_columns():
+    """short_exact: an expanded abbreviation's short form is itself a name of the concept;
+    doc_support: the concept is the best candidate of another mention text of the document."""
+    from spacy.tokens import Doc
+
+    nlp = spacy.blank("en")
+    features = {"@misc": "spacy_medllm.linker_features.v1", "features": ["score", "short_exact", "doc_support", "nil"]}
+    linker = nlp.add_pipe("medllm_linker", config={"features": features})
+    concepts = CONCEPTS + [Concept("D000001", "Lowering Blood Pressure", ["LBP"], ["Disease"])]
+    linker.set_kb(KnowledgeBase(concepts))
+    if not Doc.has_extension("abbreviations"):
+        Doc.set_extension("abbreviations", default=[])
+    doc = nlp.make_doc("Low blood pressure ( LBP ) followed clonidine ; LBP and hypotensive states .")
+    doc._.abbreviations = [{"short_text": "LBP", "long_text": "Low blood pressure"}]
+    doc.ents = [Span(doc, 9, 10, label="Disease"), Span(doc, 11, 12, label="Disease")]
+    mentions = linker._mentions(doc)
+    assert [(text, expanded) for _, text, expanded in mentions] == [("Low blood pressure", True), ("hypotensive", False)]
+    batch, cands = linker._batch([doc], [mentions])
+    columns = {name: i for i, name in enumerate(linker.features.names)}
+    lbp = {cid: batch.feats[0, slot] for slot, (cid, _) in enumerate(cands[0], start=1)}
+    hyp = {cid: batch.feats[1, slot] for slot, (cid, _) in enumerate(cands[1], start=1)}
+    assert lbp["D000001"][columns["short_exact"]] == 1.0 and lbp["D007022"][columns["short_exact"]] == 0.0
+    # "hypotensive" names Hypotension exactly, so Hypotension is its best candidate and
+    # supports the expanded mention's; the reverse holds as well
+    assert cands[1][0][0] == "D007022" and cands[0][0][0] == "D007022"
+    assert lbp["D007022"][columns["doc_support"]] == 1.0 and hyp["D007022"][columns["doc_support"]] == 1.0
+    assert all(v[columns["doc_support"]] == 0.0 for cid, v in lbp.items() if cid != "D007022")
+    # a mention alone in its document has no support; the cache does not carry it over
+    single = nlp.make_doc("hypotensive states .")
+    single.ents = [Span(single, 0, 1, label="Disease")]
+    batch, cands = linker._batch([single], [linker._mentions(single)])
+    assert not batch.feats[0, :, columns["doc_support"]].any()

@@ -104,6 +104,8 @@ class CandidateGenerator:
         # names are stored concept by concept: concept o owns rows start[o]:end[o]
         n = len(self.concept_ids)
         self._position = {cid: i for i, cid in enumerate(self.concept_ids)}
+        # concept row -> {normalized name: its name row}, filled as mentions need them
+        self._name_keys: Dict[int, Dict[str, int]] = {}
         self._starts = np.searchsorted(self.owners, np.arange(n), side="left")
         self._ends = np.searchsorted(self.owners, np.arange(n), side="right")
         if len(self.owners) > 1 and bool((np.diff(self.owners) < 0).any()):
@@ -184,12 +186,17 @@ class CandidateGenerator:
             o = self._position.get(cid)
             if o is None:
                 continue
-            names = self.kb[cid].names
-            if len(names) != int(self._ends[o] - self._starts[o]):
-                continue  # not this index's names (never so for a KB and index saved together)
-            for j, name in enumerate(names):
-                if normalize_alias(name) == key:
-                    return int(self._starts[o]) + j
+            rows = self._name_keys.get(o)
+            if rows is None:
+                names = self.kb[cid].names
+                if len(names) != int(self._ends[o] - self._starts[o]):
+                    continue  # not this index's names (never so for a KB and index saved together)
+                rows = self._name_keys[o] = {}
+                for j, name in enumerate(names):
+                    rows.setdefault(normalize_alias(name), int(self._starts[o]) + j)
+            row = rows.get(key)
+            if row is not None:
+                return row
         return -1
 
     def _pair_max(self, pair_idx: np.ndarray, values: np.ndarray, n_pairs: int) -> np.ndarray:

@@ -51,6 +51,8 @@ from .knowledge_base import KnowledgeBase, normalize_alias
 
 logger = logging.getLogger(__name__)
 
+# the int8 scales of a name encoder saved quantized (`DenseIndex.quantize_queries`)
+INT8_SCALES = "int8_scales.json"
 ENCODER_META = "name_encoder.json"
 DENSE_FORMAT = "spacy_medllm.dense_index"
 DENSE_VERSION = 1
@@ -107,6 +109,15 @@ class NameEncoder:
             del stack[layers:]
             self.model.config.num_hidden_layers = layers
         self.device = _device(gpu_id)
+        if (src / INT8_SCALES).exists():
+            if self.device.type != "cpu":
+                raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason="an int8 name encoder runs on CPU only (--gpu-id -1)"))
+            from ..layers.quantize import quantize_module
+
+            scales = srsly.read_json(src / INT8_SCALES)
+            if not isinstance(scales, dict) or not scales:
+                raise ValueError(Errors.E051.format(path=src / INT8_SCALES, reason="expected {layer name: scales}"))
+            self.model = quantize_module(self.model, scales=scales, inplace=True)
         self.model.to(self.device)
         self.model.eval()
 
@@ -152,7 +163,17 @@ class NameEncoder:
     def save(self, path: Union[str, Path]) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path), safe_serialization=True)
+        model = self.model
+        from ..layers.quantize import dequantized_copy, is_quantized, weight_scales
+
+        if is_quantized(model):
+            # an int8 encoder is saved as the fp32 values of its int8 weights plus their
+            # scales: loading quantizes it again at those scales, bit for bit
+            srsly.write_json(path / INT8_SCALES, weight_scales(model))
+            model = dequantized_copy(model)
+        elif (path / INT8_SCALES).exists():
+            (path / INT8_SCALES).unlink()
+        model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
         srsly.write_json(path / ENCODER_META, {"pooling": self.pooling, "max_length": self.max_length})
 
@@ -437,7 +458,8 @@ class DenseIndex:
     """
 
     def __init__(self, encoder: NameEncoder, owners: np.ndarray, *, kind: str, vectors: Optional[np.ndarray] = None,
-                 index=None, nprobe: int = 16, ef_search: int = 128, fingerprint: Optional[str] = None):
+                 index=None, nprobe: int = 16, ef_search: int = 128, fingerprint: Optional[str] = None,
+                 query_int8: bool = False):
         self.encoder = encoder
         self.owners = owners
         self.kind = kind
@@ -456,6 +478,25 @@ class DenseIndex:
         self.reuse_name_vectors = True
         self.encoded = 0  # keys that went through the encoder (statistics)
         self._apply_params()
+        # mentions encoded by an int8 copy of the encoder (CPU): the names' vectors stay
+        # those of the fp32 encoder; see `quantize_queries`
+        self.query_int8 = False
+        if query_int8:
+            self.quantize_queries()
+
+    def quantize_queries(self) -> None:
+        """Encode mentions with the encoder's Linear layers dynamically quantized to int8
+        (one scale per output channel; CPU only, a CUDA encoder stays as it is). The stored
+        name vectors are unchanged: only the mentions' vectors move, by the int8 rounding.
+        Saved with the index (`dense.json`: "query_int8")."""
+        from ..layers.quantize import is_quantized, quantize_module
+
+        if self.query_int8 or self.encoder.device.type != "cpu":
+            return
+        if not is_quantized(self.encoder.model):  # (an encoder saved int8 loads int8)
+            self.encoder.model = quantize_module(self.encoder.model, inplace=True)
+        self.query_int8 = True
+        self._cache.clear()
 
     def encode_queries(self, keys: Sequence[str], name_rows: Optional[Sequence[int]] = None) -> np.ndarray:
         """Vectors of normalized mention keys (distinct), through the query cache.
@@ -588,7 +629,7 @@ class DenseIndex:
         srsly.write_json(path / "dense.json", {
             "format": DENSE_FORMAT, "version": DENSE_VERSION, "kind": self.kind, "names": len(self.owners),
             "dim": self.encoder.dim, "nprobe": self.nprobe, "ef_search": self.ef_search,
-            "kb_fingerprint": self.fingerprint,
+            "kb_fingerprint": self.fingerprint, "query_int8": bool(self.query_int8),
         })
 
     @classmethod
@@ -627,7 +668,8 @@ class DenseIndex:
         if encoder.dim != dim:
             raise ValueError(Errors.E051.format(path=path / "encoder", reason=f"width {encoder.dim}, the vectors have {dim}"))
         return cls(encoder, owners, kind=meta["kind"], vectors=vectors, index=index, nprobe=int(meta.get("nprobe", 16)),
-                   ef_search=int(meta.get("ef_search", 128)), fingerprint=meta.get("kb_fingerprint"))
+                   ef_search=int(meta.get("ef_search", 128)), fingerprint=meta.get("kb_fingerprint"),
+                   query_int8=bool(meta.get("query_int8", False)))
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 32768) -> Tuple[np.ndarray, np.ndarray]:

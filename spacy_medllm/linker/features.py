@@ -25,6 +25,9 @@ from ..kb.knowledge_base import normalize_alias
 DEFAULT_TYPE_LABELS: Dict[str, List[str]] = {"Chemical": ["Chemical"], "Disease": ["Disease"]}
 
 NIL_FEATURE = "nil"
+# a feature of the candidate in its document, not of the mention alone: the component
+# writes its column after the (cached) per-mention features, see `MedLinker._batch`
+DOC_SUPPORT_FEATURE = "doc_support"
 
 
 @dataclass
@@ -40,6 +43,8 @@ class CandidateContext:
     concept_count: training mentions of this concept (own count left out).
     tfidf, dense: the candidate's character 3-gram TF-IDF cosine and dense name-encoder
     cosine (0.0 without a dense index), before the generator merged them into `score`.
+    short_exact: for a mention linked through its abbreviation's long form, whether the
+    concept also has a name equal to the short form itself (normalized).
     """
 
     label: str
@@ -57,6 +62,8 @@ class CandidateContext:
     tfidf: float = 0.0
     dense: float = 0.0
     best_dense: float = 0.0
+    short_exact: bool = False
+    canonical_key: Optional[str] = None  # normalize_alias(canonical_name), where known
 
 
 FeatureFunction = Callable[[CandidateContext], float]
@@ -125,7 +132,7 @@ def base_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, Feature
         "expanded": lambda c: float(c.expanded),
         "score_gap": lambda c: c.score - c.best,
         NIL_FEATURE: lambda c: 0.0,
-        "canonical_name": lambda c: float(normalize_alias(c.canonical_name) == c.key),
+        "canonical_name": lambda c: float((c.canonical_key if c.canonical_key is not None else normalize_alias(c.canonical_name)) == c.key),
     }
 
 
@@ -136,6 +143,17 @@ def generator_features() -> Dict[str, FeatureFunction]:
     """The two scores a generator with a dense index merges, as separate columns (opt-in:
     name them in `features`)."""
     return {"tfidf": lambda c: c.tfidf, "dense": lambda c: c.dense, "dense_gap": lambda c: c.dense - c.best_dense}
+
+
+def context_features() -> Dict[str, FeatureFunction]:
+    """Opt-in features beyond the mention's text (name them in `features`).
+
+    short_exact: the mention was linked through its abbreviation's long form and the
+        concept also has the short form as a name.
+    doc_support: the concept is the generator's best candidate for another mention of the
+        same document with another text (the component fills this column per batch).
+    """
+    return {"short_exact": lambda c: float(c.short_exact), DOC_SUPPORT_FEATURE: lambda c: 0.0}
 
 
 @registry.misc("spacy_medllm.linker_features.v1")
@@ -151,12 +169,13 @@ def make_linker_features(
         (None: all twelve: score, exact, rank, type_match, type_conflict, prior,
         alias_count, concept_count, expanded, score_gap, nil, canonical_name). Also known,
         for a generator with a dense index: tfidf, dense, dense_gap (the candidate's dense
-        cosine minus the best one's).
+        cosine minus the best one's); and short_exact, doc_support (`context_features`).
     RETURNS (LinkerFeatures): the featurizer; its length is the scorer's feature width.
     """
     known = base_features(DEFAULT_TYPE_LABELS if type_labels is None else type_labels)
     names = list(known) if features is None else list(features)
     known.update(generator_features())
+    known.update(context_features())
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))

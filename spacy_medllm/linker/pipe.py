@@ -40,7 +40,7 @@ from ..kb.knowledge_base import normalize_alias
 from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, set_link, split_kb_id
-from .features import CandidateContext, LinkerFeatures, make_linker_features
+from .features import DOC_SUPPORT_FEATURE, CandidateContext, LinkerFeatures, make_linker_features
 from .model import LinkerBatch, input_width, set_feature_width
 
 DEFAULT_LINKER_MODEL = """
@@ -148,6 +148,7 @@ class MedLinker(TrainablePipe):
         self.block_cache_size = 4096
         self._block_cache: "OrderedDict" = OrderedDict()
         self._block_setting: Optional[tuple] = None
+        self._canonical_keys: Tuple[Optional[KnowledgeBase], Dict[str, str]] = (None, {})
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
@@ -159,6 +160,16 @@ class MedLinker(TrainablePipe):
         self.kb = kb
         self.generator = generator if generator is not None else CandidateGenerator(kb)
         self._block_setting = None
+
+    def _canonical_key(self, cid: str, concept) -> str:
+        """The normalized canonical name of a concept, computed once per KB."""
+        if self._canonical_keys[0] is not self.kb:
+            self._canonical_keys = (self.kb, {})
+        keys = self._canonical_keys[1]
+        key = keys.get(cid)
+        if key is None:
+            key = keys[cid] = normalize_alias(concept.canonical_name)
+        return key
 
     def _primary_ids(self, kb_id: str) -> List[str]:
         """The KB's primary ids of a gold id string (`D1|D2`), without duplicates: the
@@ -258,7 +269,8 @@ class MedLinker(TrainablePipe):
         rows = numpy.zeros((len(flat), k + 1), dtype="int64")
         mask = numpy.zeros((len(flat), k + 1), dtype="bool")
         spans = [(i, ent.start, ent.end) for i, (ent, _, _) in flat]
-        keys = [(normalize_alias(text), ent.label_, expanded) for _, (ent, text, expanded) in flat]
+        # the short form rides along for an expanded abbreviation (feature short_exact)
+        keys = [(normalize_alias(text), ent.label_, expanded, normalize_alias(ent.text) if expanded else "") for _, (ent, text, expanded) in flat]
         # in prediction a mention's arrays depend on (text, label, expanded) alone: each
         # distinct one is computed once and the latest `block_cache_size` are kept across
         # calls (training leaves each mention's own counts out, so it computes every one)
@@ -290,7 +302,23 @@ class MedLinker(TrainablePipe):
         if cache is not None:
             while len(cache) > self.block_cache_size:
                 cache.popitem(last=False)
+        if DOC_SUPPORT_FEATURE in featurizer.names:
+            self._doc_support(feats, flat, keys, cands, featurizer.names.index(DOC_SUPPORT_FEATURE))
         return LinkerBatch(spans, feats, rows, mask), cands
+
+    @staticmethod
+    def _doc_support(feats: numpy.ndarray, flat, keys, cands, column: int) -> None:
+        """Column `column` of each candidate: 1 where the concept is the generator's best
+        candidate for another mention of the same document with another (normalized) text."""
+        tops: Dict[int, Dict[str, set]] = defaultdict(lambda: defaultdict(set))
+        for j, (doc_i, _) in enumerate(flat):
+            if cands[j]:
+                tops[doc_i][cands[j][0][0]].add(keys[j][0])
+        for j, (doc_i, _) in enumerate(flat):
+            doc_tops = tops[doc_i]
+            for slot, (cid, _) in enumerate(cands[j], start=1):
+                texts = doc_tops.get(cid)
+                feats[j, slot, column] = float(bool(texts) and bool(texts - {keys[j][0]}))
 
     def _blocks(self, k: int) -> "OrderedDict":
         """The prediction-time cache of mention arrays, emptied when what they are computed
@@ -304,7 +332,7 @@ class MedLinker(TrainablePipe):
 
     def _mention_block(self, mention: Tuple[str, str, bool], cs, own: List[str]):
         """(features, concept rows, mask, candidates) of one mention: slot 0 NIL, then its candidates."""
-        key, label, expanded = mention
+        key, label, expanded, short = mention
         k = self.cfg["top_k"]
         featurizer = self.features
         feats = numpy.zeros((k + 1, len(featurizer)), dtype="float32")
@@ -320,14 +348,15 @@ class MedLinker(TrainablePipe):
         total = sum(prior.values())
         best = cs[0][1] if cs else 0.0
         best_dense = max((c[3] for c in cs), default=0.0)
+        short_ids = set(self.kb.lookup(short)) if short else set()
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
             concept = self.kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
                 label=label, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
-                types=frozenset(concept.types), canonical_name=concept.canonical_name,
+                types=frozenset(concept.types), canonical_name=concept.canonical_name, canonical_key=self._canonical_key(cid, concept),
                 prior=prior.get(cid, 0), total=total,
                 concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
-                tfidf=tfidf, dense=dense, best_dense=best_dense,
+                tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids,
             ))
             rows[slot] = concept_row(cid, n_rows)
             mask[slot] = True

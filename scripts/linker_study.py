@@ -1,0 +1,133 @@
+"""Compare linker feature sets on the dev sets' gold mentions, fast.
+
+The features-only `medllm_linker` (LinkerModel.v2 without tok2vec) reads nothing the
+transformer or the NER make, so it can be trained and scored on gold mentions alone,
+in a blank pipeline with the biomedical tokenizer: the same component, data and
+optimizer as `spacy train configs/linker_dense.cfg`, without running the frozen
+encoder. Each feature set is trained with the same seed and steps and scored on the
+gold mentions of each dev set (acc@1, recall@k per label); the errors of each are
+written beside the table.
+
+    python scripts/linker_study.py corpus/kb_dense --train corpus/linker_train \
+        --dev bc5cdr-dev=corpus/bc5cdr/dev.spacy --dev ncbi-dev=corpus/ncbi_disease/dev.spacy \
+        --features base=score,exact,... --features more=...,word_overlap --output metrics/linker_study
+"""
+import random
+import time
+from pathlib import Path
+from typing import List
+
+import spacy
+import srsly
+import typer
+from spacy.training import Corpus
+from spacy.util import minibatch
+from thinc.api import Adam, fix_random_seed
+from tqdm import tqdm
+
+import spacy_medllm  # noqa: F401  (registers the factories)
+from spacy_medllm.evaluation.linker import link_gold_mentions
+from spacy_medllm.tokens import split_kb_id
+
+DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
+
+
+def build(kb: Path, features: List[str], seed: int, width: int):
+    fix_random_seed(seed)
+    nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
+    nlp.add_pipe("medllm_linker", config={
+        "top_k": 30, "threshold": None, "use_abbreviations": True,
+        "features": {"@misc": "spacy_medllm.linker_features.v1", "features": features},
+        "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536},
+    })
+    return nlp
+
+
+def main(
+    kb: Path = typer.Argument(..., help="KB folder with its index (dense or not)"),
+    train: List[Path] = typer.Option(..., help=".spacy file or folder of them (repeatable)"),
+    dev: List[str] = typer.Option(..., help="NAME=PATH of a dev .spacy file (repeatable)"),
+    features: List[str] = typer.Option([f"dense={DENSE_FEATURES}"], help="NAME=f1,f2,... (repeatable); a name alone adds to the first set"),
+    steps: int = typer.Option(2000, help="updates (as configs/linker_dense.cfg)"),
+    batch_docs: int = typer.Option(8, help="documents per update"),
+    learn_rate: float = typer.Option(0.005),
+    width: int = typer.Option(64, help="hidden width of the scorer"),
+    seed: int = typer.Option(0),
+    output: Path = typer.Option(Path("metrics/linker_study")),
+):
+    sets = {}
+    for spec in features:
+        name, _, names = spec.partition("=")
+        if names:
+            sets[name] = names.split(",")
+        else:
+            first = next(iter(sets.values()))
+            sets[name] = first + [name]
+    output.mkdir(parents=True, exist_ok=True)
+    devs = [d.split("=", 1) for d in dev]
+    results = {}
+    for set_name, names in sets.items():
+        nlp = build(kb, names, seed, width)
+        examples = []
+        for path in train:
+            examples.extend(Corpus(path)(nlp))
+        t0 = time.time()
+        linker = nlp.get_pipe("medllm_linker")
+        linker.initialize(lambda: examples, nlp=nlp, kb_path=kb)
+        optimizer = Adam(learn_rate, L2=0.01, grad_clip=1.0, L2_is_weight_decay=True)
+        rng = random.Random(seed)
+        step = 0
+        bar = tqdm(total=steps, desc=set_name, unit="steps")
+        losses = {}
+        while step < steps:
+            order = list(examples)
+            rng.shuffle(order)
+            for batch in minibatch(order, batch_docs):
+                nlp.update(batch, sgd=optimizer, drop=0.1, losses=losses)
+                step += 1
+                bar.update(1)
+                if step >= steps:
+                    break
+        bar.close()
+        train_s = time.time() - t0
+        row = {"features": names, "train_s": round(train_s, 1)}
+        for dname, dpath in devs:
+            gold = list(Corpus(dpath)(nlp))
+            gold_docs = [eg.reference for eg in gold]
+            hits, queries, _ = link_gold_mentions(nlp, "medllm_linker", gold_docs)
+            row[dname] = hits.scores()
+            srsly.write_jsonl(output / f"errors_{set_name}_{dname}.jsonl", _errors(nlp, gold_docs))
+        results[set_name] = row
+        summary = {d: {lab: sc.get("acc@1") for lab, sc in row[d].items()} for d, _ in devs}
+        print(set_name, f"{train_s:.0f} s", srsly.json_dumps(summary))
+    srsly.write_json(output / "study.json", results)
+
+
+def _errors(nlp, gold_docs):
+    """Each dev mention linked wrong: text, gold ids and names, the answer, the gold's rank."""
+    linker = nlp.get_pipe("medllm_linker")
+    kb = linker.kb
+    from spacy_medllm.kb import ids_match
+    for gold in gold_docs:
+        doc = nlp.make_doc(gold.text)
+        ents, ids = [], []
+        for ent in gold.ents:
+            gids = split_kb_id(ent.kb_id_)
+            span = doc.char_span(ent.start_char, ent.end_char, label="Disease" if ent.label_ not in ("Chemical", "Disease") else ent.label_)
+            if gids and span is not None:
+                ents.append(span)
+                ids.append(gids)
+        doc.ents = ents
+        doc = linker(doc)
+        for ent, gids in zip(doc.ents, ids):
+            if ids_match(kb, ent.kb_id_, set(gids)):
+                continue
+            ranked = [cid for cid, _ in (ent._.kb_candidates or [])]
+            rank = next((i + 1 for i, c in enumerate(ranked) if ids_match(kb, c, set(gids))), None)
+            name = lambda c: kb[c].canonical_name if c in kb else None  # noqa: E731
+            yield {"text": ent.text, "label": ent.label_, "gold": gids, "gold_name": [name(g) for g in gids],
+                   "pred": ent.kb_id_, "pred_name": name(ent.kb_id_), "gold_rank": rank, "top": ranked[:5]}
+
+
+if __name__ == "__main__":
+    typer.run(main)
