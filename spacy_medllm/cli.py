@@ -383,7 +383,7 @@ def build_dense_index_cmd(
     kb_dir: Path = typer.Argument(..., help="knowledge base folder (medllm build-kb): kb.msgpack and index/"),
     output: Path = typer.Argument(..., help="NEW knowledge base folder: the same KB and TF-IDF index, plus index/dense/"),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="name encoder (medllm train-name-encoder's model/, or any Hugging Face encoder)"),
-    vectors_from: Optional[Path] = typer.Option(None, "--vectors-from", help="instead of encoding: take the encoder and the name vectors of this knowledge base folder's dense index (the same KB; best an exact numpy one)"),
+    vectors_from: Optional[Path] = typer.Option(None, "--vectors-from", help="instead of encoding: take the encoder and the name vectors of this knowledge base folder's dense index (best an exact numpy one); names it lacks (a KB with more aliases) are encoded"),
     kind: str = typer.Option("SQ8", "--kind", help="numpy (exact, float16) or a faiss factory string: Flat, SQ8 (exact scan, 8-bit), IVF1024,SQ8, HNSW32..."),
     alpha: float = typer.Option(0.5, "--alpha", help="weight of the TF-IDF cosine in the merged score (1 - alpha: the dense cosine)"),
     nprobe: int = typer.Option(16, help="IVF indexes: lists searched"),
@@ -415,8 +415,7 @@ def build_dense_index_cmd(
         generator = CandidateGenerator.from_disk(kb_dir / "index", kb)
         t1 = time.perf_counter()
         if vectors_from is not None:
-            source = DenseIndex.from_disk(vectors_from / "index" / "dense", kb, gpu_id=gpu_id)
-            name_encoder, vectors = source.encoder, source.name_vectors(numpy.arange(len(source)))
+            name_encoder, vectors = _vectors_from(vectors_from, kb, gpu_id)
         else:
             name_encoder, vectors = NameEncoder(encoder, gpu_id=gpu_id), None
         dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search, vectors=vectors)
@@ -437,6 +436,35 @@ def build_dense_index_cmd(
     typer.echo(f"dense index ({kind}): {len(dense):,} names in {build_s:.1f} s, {dense.memory_bytes() / 2**20:.1f} MB of vectors, "
                f"{size / 2**20:.1f} MB on disk with the encoder; alpha {alpha}; total {time.perf_counter() - t0:.1f} s", err=True)
     typer.echo(f"knowledge base: {output}", err=True)
+
+
+def _vectors_from(source_dir: Path, kb, gpu_id: int):
+    """(encoder, one vector per name of `kb`) from the dense index of another knowledge base
+    folder: all of them for the same KB; otherwise the vectors of the names both share
+    (a name's vector depends on its text alone), and the other names encoded."""
+    import numpy
+
+    from .kb import KnowledgeBase
+    from .kb.candidates import kb_fingerprint
+    from .kb.dense import DenseIndex, kb_names
+
+    source_kb = KnowledgeBase.from_disk(source_dir)
+    source = DenseIndex.from_disk(source_dir / "index" / "dense", source_kb, gpu_id=gpu_id)
+    if kb_fingerprint(source_kb) == kb_fingerprint(kb):
+        return source.encoder, source.name_vectors(numpy.arange(len(source)))
+    source_rows = {}
+    for row, name in enumerate(kb_names(source_kb)[0]):
+        source_rows.setdefault(name, row)
+    names = kb_names(kb)[0]
+    rows = numpy.array([source_rows.get(name, -1) for name in names], dtype=numpy.int64)
+    vectors = numpy.zeros((len(names), source.encoder.dim), dtype=numpy.float32)
+    have = rows >= 0
+    vectors[have] = source.name_vectors(rows[have])
+    missing = numpy.flatnonzero(~have)
+    typer.echo(f"{int(have.sum()):,} name vectors from {source_dir}; encoding the {len(missing):,} names it lacks", err=True)
+    if len(missing):
+        vectors[missing] = source.encoder.encode([names[i] for i in missing])
+    return source.encoder, vectors
 
 
 @app.command("build-kg")

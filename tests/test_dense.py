@@ -355,3 +355,26 @@ def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):
     gen = CandidateGenerator.from_disk(out / "index", KnowledgeBase.from_disk(out))
     assert gen.dense.query_int8
     assert gen(["kidney failure"], k=1)[0][0][0] == "D051437"
+
+
+def test_build_dense_index_reuses_the_shared_names_of_a_larger_kb(trained, kb, kb_dir, tmp_path):
+    """A KB with more aliases (e.g. more training mentions) takes the vectors of the names it
+    shares with an indexed KB and encodes only the new ones: the same vectors as encoding all."""
+    runner = CliRunner()
+    exact = tmp_path / "exact"
+    assert runner.invoke(app, ["build-dense-index", str(kb_dir), str(exact), "--encoder", str(trained[0] / "model"), "--kind", "numpy"]).exit_code == 0
+    grown = KnowledgeBase([Concept(c.concept_id, c.canonical_name, c.aliases + (["kidney shutdown"] if c.concept_id == "D051437" else []), c.types)
+                           for c in CONCEPTS])
+    grown_dir = tmp_path / "grown"
+    grown.to_disk(grown_dir)
+    CandidateGenerator(grown).to_disk(grown_dir / "index")
+    out = tmp_path / "grown_dense"
+    result = runner.invoke(app, ["build-dense-index", str(grown_dir), str(out), "--vectors-from", str(exact), "--kind", "numpy"])
+    assert result.exit_code == 0, result.output
+    assert "encoding the 1 names it lacks" in result.output
+    full = tmp_path / "grown_full"
+    assert runner.invoke(app, ["build-dense-index", str(grown_dir), str(full), "--encoder", str(trained[0] / "model"), "--kind", "numpy"]).exit_code == 0
+    a = CandidateGenerator.from_disk(out / "index", grown).dense
+    b = CandidateGenerator.from_disk(full / "index", grown).dense
+    rows = numpy.arange(len(a))
+    assert numpy.allclose(a.name_vectors(rows), b.name_vectors(rows), atol=2e-3)
