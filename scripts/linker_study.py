@@ -26,13 +26,14 @@ from thinc.api import Adam, fix_random_seed
 from tqdm import tqdm
 
 import spacy_medllm  # noqa: F401  (registers the factories)
+from spacy_medllm.evaluation.candidates import NCBI_DISEASE_LABELS
 from spacy_medllm.evaluation.linker import link_gold_mentions
 from spacy_medllm.tokens import split_kb_id
 
 DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
 
 
-def build(kb: Path, features: List[str], seed: int, width: int):
+def build(features: List[str], seed: int, width: int):
     fix_random_seed(seed)
     nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
     nlp.add_pipe("medllm_linker", config={
@@ -60,20 +61,23 @@ def main(
         name, _, names = spec.partition("=")
         if names:
             sets[name] = names.split(",")
+        elif not sets:
+            raise typer.BadParameter(f"{spec}: the first --features needs NAME=f1,f2,...")
         else:
-            first = next(iter(sets.values()))
-            sets[name] = first + [name]
+            sets[name] = next(iter(sets.values())) + [name]
     output.mkdir(parents=True, exist_ok=True)
     devs = [d.split("=", 1) for d in dev]
     results = {}
     for set_name, names in sets.items():
-        nlp = build(kb, names, seed, width)
+        nlp = build(names, seed, width)
         examples = []
         for path in train:
             examples.extend(Corpus(path)(nlp))
-        t0 = time.time()
+        if not examples:
+            raise typer.BadParameter(f"no training documents in {', '.join(map(str, train))}")
         linker = nlp.get_pipe("medllm_linker")
         linker.initialize(lambda: examples, nlp=nlp, kb_path=kb)
+        t0 = time.time()
         optimizer = Adam(learn_rate, L2=0.01, grad_clip=1.0, L2_is_weight_decay=True)
         rng = random.Random(seed)
         step = 0
@@ -113,7 +117,7 @@ def _errors(nlp, gold_docs):
         ents, ids = [], []
         for ent in gold.ents:
             gids = split_kb_id(ent.kb_id_)
-            span = doc.char_span(ent.start_char, ent.end_char, label="Disease" if ent.label_ not in ("Chemical", "Disease") else ent.label_)
+            span = doc.char_span(ent.start_char, ent.end_char, label=NCBI_DISEASE_LABELS.get(ent.label_, ent.label_))
             if gids and span is not None:
                 ents.append(span)
                 ids.append(gids)

@@ -409,6 +409,8 @@ def build_dense_index_cmd(
         if output.exists() and not force:
             raise ValueError(f"{output}: exists; pass --force to replace it")
         t0 = time.perf_counter()
+        if query_int8 and gpu_id >= 0:
+            raise ValueError("--query-int8 makes a CPU query encoder: build the index on CPU (--gpu-id -1), or build it on GPU and then again with --vectors-from it and --query-int8")
         if (encoder is None) == (vectors_from is None):
             raise ValueError("give --encoder (encode every name) or --vectors-from (reuse a dense index's vectors), not both or neither")
         kb = KnowledgeBase.from_disk(kb_dir)
@@ -450,6 +452,8 @@ def _vectors_from(source_dir: Path, kb, gpu_id: int):
 
     source_kb = KnowledgeBase.from_disk(source_dir)
     source = DenseIndex.from_disk(source_dir / "index" / "dense", source_kb, gpu_id=gpu_id)
+    if source.query_int8:
+        raise ValueError(f"{source_dir}: its name encoder is int8 (--query-int8), its vectors are not: take them from an fp32 index (e.g. the exact numpy one)")
     if kb_fingerprint(source_kb) == kb_fingerprint(kb):
         return source.encoder, source.name_vectors(numpy.arange(len(source)))
     source_rows = {}

@@ -378,3 +378,13 @@ def test_build_dense_index_reuses_the_shared_names_of_a_larger_kb(trained, kb, k
     b = CandidateGenerator.from_disk(full / "index", grown).dense
     rows = numpy.arange(len(a))
     assert numpy.allclose(a.name_vectors(rows), b.name_vectors(rows), atol=2e-3)
+
+
+def test_int8_query_index_is_not_a_vector_source(trained, kb, kb_dir, tmp_path):
+    runner = CliRunner()
+    int8 = tmp_path / "int8"
+    assert runner.invoke(app, ["build-dense-index", str(kb_dir), str(int8), "--encoder", str(trained[0] / "model"), "--kind", "numpy", "--query-int8"]).exit_code == 0
+    result = runner.invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "x"), "--vectors-from", str(int8), "--kind", "SQ8"])
+    assert result.exit_code == 1 and "int8" in result.output and "fp32 index" in result.output
+    result = runner.invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "y"), "--encoder", str(trained[0] / "model"), "--query-int8", "--gpu-id", "0"])
+    assert result.exit_code == 1 and "CPU" in result.output

@@ -137,7 +137,8 @@ class CandidateGenerator:
         text most mentions repeat ("cocaine", "seizures"; on the BC5CDR test abstracts, 2,355
         distinct texts among 9,809 mentions)."""
         keys = [normalize_alias(m) for m in mentions]
-        setting = (k, self.alpha)  # `set_dense` empties the cache itself
+        # `set_dense` empties the cache itself; an int8 query encoder moves the dense scores
+        setting = (k, self.alpha, getattr(self.dense, "query_int8", False))
         if self._cache_setting != setting:
             self._cache.clear()
             self._cache_setting = setting

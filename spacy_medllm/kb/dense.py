@@ -114,10 +114,13 @@ class NameEncoder:
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason="an int8 name encoder runs on CPU only (--gpu-id -1)"))
             from ..layers.quantize import quantize_module
 
-            scales = srsly.read_json(src / INT8_SCALES)
-            if not isinstance(scales, dict) or not scales:
-                raise ValueError(Errors.E051.format(path=src / INT8_SCALES, reason="expected {layer name: scales}"))
-            self.model = quantize_module(self.model, scales=scales, inplace=True)
+            try:
+                scales = srsly.read_json(src / INT8_SCALES)
+                if not isinstance(scales, dict) or not scales:
+                    raise ValueError("expected {layer name: scales}")
+                self.model = quantize_module(self.model, scales=scales, inplace=True)
+            except (ValueError, KeyError, TypeError, RuntimeError) as err:
+                raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason=f"not the int8 scales of this encoder ({err}); rebuild the index with `medllm build-dense-index`")) from None
         self.model.to(self.device)
         self.model.eval()
 
@@ -480,7 +483,9 @@ class DenseIndex:
         self._apply_params()
         # mentions encoded by an int8 copy of the encoder (CPU): the names' vectors stay
         # those of the fp32 encoder; see `quantize_queries`
-        self.query_int8 = False
+        from ..layers.quantize import is_quantized
+
+        self.query_int8 = is_quantized(encoder.model)  # (an encoder saved int8 loads int8)
         if query_int8:
             self.quantize_queries()
 
@@ -488,13 +493,15 @@ class DenseIndex:
         """Encode mentions with the encoder's Linear layers dynamically quantized to int8
         (one scale per output channel; CPU only, a CUDA encoder stays as it is). The stored
         name vectors are unchanged: only the mentions' vectors move, by the int8 rounding.
-        Saved with the index (`dense.json`: "query_int8")."""
-        from ..layers.quantize import is_quantized, quantize_module
+        Saved with the index (`dense.json`: "query_int8"; the encoder as its int8 weights'
+        values and scales, so it loads int8 again: build other indexes from an fp32 one)."""
+        from ..layers.quantize import quantize_module
 
-        if self.query_int8 or self.encoder.device.type != "cpu":
+        if self.query_int8:
             return
-        if not is_quantized(self.encoder.model):  # (an encoder saved int8 loads int8)
-            self.encoder.model = quantize_module(self.encoder.model, inplace=True)
+        if self.encoder.device.type != "cpu":
+            raise ValueError(Errors.E154.format(path=self.encoder.path, reason="an int8 query encoder runs on CPU only: load the index with gpu_id -1"))
+        self.encoder.model = quantize_module(self.encoder.model, inplace=True)
         self.query_int8 = True
         self._cache.clear()
 

@@ -144,7 +144,7 @@ class MedLinker(TrainablePipe):
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
         self.learn_rate_scale = float(learn_rate_scale)
-        # (text, label, expanded) -> a mention's arrays, in prediction (see `_batch`)
+        # (text, label, expanded, short form) -> a mention's arrays, in prediction (see `_batch`)
         self.block_cache_size = 4096
         self._block_cache: "OrderedDict" = OrderedDict()
         self._block_setting: Optional[tuple] = None
@@ -160,6 +160,7 @@ class MedLinker(TrainablePipe):
         self.kb = kb
         self.generator = generator if generator is not None else CandidateGenerator(kb)
         self._block_setting = None
+        self._canonical_keys = (None, {})
 
     def _canonical_key(self, cid: str, concept) -> str:
         """The normalized canonical name of a concept, computed once per KB."""
@@ -271,7 +272,7 @@ class MedLinker(TrainablePipe):
         spans = [(i, ent.start, ent.end) for i, (ent, _, _) in flat]
         # the short form rides along for an expanded abbreviation (feature short_exact)
         keys = [(normalize_alias(text), ent.label_, expanded, normalize_alias(ent.text) if expanded else "") for _, (ent, text, expanded) in flat]
-        # in prediction a mention's arrays depend on (text, label, expanded) alone: each
+        # in prediction a mention's arrays depend on (text, label, expanded, short form) alone: each
         # distinct one is computed once and the latest `block_cache_size` are kept across
         # calls (training leaves each mention's own counts out, so it computes every one)
         cache = self._blocks(k) if gold is None else None
@@ -324,14 +325,16 @@ class MedLinker(TrainablePipe):
         """The prediction-time cache of mention arrays, emptied when what they are computed
         from changes (the KB, the generator or its settings, the priors, the featurizer)."""
         gen = self.generator
-        setting = (id(self.kb), id(gen), gen.alpha, id(gen.dense), k, id(self.priors), id(self.concept_counts), id(self.features))
+        setting = (id(self.kb), id(gen), gen.alpha, id(gen.dense), getattr(gen.dense, "query_int8", False), k, id(self.priors),
+                   id(self.concept_counts), id(self.features))
         if self._block_setting != setting:
             self._block_cache = OrderedDict()
             self._block_setting = setting
         return self._block_cache
 
     def _mention_block(self, mention: Tuple[str, str, bool], cs, own: List[str]):
-        """(features, concept rows, mask, candidates) of one mention: slot 0 NIL, then its candidates."""
+        """(features, concept rows, mask, candidates) of one mention (key, label, expanded, short
+        form key or ""): slot 0 NIL, then its candidates."""
         key, label, expanded, short = mention
         k = self.cfg["top_k"]
         featurizer = self.features
@@ -545,6 +548,8 @@ class MedLinker(TrainablePipe):
             "model": load_model,
         }
         util.from_disk(path, deserialize, exclude)
+        self._block_setting = None
+        self._canonical_keys = (None, {})
         return self
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
