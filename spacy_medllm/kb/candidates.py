@@ -259,7 +259,10 @@ class CandidateGenerator:
                 if which == "tfidf":
                     vals[b : b + block] = np.asarray(queries[mrow].multiply(self.matrix[rows]).sum(axis=1)).ravel()
                 else:
-                    vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(rows))
+                    # popular concepts are candidates of many mentions: each name's stored
+                    # vector is read (for 8-bit codes: decoded) once per block
+                    uniq, inverse = np.unique(rows, return_inverse=True)
+                    vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(uniq)[inverse])
             known[todo] = self._pair_max(pair_idx, vals, len(todo))
         t_best, d_best = np.maximum(t_best, 0.0), np.maximum(d_best, 0.0)
         out = []

@@ -18,7 +18,6 @@ model are saved with `nlp.to_disk`; an uninitialized component saves and loads t
 says what is missing when it is used.
 """
 import math
-import warnings
 import zlib
 from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
@@ -139,7 +138,6 @@ class MedLinker(TrainablePipe):
             "labels_discard": list(labels_discard),
         }
         self.kb: Optional[KnowledgeBase] = None
-        self._abbrev = None
         self.generator: Optional[CandidateGenerator] = None
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
@@ -227,32 +225,33 @@ class MedLinker(TrainablePipe):
                     out[str(short)] = str(long)
             return out
         if len(doc):
-            return {short.text: long.text for long, shorts in self._abbreviation_finder(doc) for short in shorts}
+            return self._abbreviation_definitions(doc)
         return {}
 
-    def _abbreviation_finder(self, doc: Doc):
-        """scispaCy's Schwartz-Hearst matching, run on a doc without annotating it."""
-        from scispacy.abbreviation import AbbreviationDetector, filter_matches
-        from spacy.matcher import Matcher
+    def _abbreviation_definitions(self, doc: Doc) -> Dict[str, str]:
+        """Short form text -> long form text by scispaCy's Schwartz-Hearst matching, run on a
+        doc without annotating it: the definitions `AbbreviationDetector.find_matches_for`
+        keeps (the first long form of each short form, each long form once), without its
+        second pass over the document for the short forms' other occurrences, whose text
+        is the short form's own."""
+        from scispacy.abbreviation import filter_matches, find_abbreviation
 
-        if self._abbrev is None:
-            detector = AbbreviationDetector.__new__(AbbreviationDetector)
-            # the detector's __init__ (force-)registers doc._.abbreviations; the matching
-            # below needs only its matchers, so the user's extensions stay untouched
-            detector.matcher = Matcher(self.vocab)
-            detector.matcher.add("parenthesis", [[{"ORTH": "("}, {"OP": "+"}, {"ORTH": ")"}]])
-            detector.global_matcher = Matcher(self.vocab)
-            detector.make_serializable = False
-            self._abbrev = (detector, filter_matches)
-        detector, filter_matches = self._abbrev
-        matches = [(m, start + 1, end - 1) for m, start, end in detector.matcher(doc)]
-        filtered = filter_matches(matches, doc)
-        if not filtered:
-            return []
-        with warnings.catch_warnings():
-            # W036: no definition found in this doc leaves the detector's matcher empty
-            warnings.filterwarnings("ignore", message=r"\[W036\]")
-            return detector.find_matches_for(filtered, doc)
+        # the detector's Matcher pattern ["(", one token or more, ")"]: every "(" with every
+        # later ")" past the next token, in (start, end) order; found on the ORTH ids, not by
+        # a Matcher, which builds a Token object per token of the document (most of its time)
+        orth = doc.to_array("ORTH")
+        strings = self.vocab.strings
+        opens = numpy.flatnonzero(orth == strings.add("("))
+        closes = numpy.flatnonzero(orth == strings.add(")"))
+        matches = [(0, int(i) + 1, int(j)) for i in opens for j in closes[closes > i + 1]]
+        out: Dict[str, str] = {}
+        seen_long = set()
+        for long_candidate, short_candidate in filter_matches(matches, doc):
+            short, long = find_abbreviation(long_candidate, short_candidate)
+            if long is not None and long.text not in seen_long and short.text not in out:
+                seen_long.add(long.text)
+                out[short.text] = long.text
+        return out
 
     def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
         """Candidates of all mentions and the arrays the model reads.
@@ -386,7 +385,9 @@ class MedLinker(TrainablePipe):
                 row = logits[j]
                 probs = _softmax(row)
                 cs = cands[j]
-                ranked = sorted(((cid, float(probs[slot])) for slot, (cid, _) in enumerate(cs, start=1)), key=lambda x: -x[1])
+                # the candidates by probability, ties in candidate order (a stable sort)
+                order = numpy.argsort(-probs[1 : len(cs) + 1], kind="stable").tolist()
+                values = probs[1:].tolist()
                 best_slot = int(row.argmax())
                 kb_id = NIL
                 if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
@@ -397,7 +398,7 @@ class MedLinker(TrainablePipe):
                 if kb_id != NIL and self.kb is not None:
                     c = self.kb[kb_id]
                     concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
-                set_link(ent, [[cid, round(p, 4)] for cid, p in ranked], concept)
+                set_link(ent, [[cs[i][0], round(values[i], 4)] for i in order], concept)
                 j += 1
 
     # ---- training ------------------------------------------------------------------------
