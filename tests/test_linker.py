@@ -523,3 +523,29 @@ def test_short_exact_and_doc_support_columns():
     single.ents = [Span(single, 0, 1, label="Disease")]
     batch, cands = linker._batch([single], [linker._mentions(single)])
     assert not batch.feats[0, :, columns["doc_support"]].any()
+
+
+@pytest.mark.parametrize("names", [None, ["score", "type_match", "type_conflict", "concept_count", "alias_count", "prior", "short_exact", "doc_support", "nil"]])
+def test_block_features_equal_the_per_candidate_ones(trained, names):
+    """The all-candidates-at-once features (`LinkerFeatures.fill_block`) write exactly what the
+    per-candidate functions write."""
+    from spacy_medllm.linker.features import make_linker_features
+
+    linker = trained.get_pipe("medllm_linker")
+    features = make_linker_features({"Chemical": ["Chemical"], "Disease": ["Disease", "Chemical"]}, names)
+    assert features.blocks is not None
+    saved = linker.features
+    try:
+        linker.features = features
+        mentions = [("cold", "Disease", False, ""), ("low blood pressure", "Disease", True, "lbp"), ("clonidine", "Chemical", False, "")]
+        for mention in mentions:
+            cs = linker.generator.detailed([mention[0]], k=linker.cfg["top_k"])[0]
+            for own in ([], ["D003139"]):
+                block = linker._mention_block(mention, cs, own)
+                features.blocks, kept = None, features.blocks
+                single = linker._mention_block(mention, cs, own)
+                features.blocks = kept
+                assert len(cs) and numpy.array_equal(block[0], single[0]) and numpy.array_equal(block[1], single[1])
+                assert numpy.array_equal(block[2], single[2]) and block[3] == single[3]
+    finally:
+        linker.features = saved

@@ -69,17 +69,50 @@ class CandidateContext:
 FeatureFunction = Callable[[CandidateContext], float]
 
 
+@dataclass
+class BlockContext:
+    """What `CandidateContext` holds, for all candidates of one mention at once: the
+    per-candidate values as arrays (candidate order), the mention's as scalars.
+    canonical_match: the concept's normalized canonical name is `key`."""
+
+    label: str
+    key: str
+    expanded: bool
+    best: float
+    k: int
+    total: int
+    best_dense: float
+    score: numpy.ndarray
+    slot: numpy.ndarray
+    types: List[frozenset]
+    canonical_match: numpy.ndarray
+    prior: numpy.ndarray
+    concept_count: numpy.ndarray
+    tfidf: numpy.ndarray
+    dense: numpy.ndarray
+    short_exact: numpy.ndarray
+
+
+# the same feature for all candidates of a mention at once: one value per candidate
+BlockFunction = Callable[[BlockContext], object]
+
+
 class LinkerFeatures:
     """Named feature functions, in column order.
 
     features (Mapping[str, FeatureFunction]): name -> function, in order; the `nil`
         feature (if any) is 1 in slot 0 and the function's value elsewhere.
+    blocks (Mapping[str, BlockFunction]): for some of the names, the same feature computed for
+        all candidates of a mention at once (the same values); when every feature has one,
+        `fill_block` uses them.
     """
 
-    def __init__(self, features: Mapping[str, FeatureFunction]):
+    def __init__(self, features: Mapping[str, FeatureFunction], blocks: Optional[Mapping[str, BlockFunction]] = None):
         self.names: List[str] = list(features)
         self.functions: List[FeatureFunction] = list(features.values())
         self.nil_index: Optional[int] = self.names.index(NIL_FEATURE) if NIL_FEATURE in self.names else None
+        blocks = blocks or {}
+        self.blocks: Optional[List[BlockFunction]] = [blocks[n] for n in self.names] if all(n in blocks for n in self.names) else None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -89,10 +122,56 @@ class LinkerFeatures:
         for i, function in enumerate(self.functions):
             row[i] = function(ctx)
 
+    def fill_block(self, rows: numpy.ndarray, block: BlockContext) -> None:
+        """Write the features of all candidates of a mention into `rows` (candidates x len(self));
+        only when `self.blocks` is set."""
+        for i, function in enumerate(self.blocks):
+            rows[:, i] = function(block)
+
     def fill_nil(self, row: numpy.ndarray) -> None:
         """Write the NIL slot's features into `row`."""
         if self.nil_index is not None:
             row[self.nil_index] = 1.0
+
+
+def block_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, BlockFunction]:
+    """Every built-in feature computed for all candidates of a mention at once: the values of
+    the per-candidate functions (the same float64 operations, written to float32 columns)."""
+    types = type_features(type_labels)
+
+    def per_type(name: str) -> BlockFunction:
+        function = types[name]
+
+        def column(b: BlockContext):
+            ctx = CandidateContext(label=b.label, key=b.key, expanded=b.expanded, score=0.0, best=0.0, slot=1, k=1,
+                                   types=frozenset(), canonical_name="", prior=0, total=0, concept_count=0)
+            out = []
+            for t in b.types:
+                ctx.types = t
+                out.append(function(ctx))
+            return out
+
+        return column
+
+    return {
+        "score": lambda b: b.score,
+        "exact": lambda b: (b.score >= 1.0),
+        "rank": lambda b: 1.0 - (b.slot - 1) / b.k,
+        "type_match": per_type("type_match"),
+        "type_conflict": per_type("type_conflict"),
+        "prior": lambda b: b.prior / b.total if b.total else 0.0,
+        "alias_count": lambda b: math.log1p(b.total) / 5,
+        "concept_count": lambda b: [math.log1p(c) / 5 for c in b.concept_count.tolist()],
+        "expanded": lambda b: float(b.expanded),
+        "score_gap": lambda b: b.score - b.best,
+        NIL_FEATURE: lambda b: 0.0,
+        "canonical_name": lambda b: b.canonical_match,
+        "tfidf": lambda b: b.tfidf,
+        "dense": lambda b: b.dense,
+        "dense_gap": lambda b: b.dense - b.best_dense,
+        "short_exact": lambda b: b.short_exact,
+        DOC_SUPPORT_FEATURE: lambda b: 0.0,
+    }
 
 
 def type_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, FeatureFunction]:
@@ -172,11 +251,12 @@ def make_linker_features(
         cosine minus the best one's); and short_exact, doc_support (`context_features`).
     RETURNS (LinkerFeatures): the featurizer; its length is the scorer's feature width.
     """
-    known = base_features(DEFAULT_TYPE_LABELS if type_labels is None else type_labels)
+    labels = DEFAULT_TYPE_LABELS if type_labels is None else type_labels
+    known = base_features(labels)
     names = list(known) if features is None else list(features)
     known.update(generator_features())
     known.update(context_features())
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))
-    return LinkerFeatures({name: known[name] for name in names})
+    return LinkerFeatures({name: known[name] for name in names}, blocks=block_features(labels))

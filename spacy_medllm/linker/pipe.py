@@ -39,7 +39,7 @@ from ..kb.knowledge_base import normalize_alias
 from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, set_link, split_kb_id
-from .features import DOC_SUPPORT_FEATURE, CandidateContext, LinkerFeatures, make_linker_features
+from .features import DOC_SUPPORT_FEATURE, BlockContext, CandidateContext, LinkerFeatures, make_linker_features
 from .model import LinkerBatch, input_width, set_feature_width
 
 DEFAULT_LINKER_MODEL = """
@@ -351,6 +351,26 @@ class MedLinker(TrainablePipe):
         best = cs[0][1] if cs else 0.0
         best_dense = max((c[3] for c in cs), default=0.0)
         short_ids = set(self.kb.lookup(short)) if short else set()
+        if featurizer.blocks is not None and cs:
+            # every feature has its all-candidates form: no per-candidate Python calls
+            n = len(cs)
+            cids = [c[0] for c in cs]
+            concepts = [self.kb[cid] for cid in cids]
+            counts = self.concept_counts
+            own_one = own[0] if len(own) == 1 else None
+            featurizer.fill_block(feats[1 : n + 1], BlockContext(
+                label=label, key=key, expanded=expanded, best=best, k=k, total=total, best_dense=best_dense,
+                score=numpy.array([c[1] for c in cs], dtype="float64"), slot=numpy.arange(1, n + 1),
+                types=[frozenset(c.types) for c in concepts],
+                canonical_match=numpy.array([self._canonical_key(cid, c) == key for cid, c in zip(cids, concepts)]),
+                prior=numpy.array([prior.get(cid, 0) for cid in cids], dtype="float64"),
+                concept_count=numpy.array([max(counts.get(cid, 0) - (cid == own_one), 0) for cid in cids]),
+                tfidf=numpy.array([c[2] for c in cs], dtype="float64"), dense=numpy.array([c[3] for c in cs], dtype="float64"),
+                short_exact=numpy.array([cid in short_ids for cid in cids]),
+            ))
+            rows[1 : n + 1] = [concept_row(cid, n_rows) for cid in cids]
+            mask[1 : n + 1] = True
+            return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
             concept = self.kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
