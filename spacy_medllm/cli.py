@@ -397,8 +397,6 @@ def build_dense_index_cmd(
     import shutil
     import time
 
-    import numpy
-
     from .io import swap_dir
     from .kb import CandidateGenerator, KnowledgeBase
     from .kb.dense import DenseIndex, NameEncoder

@@ -63,7 +63,6 @@ class CandidateContext:
     dense: float = 0.0
     best_dense: float = 0.0
     short_exact: bool = False
-    canonical_key: Optional[str] = None  # normalize_alias(canonical_name), where known
 
 
 FeatureFunction = Callable[[CandidateContext], float]
@@ -211,7 +210,7 @@ def base_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, Feature
         "expanded": lambda c: float(c.expanded),
         "score_gap": lambda c: c.score - c.best,
         NIL_FEATURE: lambda c: 0.0,
-        "canonical_name": lambda c: float((c.canonical_key if c.canonical_key is not None else normalize_alias(c.canonical_name)) == c.key),
+        "canonical_name": lambda c: float(normalize_alias(c.canonical_name) == c.key),
     }
 
 

@@ -146,7 +146,8 @@ class MedLinker(TrainablePipe):
         self.block_cache_size = 4096
         self._block_cache: "OrderedDict" = OrderedDict()
         self._block_setting: Optional[tuple] = None
-        self._canonical_keys: Tuple[Optional[KnowledgeBase], Dict[str, str]] = (None, {})
+        # concept id -> its normalized canonical name (the KB's; emptied with a new KB)
+        self._canonical_keys: Dict[str, str] = {}
 
     def finish_update(self, sgd: Optimizer) -> None:
         """Update the component's weights, with the learning rate times `learn_rate_scale`
@@ -158,16 +159,13 @@ class MedLinker(TrainablePipe):
         self.kb = kb
         self.generator = generator if generator is not None else CandidateGenerator(kb)
         self._block_setting = None
-        self._canonical_keys = (None, {})
+        self._canonical_keys = {}
 
     def _canonical_key(self, cid: str, concept) -> str:
         """The normalized canonical name of a concept, computed once per KB."""
-        if self._canonical_keys[0] is not self.kb:
-            self._canonical_keys = (self.kb, {})
-        keys = self._canonical_keys[1]
-        key = keys.get(cid)
+        key = self._canonical_keys.get(cid)
         if key is None:
-            key = keys[cid] = normalize_alias(concept.canonical_name)
+            key = self._canonical_keys[cid] = normalize_alias(concept.canonical_name)
         return key
 
     def _primary_ids(self, kb_id: str) -> List[str]:
@@ -375,7 +373,7 @@ class MedLinker(TrainablePipe):
             concept = self.kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
                 label=label, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
-                types=frozenset(concept.types), canonical_name=concept.canonical_name, canonical_key=self._canonical_key(cid, concept),
+                types=frozenset(concept.types), canonical_name=concept.canonical_name,
                 prior=prior.get(cid, 0), total=total,
                 concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
                 tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids,
@@ -570,7 +568,7 @@ class MedLinker(TrainablePipe):
         }
         util.from_disk(path, deserialize, exclude)
         self._block_setting = None
-        self._canonical_keys = (None, {})
+        self._canonical_keys = {}
         return self
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
