@@ -549,3 +549,23 @@ def test_block_features_equal_the_per_candidate_ones(trained, names):
                 assert numpy.array_equal(block[2], single[2]) and block[3] == single[3]
     finally:
         linker.features = saved
+
+
+def test_short_form_that_is_a_name_of_the_type_is_linked_as_written():
+    """A defined abbreviation whose long form the KB lacks, but which is itself a name of a
+    concept of the entity's type, is linked as written; otherwise through its long form."""
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker")
+    linker.set_kb(KnowledgeBase([
+        Concept("D008130", "Lomustine", ["CCNU"], ["Chemical"]),
+        Concept("D007022", "Hypotension", ["Low Blood Pressure"], ["Disease"]),
+        Concept("X1", "Low blood pressure syndrome", ["LBP"], ["Chemical"]),
+    ]))
+    doc = nlp.make_doc("Use of 1-(2-chloroethyl)-3-cyclohexyl-1-nitrosourea (CCNU) caused low blood pressure (LBP) .")
+    ccnu = next(t.i for t in doc if t.text == "CCNU")
+    lbp = next(t.i for t in doc if t.text == "LBP")
+    doc.ents = [Span(doc, ccnu, ccnu + 1, label="Chemical"), Span(doc, lbp, lbp + 1, label="Disease")]
+    assert [(text, expanded) for _, text, expanded in linker._mentions(doc)] == [
+        ("CCNU", False),  # a Chemical name; the systematic name is none
+        ("low blood pressure", True),  # "LBP" names a concept of another type only
+    ]

@@ -104,9 +104,13 @@ class LinkerFeatures:
     blocks (Mapping[str, BlockFunction]): for some of the names, the same feature computed for
         all candidates of a mention at once (the same values); when every feature has one,
         `fill_block` uses them.
+    type_labels (Mapping[str, Sequence[str]]): entity label -> the KB types it corresponds to
+        (None: a label corresponds to the type of the same name).
     """
 
-    def __init__(self, features: Mapping[str, FeatureFunction], blocks: Optional[Mapping[str, BlockFunction]] = None):
+    def __init__(self, features: Mapping[str, FeatureFunction], blocks: Optional[Mapping[str, BlockFunction]] = None,
+                 type_labels: Optional[Mapping[str, Sequence[str]]] = None):
+        self.type_labels: Dict[str, frozenset] = {k: frozenset(v) for k, v in (type_labels or {}).items()}
         self.names: List[str] = list(features)
         self.functions: List[FeatureFunction] = list(features.values())
         self.nil_index: Optional[int] = self.names.index(NIL_FEATURE) if NIL_FEATURE in self.names else None
@@ -115,6 +119,10 @@ class LinkerFeatures:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def types_of(self, label: str) -> frozenset:
+        """The KB types an entity label corresponds to."""
+        return self.type_labels.get(label, frozenset([label]))
 
     def fill(self, row: numpy.ndarray, ctx: CandidateContext) -> None:
         """Write the features of one candidate into `row` (length len(self))."""
@@ -258,4 +266,4 @@ def make_linker_features(
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))
-    return LinkerFeatures({name: known[name] for name in names}, blocks=block_features(labels))
+    return LinkerFeatures({name: known[name] for name in names}, blocks=block_features(labels), type_labels=labels)

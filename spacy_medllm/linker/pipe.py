@@ -7,8 +7,12 @@ describes each with string, type and training-prior features, and reranks them w
 encoder when the model has one. A NIL slot and an optional probability threshold
 leave unlinkable mentions without an id. A short form is linked through its long
 form: the abbreviations come from scispaCy's `abbreviation_detector` when it runs
-earlier in the pipeline, and are otherwise found by the same algorithm inside the
-component (without writing `doc._.abbreviations`).
+earlier in the pipeline, and are otherwise found inside the component by the same
+algorithm (Schwartz & Hearst's) run on the text's characters rather than on tokens
+(`spacy_medllm.linker.abbreviations`; without writing `doc._.abbreviations`). A short
+form that is itself a KB name of the entity's type, whose long form is not, is linked as
+written ("1-(2-chloroethyl)-3-cyclohexyl-1-nitrosourea (CCNU)": the KB names lomustine
+"CCNU", not by that systematic name).
 
 Writes `ent.kb_id_` (the concept id, or `NIL`), `Span._.kb_candidates` (list of
 `[concept_id, probability]` lists, best first: plain lists, so a Doc from a DocBin or
@@ -39,6 +43,7 @@ from ..kb.knowledge_base import normalize_alias
 from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, set_link, split_kb_id
+from .abbreviations import abbreviation_definitions
 from .features import DOC_SUPPORT_FEATURE, BlockContext, CandidateContext, LinkerFeatures, make_linker_features
 from .model import LinkerBatch, input_width, set_feature_width
 
@@ -200,8 +205,18 @@ class MedLinker(TrainablePipe):
             if ent.label_ in discard:
                 continue
             long = long_forms.get(ent.text)
+            if long is not None and self._typed_name(ent.text, ent.label_) and not self._typed_name(long, ent.label_):
+                # "(CCNU)" after a systematic name the KB lacks: the short form is the name
+                long = None
             out.append((ent, long if long is not None else ent.text, long is not None))
         return out
+
+    def _typed_name(self, text: str, label: str) -> bool:
+        """Whether `text` is a name (case and whitespace ignored) of a concept of the label's types."""
+        if self.kb is None:
+            return False
+        types = self.features.types_of(label) if hasattr(self.features, "types_of") else frozenset([label])
+        return any(types & set(self.kb[cid].types) for cid in self.kb.lookup(text))
 
     def _long_forms(self, doc: Doc) -> Dict[str, str]:
         """Short form text -> long form text of the abbreviations defined in the document.
@@ -227,29 +242,10 @@ class MedLinker(TrainablePipe):
         return {}
 
     def _abbreviation_definitions(self, doc: Doc) -> Dict[str, str]:
-        """Short form text -> long form text by scispaCy's Schwartz-Hearst matching, run on a
-        doc without annotating it: the definitions `AbbreviationDetector.find_matches_for`
-        keeps (the first long form of each short form, each long form once), without its
-        second pass over the document for the short forms' other occurrences, whose text
-        is the short form's own."""
-        from scispacy.abbreviation import filter_matches, find_abbreviation
-
-        # the detector's Matcher pattern ["(", one token or more, ")"]: every "(" with every
-        # later ")" past the next token, in (start, end) order; found on the ORTH ids, not by
-        # a Matcher, which builds a Token object per token of the document (most of its time)
-        orth = doc.to_array("ORTH")
-        strings = self.vocab.strings
-        opens = numpy.flatnonzero(orth == strings.add("("))
-        closes = numpy.flatnonzero(orth == strings.add(")"))
-        matches = [(0, int(i) + 1, int(j)) for i in opens for j in closes[closes > i + 1]]
-        out: Dict[str, str] = {}
-        seen_long = set()
-        for long_candidate, short_candidate in filter_matches(matches, doc):
-            short, long = find_abbreviation(long_candidate, short_candidate)
-            if long is not None and long.text not in seen_long and short.text not in out:
-                seen_long.add(long.text)
-                out[short.text] = long.text
-        return out
+        """Short form text -> long form text of the definitions in the document's text
+        (`spacy_medllm.linker.abbreviations`: Schwartz & Hearst's algorithm on characters,
+        which the hyphen-splitting biomedical tokenizer does not cut short)."""
+        return abbreviation_definitions(doc.text)
 
     def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
         """Candidates of all mentions and the arrays the model reads.

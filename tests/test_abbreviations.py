@@ -1,0 +1,41 @@
+"""Abbreviation definitions found on the text's characters (Schwartz & Hearst)."""
+import pytest
+
+from spacy_medllm.linker.abbreviations import abbreviation_definitions
+
+
+@pytest.mark.parametrize("text,short,long", [
+    # a hyphenated short form: the token version refuses it (a one-character token)
+    ("The agonist dexmedetomidine (D-MED) induced sedation.", "D-MED", "dexmedetomidine"),
+    # the short form before ": " or "; " inside the parenthesis
+    ("It is given with diethylnitrosamine (DEN: 10 mg/kg/day) for 8 weeks.", "DEN", "diethylnitrosamine"),
+    ("Rats received phenobarbital (PB; 15 mg per rat) daily.", "PB", "phenobarbital"),
+    # the whole hyphenated word, not its end
+    ("Toxicity of 1-(2-chloroethyl)-3-cyclohexyl-1-nitrosourea (CCNU) in rats.", "CCNU", "1-(2-chloroethyl)-3-cyclohexyl-1-nitrosourea"),
+    # the long form inside the parenthesis
+    ("Elevation of cAMP (cyclic adenosine 3',5'-monophosphate) was seen.", "cAMP", "cyclic adenosine 3',5'-monophosphate"),
+    # a definition inside another parenthesis
+    ("Locations of the Atm (ataxia-telangiectasia (AT) -mutated) gene.", "AT", "ataxia-telangiectasia"),
+    ("Ammonia and 5-fluorouracil (5-FU) were given.", "5-FU", "5-fluorouracil"),
+    # an unbalanced bracket the long form would start with is dropped
+    ("Rates of [complete response (CR) were low.", "CR", "complete response"),
+])
+def test_definitions(text, short, long):
+    assert abbreviation_definitions(text)[short] == long
+
+
+@pytest.mark.parametrize("text", [
+    "The trial ran in 2003 (1990) and enrolled patients (n = 12).",
+    "Scores fell (p < 0.05) after treatment.",
+    "Methylprednisolone (M) was given.",  # one character: no short form
+    "Patients (HR) were enrolled.",  # the letters are not there in order
+    "First sentence ends with cocaine. (CO) stands alone.",  # the long form stays in its sentence
+])
+def test_no_definition(text):
+    assert abbreviation_definitions(text) == {}
+
+
+def test_first_definition_kept_and_long_form_reused():
+    text = ("ataxia-telangiectasia (A-T) is rare. Cells of ataxia-telangiectasia (AT) patients. "
+            "Then acetaminophen (AT) was given.")
+    assert abbreviation_definitions(text) == {"A-T": "ataxia-telangiectasia", "AT": "ataxia-telangiectasia"}
