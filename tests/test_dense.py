@@ -176,6 +176,41 @@ def test_merged_candidates_union_and_exact_scores(trained, kb):
         CandidateGenerator(kb, alpha=1.5)
 
 
+def test_merged_candidates_match_a_brute_force_search(trained, kb):
+    """Each mention's candidates: the exact matches, the k concepts with the best TF-IDF name
+    cosine and the k with the best dense name cosine, each scored by its best name in both,
+    ranked by merged score then id (computed here concept by concept, over every name)."""
+    from spacy_medllm.kb.knowledge_base import normalize_alias
+
+    encoder = NameEncoder(trained[0] / "model")
+    dense = DenseIndex.build(kb, encoder, kind="numpy", progress=False)
+    merged = CandidateGenerator(kb, dense=dense, alpha=0.3)
+    mentions = ["renal failures", "Pyrexia", "xq", "low blood pressures", "clonidine hcl tablets", "lithium", "heart"]
+    k = 3
+    names = [(c.concept_id, normalize_alias(n)) for c in kb for n in c.names]
+    name_vectors = dense.name_vectors(numpy.arange(len(names)))
+    for mention, got in zip(mentions, merged.detailed(mentions, k=k)):
+        key = normalize_alias(mention)
+        t_sims = (merged.vectorizer.transform([key]) @ merged.matrix.T).toarray()[0]
+        d_sims = name_vectors @ encoder.encode([key])[0]
+        t_best, d_best = {}, {}
+        for (cid, _), t, d in zip(names, t_sims, d_sims):
+            t_best[cid] = max(t_best.get(cid, -1.0), float(t))
+            d_best[cid] = max(d_best.get(cid, -1.0), float(d))
+        by_t = [c for c, v in sorted(t_best.items(), key=lambda x: -x[1]) if v > 0][:k]
+        by_d = sorted(d_best, key=lambda c: -d_best[c])[:k]
+        exact = set(kb.lookup(mention))
+        expected = []
+        for cid in set(by_t) | set(by_d) | exact:
+            t, d = min(max(t_best[cid], 0.0), 0.9999), min(max(d_best[cid], 0.0), 0.9999)
+            score = 1.0 if cid in exact else round(min(0.3 * t + 0.7 * d, 0.9999), 4)
+            expected.append((cid, score, round(t, 4), round(d, 4)))
+        expected = sorted(expected, key=lambda x: (-x[1], x[0]))[:k]
+        assert [c[0] for c in got] == [c[0] for c in expected], mention
+        for g, e in zip(got, expected):
+            assert g[1:] == pytest.approx(e[1:], abs=2e-4)
+
+
 def test_generator_with_dense_round_trip(trained, kb, tmp_path):
     dense = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="SQ8", progress=False)
     gen = CandidateGenerator(kb, dense=dense, alpha=0.3)

@@ -104,12 +104,24 @@ class CandidateGenerator:
         # names are stored concept by concept: concept o owns rows start[o]:end[o]
         n = len(self.concept_ids)
         self._position = {cid: i for i, cid in enumerate(self.concept_ids)}
+        # each concept row's rank among the ids in string order: ties of score break by id
+        self._id_rank = np.empty(n, dtype=np.int64)
+        self._id_rank[sorted(range(n), key=self.concept_ids.__getitem__)] = np.arange(n)
         # concept row -> {normalized name: its name row}, filled as mentions need them
         self._name_keys: Dict[int, Dict[str, int]] = {}
         self._starts = np.searchsorted(self.owners, np.arange(n), side="left")
         self._ends = np.searchsorted(self.owners, np.arange(n), side="right")
         if len(self.owners) > 1 and bool((np.diff(self.owners) < 0).any()):
             raise ValueError(Errors.E051.format(path="owners.npy", reason="names are not stored concept by concept"))
+
+    def prepare(self) -> "CandidateGenerator":
+        """Build now what the first search would build: the KB's alias index (exact
+        matches) and the term-major copy of the name matrix; `medllm_linker` does this when
+        a pipeline loads, so the first documents do not pay for it."""
+        self.kb.alias_index  # noqa: B018  (a property that builds the index once)
+        if self._names_by_term is None:
+            self._names_by_term = self.matrix.T.tocsr()
+        return self
 
     def set_dense(self, dense, alpha: Optional[float] = None) -> None:
         """Attach (or, with None, remove) a dense index of this KB."""
@@ -172,6 +184,23 @@ class CandidateGenerator:
         order = np.argsort(first, kind="stable")
         return dict(zip(uniq[order].tolist(), best[order].tolist()))
 
+    def _tfidf_top_k(self, sims, row: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(concept rows, best cosines) of the mention's k best concepts by TF-IDF: those of
+        `_tfidf_top`, best first, ties in its order."""
+        start, end = sims.indptr[row], sims.indptr[row + 1]
+        cols, vals = sims.indices[start:end], sims.data[start:end]
+        if not len(vals):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
+        owners = self.owners[cols[top]]
+        uniq, first, inverse = np.unique(owners, return_index=True, return_inverse=True)
+        best = np.full(len(uniq), -1.0)
+        np.maximum.at(best, inverse, vals[top].astype(np.float64))
+        order = np.argsort(first, kind="stable")
+        uniq, best = uniq[order], best[order]
+        keep = np.argsort(-best, kind="stable")[:k]
+        return uniq[keep].astype(np.int64), best[keep]
+
     def _name_rows(self, owners: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(pair index, name row) of every name of each pair's concept (`owners`: one per pair)."""
         starts, ends = self._starts[owners], self._ends[owners]
@@ -208,15 +237,10 @@ class CandidateGenerator:
     def _search(self, mentions: Sequence[str], k: int) -> List[List[DetailedCandidate]]:
         keys = [normalize_alias(m) for m in mentions]
         queries = self.vectorizer.transform(keys).astype(np.float32)
-        if self._names_by_term is None:
-            self._names_by_term = self.matrix.T.tocsr()
-        sims = (queries @ self._names_by_term).tocsr()
-        tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]
-        if self.dense is not None:
-            # the k best of the TF-IDF search join the union (not every concept of its k*8 names)
-            tfidf = [dict(sorted(t.items(), key=lambda x: -x[1])[:k]) for t in tfidf]
+        sims = (queries @ self.prepare()._names_by_term).tocsr()
         exact = [self.kb.lookup(m) for m in mentions]
         if self.dense is None:
+            tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]
             out = []
             for row in range(len(mentions)):
                 scored = {self.concept_ids[o]: min(s, 0.9999) for o, s in tfidf[row].items()}
@@ -225,6 +249,15 @@ class CandidateGenerator:
                 ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
                 out.append([(cid, round(s, 4), round(s, 4), 0.0) for cid, s in ranked])
             return out
+        return self._merge_dense(keys, queries, sims, exact, k)
+
+    def _merge_dense(self, keys: List[str], queries, sims, exact: List[List[str]], k: int) -> List[List[DetailedCandidate]]:
+        """The union of the TF-IDF top k, the dense top k and the exact matches of each
+        mention, each candidate with both scores, ranked by merged score then id: as arrays
+        of (mention, concept) pairs, not per-pair Python objects."""
+        n_mentions, n_concepts = len(keys), len(self.concept_ids)
+        # the k best of the TF-IDF search (not every concept of its k*8 names)
+        t_parts = [self._tfidf_top_k(sims, row, k) for row in range(n_mentions)]
         # dense: one query vector and one search per distinct key; a key that is a KB name
         # takes that name's stored vector
         unique = list(dict.fromkeys(keys))
@@ -234,51 +267,59 @@ class CandidateGenerator:
             if concept_ids and name_rows[at[key]] < 0:
                 name_rows[at[key]] = self._exact_name_row(key, concept_ids)
         qvec = self.dense.encode_queries(unique, name_rows)
-        qrows = np.array([at[key] for key in keys])
+        qrows = np.array([at[key] for key in keys], dtype=np.int64)
         top = self.dense.top_concepts(qvec, k)
-        dense_top = [top[q] for q in qrows]
-        # every candidate of either search (and the exact matches) gets both scores
-        pairs: List[Tuple[int, int]] = []
-        for row in range(len(mentions)):
-            owners = dict.fromkeys(list(tfidf[row]) + list(dense_top[row]) + [self._position[c] for c in exact[row] if c in self._position])
-            pairs.extend((row, o) for o in owners)
-        mention_of = np.array([p[0] for p in pairs], dtype=np.int64)
+
+        def pair_keys(parts):
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            mention = np.repeat(np.arange(n_mentions, dtype=np.int64), lengths)
+            owners = np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]) if len(parts) else np.zeros(0, np.int64)
+            return mention * n_concepts + owners
+
+        t_keys = pair_keys([p[0] for p in t_parts])
+        t_vals = np.concatenate([p[1] for p in t_parts]) if t_parts else np.zeros(0)
+        dense_top = [top[q] for q in qrows.tolist()]
+        d_keys = pair_keys([list(d) for d in dense_top])
+        d_vals = np.fromiter((v for d in dense_top for v in d.values()), dtype=np.float64, count=len(d_keys))
+        e_keys = pair_keys([[self._position[c] for c in e if c in self._position] for e in exact])
+        pairs = np.unique(np.concatenate([t_keys, d_keys, e_keys]))
+        mention_of, owner_of = pairs // n_concepts, pairs % n_concepts
         # a search's own score is exact for the candidates it found (the concept's best name);
         # the other score is computed from each of the pair's names (row-wise dot products)
-        t_best = np.array([tfidf[r].get(o, -1.0) for r, o in pairs], dtype=np.float64)
-        d_best = np.array([dense_top[r].get(o, -1.0) for r, o in pairs], dtype=np.float64)
+        t_best = np.full(len(pairs), -1.0)
+        t_best[np.searchsorted(pairs, t_keys)] = t_vals
+        d_best = np.full(len(pairs), -1.0)
+        d_best[np.searchsorted(pairs, d_keys)] = d_vals
         for which, known in (("tfidf", t_best), ("dense", d_best)):
             todo = np.flatnonzero(known < 0)
             if not len(todo):
                 continue
-            pair_idx, name_rows = self._name_rows(np.array([pairs[p][1] for p in todo], dtype=np.int64))
-            vals = np.zeros(len(name_rows), dtype=np.float32)
+            pair_idx, name_rows_ = self._name_rows(owner_of[todo])
+            vals = np.zeros(len(name_rows_), dtype=np.float32)
             block = 32768  # a batch's candidates can have hundreds of thousands of names
-            for b in range(0, len(name_rows), block):
-                rows, mrow = name_rows[b : b + block], mention_of[todo[pair_idx[b : b + block]]]
+            for b in range(0, len(name_rows_), block):
+                rows, mrow = name_rows_[b : b + block], mention_of[todo[pair_idx[b : b + block]]]
                 if which == "tfidf":
                     vals[b : b + block] = np.asarray(queries[mrow].multiply(self.matrix[rows]).sum(axis=1)).ravel()
                 else:
                     # popular concepts are candidates of many mentions: each name's stored
                     # vector is read (for 8-bit codes: decoded) once per block
-                    uniq, inverse = np.unique(rows, return_inverse=True)
+                    uniq, inverse = np.unique(rows, return_index=False, return_inverse=True)
                     vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(uniq)[inverse])
             known[todo] = self._pair_max(pair_idx, vals, len(todo))
         t_best, d_best = np.maximum(t_best, 0.0), np.maximum(d_best, 0.0)
-        out = []
-        merged: Dict[int, List[DetailedCandidate]] = {}
-        exact_sets = [set(e) for e in exact]
         t_r = np.round(np.minimum(t_best, 0.9999), 4)
         d_r = np.round(np.minimum(d_best, 0.9999), 4)
         m_r = np.round(np.minimum(self.alpha * np.minimum(t_best, 0.9999) + (1 - self.alpha) * np.minimum(d_best, 0.9999), 0.9999), 4)
-        for p, (row, owner) in enumerate(pairs):
-            cid = self.concept_ids[owner]
-            score = 1.0 if cid in exact_sets[row] else float(m_r[p])
-            merged.setdefault(row, []).append((cid, score, float(t_r[p]), float(d_r[p])))
-        for row in range(len(mentions)):
-            ranked = sorted(merged.get(row, []), key=lambda x: (-x[1], x[0]))[:k]
-            out.append(ranked)
-        return out
+        score = np.where(np.isin(pairs, e_keys), 1.0, m_r)
+        # per mention: best merged score first, ties by concept id; the k first kept
+        order = np.lexsort((self._id_rank[owner_of], -score, mention_of))
+        ranked_mention = mention_of[order]
+        group_start = np.searchsorted(ranked_mention, np.arange(n_mentions))
+        group_end = np.minimum(np.searchsorted(ranked_mention, np.arange(n_mentions), side="right"), group_start + k)
+        ids = [self.concept_ids[o] for o in owner_of[order].tolist()]
+        rows = list(zip(ids, score[order].tolist(), t_r[order].tolist(), d_r[order].tolist()))
+        return [rows[a:b] for a, b in zip(group_start.tolist(), group_end.tolist())]
 
     def to_disk(self, path: Union[str, Path]) -> None:
         path = Path(path)

@@ -61,6 +61,7 @@ POOLINGS = ("mean", "cls")
 # settings a resumed run may change
 # distinct mention vectors a DenseIndex keeps (16,384 x 384 floats: 25 MB)
 QUERY_CACHE = 16384
+QUERY_BATCH = 32
 RESUMABLE = ("steps", "save_every", "eval_every", "log_every", "max_minutes")
 
 
@@ -479,6 +480,9 @@ class DenseIndex:
         # instead of a pass through the encoder (the same text, the same encoder: the same
         # vector, up to the index's float16 or 8-bit storage); in memory only, never saved
         self.reuse_name_vectors = True
+        # mentions go through the encoder in batches of this many, shortest first: a batch
+        # pads to its longest text, and a search's mentions range from "MI" to clauses
+        self.query_batch_size = QUERY_BATCH
         self.encoded = 0  # keys that went through the encoder (statistics)
         self._apply_params()
         # mentions encoded by an int8 copy of the encoder (CPU): the names' vectors stay
@@ -529,7 +533,7 @@ class DenseIndex:
                 out[i] = vec
         if todo:
             self.encoded += len(todo)
-            fresh = self.encoder.encode([keys[i] for i in todo])
+            fresh = self.encoder.encode([keys[i] for i in todo], batch_size=self.query_batch_size)
             out[todo] = fresh
             if self.cache_size:
                 for i, vec in zip(todo, fresh):
@@ -595,19 +599,24 @@ class DenseIndex:
         """For each query vector, {concept row: cosine of its nearest name} of its k best
         concepts, from the k * names_per_concept nearest names."""
         scores, rows = self.search_vectors(queries, k * names_per_concept)
-        out: List[Dict[int, float]] = []
-        for srow, irow in zip(scores, rows):
-            best: Dict[int, float] = {}
-            for score, name_row in zip(srow, irow):
-                if name_row < 0:
-                    continue
-                owner = int(self.owners[name_row])
-                if owner not in best:
-                    best[owner] = float(score)
-                    if len(best) == k:
-                        break
-            out.append(best)
-        return out
+        n_queries, width = rows.shape
+        if not n_queries:
+            return []
+        valid = rows >= 0
+        owners = np.where(valid, self.owners[np.where(valid, rows, 0)], -1).astype(np.int64)
+        # each (query, concept) pair's first name in rank order: the nearest (faiss ranks best first)
+        flat = np.flatnonzero(valid.ravel())
+        query_of = flat // width
+        pair = query_of * (int(self.owners.max()) + 1 if len(self.owners) else 1) + owners.ravel()[flat]
+        _, first = np.unique(pair, return_index=True)
+        keep = np.sort(flat[first])  # (query, rank) order
+        q_keep = keep // width
+        # the k first concepts of each query
+        starts = np.searchsorted(q_keep, np.arange(n_queries))
+        ends = np.minimum(np.searchsorted(q_keep, np.arange(n_queries), side="right"), starts + k)
+        kept_owners = owners.ravel()[keep].tolist()
+        kept_scores = scores.ravel()[keep].astype(np.float64).tolist()
+        return [dict(zip(kept_owners[a:b], kept_scores[a:b])) for a, b in zip(starts.tolist(), ends.tolist())]
 
     def search(self, mentions: Sequence[str], k: int, names_per_concept: int = 4) -> List[Dict[int, float]]:
         """For each mention, {concept row: cosine of its nearest name} of its k best concepts."""

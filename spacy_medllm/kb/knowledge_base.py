@@ -15,7 +15,7 @@ still load (no alternative ids, sources unknown).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import srsly
 
@@ -60,7 +60,7 @@ class KnowledgeBase:
 
     def __init__(self, concepts: Iterable[Concept] = ()):
         self._concepts: Dict[str, Concept] = {}
-        self._alias_index: Optional[Dict[str, List[str]]] = None
+        self._alias_index: Optional[Dict[str, Tuple[str, ...]]] = None
         self._alt: Dict[str, str] = {}  # alternative id -> primary id
         # the vocabularies this KB was built from, in layering order: name, licence, ...
         self.sources: List[Dict[str, object]] = []
@@ -175,8 +175,10 @@ class KnowledgeBase:
         self.sources.append({"name": name, **info})
 
     @property
-    def alias_index(self) -> Dict[str, List[str]]:
-        """Normalized name -> ids of the concepts that have it."""
+    def alias_index(self) -> Dict[str, Tuple[str, ...]]:
+        """Normalized name -> ids of the concepts that have it (a tuple: tuples of strings
+        leave the cyclic garbage collector's view, where ~10^5 lists would be traversed by
+        every full collection for as long as the KB lives)."""
         if self._alias_index is None:
             index: Dict[str, List[str]] = {}
             with no_cyclic_gc():  # ~10^5 new lists, none of them garbage (see `from_bytes`)
@@ -185,7 +187,7 @@ class KnowledgeBase:
                         ids = index.setdefault(normalize_alias(name), [])
                         if concept.concept_id not in ids:
                             ids.append(concept.concept_id)
-            self._alias_index = index
+                self._alias_index = {name: tuple(ids) for name, ids in index.items()}
         return self._alias_index
 
     def lookup(self, text: str) -> List[str]:

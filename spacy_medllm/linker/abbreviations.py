@@ -28,10 +28,11 @@ Each short form keeps its first definition; one long form may define several sho
 ("ataxia-telangiectasia (A-T)" and, later, "(AT)").
 """
 import re
+from bisect import bisect_right
 from typing import Dict, Iterator, Optional, Tuple
 
 # where the long form's search stops: the end of the previous sentence
-_SENTENCE_END = re.compile(r"[.!?](?:\s+|$)|\n")
+_SENTENCE_END = re.compile(r"[.!?]\s+|\n")
 _WORDS = re.compile(r"[^\s\-]+")
 _SEPARATOR = re.compile(r"[,;:]\s")
 _BRACKETS = re.compile(r"[()\n]")
@@ -48,6 +49,7 @@ def abbreviation_definitions(text: str) -> Dict[str, str]:
 
 def definitions(text: str) -> Iterator[Tuple[str, str]]:
     """Every (short form, long form) pair of `text`, in order."""
+    sentence_starts = [m.end() for m in _SENTENCE_END.finditer(text)]
     for open_at, close_at in _parentheses(text):
         inner = text[open_at + 1 : close_at]
         cut = _SEPARATOR.search(inner)
@@ -58,9 +60,9 @@ def definitions(text: str) -> Iterator[Tuple[str, str]]:
         inner = inner.strip()
         if not inner:
             continue
-        before = text[:open_at]
-        starts = [m.end() for m in _SENTENCE_END.finditer(before)]
-        before = before[starts[-1] if starts else 0 :].rstrip()
+        # the long form stays within the parenthesis's sentence
+        at = bisect_right(sentence_starts, open_at)
+        before = text[sentence_starts[at - 1] if at else 0 : open_at].rstrip()
         if not before:
             continue
         if len(inner.split()) <= 2:

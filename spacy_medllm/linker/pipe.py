@@ -245,7 +245,13 @@ class MedLinker(TrainablePipe):
         """Short form text -> long form text of the definitions in the document's text
         (`spacy_medllm.linker.abbreviations`: Schwartz & Hearst's algorithm on characters,
         which the hyphen-splitting biomedical tokenizer does not cut short)."""
-        return abbreviation_definitions(doc.text)
+        orth = doc.to_array("ORTH")
+        strings = self.vocab.strings
+        if not (orth == strings.add("(")).any():
+            return {}
+        # the text from the token ids: `doc.text` builds a Token object per token
+        spaces = doc.to_array("SPACY").tolist()
+        return abbreviation_definitions("".join([strings[o] + " " if s else strings[o] for o, s in zip(orth.tolist(), spaces)]))
 
     def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
         """Candidates of all mentions and the arrays the model reads.
@@ -399,9 +405,12 @@ class MedLinker(TrainablePipe):
                 row = logits[j]
                 probs = _softmax(row)
                 cs = cands[j]
-                # the candidates by probability, ties in candidate order (a stable sort)
-                order = numpy.argsort(-probs[1 : len(cs) + 1], kind="stable").tolist()
-                values = probs[1:].tolist()
+                # the candidates by probability, ties in candidate order (a stable sort); the
+                # probabilities rounded to 4 places as Python's round() does (half to even:
+                # float32 values times 10**4 in float64 land on the same side of every tie)
+                ranked = probs[1 : len(cs) + 1]
+                order = numpy.argsort(-ranked, kind="stable")
+                values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
                 best_slot = int(row.argmax())
                 kb_id = NIL
                 if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
@@ -412,7 +421,7 @@ class MedLinker(TrainablePipe):
                 if kb_id != NIL and self.kb is not None:
                     c = self.kb[kb_id]
                     concept = {"id": c.concept_id, "name": c.canonical_name, "types": list(c.types), "definition": c.definition}
-                set_link(ent, [[cs[i][0], round(values[i], 4)] for i in order], concept)
+                set_link(ent, [[cs[i][0], v] for i, v in zip(order.tolist(), values)], concept)
                 j += 1
 
     # ---- training ------------------------------------------------------------------------
@@ -548,7 +557,8 @@ class MedLinker(TrainablePipe):
 
         def load_index(p):
             if p.exists() and self.kb is not None:
-                self.generator = CandidateGenerator.from_disk(p, self.kb)
+                # built at load, not by the first documents linked
+                self.generator = CandidateGenerator.from_disk(p, self.kb).prepare()
 
         def load_priors(p):
             data = srsly.read_msgpack(p)
