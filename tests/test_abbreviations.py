@@ -39,3 +39,16 @@ def test_first_definition_kept_and_long_form_reused():
     text = ("ataxia-telangiectasia (A-T) is rare. Cells of ataxia-telangiectasia (AT) patients. "
             "Then acetaminophen (AT) was given.")
     assert abbreviation_definitions(text) == {"A-T": "ataxia-telangiectasia", "AT": "ataxia-telangiectasia"}
+
+
+def test_linker_reads_definitions_from_the_text():
+    """The component's own definitions: from the document's text, also where the parenthesis
+    is inside a token."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker")
+    doc = nlp.make_doc("We gave dexmedetomidine(D-MED) and 5-fluorouracil (5-FU).")
+    assert linker._abbreviation_definitions(doc) == {"D-MED": "dexmedetomidine", "5-FU": "5-fluorouracil"}
+    assert linker._abbreviation_definitions(nlp.make_doc("dexmedetomidine(D-MED)")) == {"D-MED": "dexmedetomidine"}
+    assert linker._abbreviation_definitions(nlp.make_doc("No parenthesis here.")) == {}

@@ -247,7 +247,7 @@ class MedLinker(TrainablePipe):
         which the hyphen-splitting biomedical tokenizer does not cut short)."""
         orth = doc.to_array("ORTH")
         strings = self.vocab.strings
-        if not (orth == strings.add("(")).any():
+        if not any("(" in strings[o] for o in set(orth.tolist())):
             return {}
         # the text from the token ids: `doc.text` builds a Token object per token
         spaces = doc.to_array("SPACY").tolist()
