@@ -246,7 +246,7 @@ class MedLinker(TrainablePipe):
         (`spacy_medllm.linker.abbreviations`: Schwartz & Hearst's algorithm on characters,
         which the hyphen-splitting biomedical tokenizer does not cut short)."""
         orth = doc.to_array("ORTH")
-        strings = self.vocab.strings
+        strings = doc.vocab.strings  # the document's own: it may come from another pipeline
         if not any("(" in strings[o] for o in set(orth.tolist())):
             return {}
         # the text from the token ids: `doc.text` builds a Token object per token
