@@ -569,3 +569,26 @@ def test_short_form_that_is_a_name_of_the_type_is_linked_as_written():
         ("CCNU", False),  # a Chemical name; the systematic name is none
         ("low blood pressure", True),  # "LBP" names a concept of another type only
     ]
+
+
+def test_nil_bias_moves_abstention_not_probabilities(trained, tmp_path):
+    """nil_bias shifts the NIL slot when the answer is chosen: high, every mention abstains;
+    very low, a mention trained as NIL takes its best candidate; kb_candidates' probabilities
+    stay the model's; the setting is saved with the pipeline; a non-finite value is refused."""
+    linker = trained.get_pipe("medllm_linker")
+    text, ents = TRAIN[3]  # "Nalozone": NIL in training, "Naloxone" among its candidates
+    base = predict(trained, text, ents).ents[0]
+    assert base.kb_id_ == NIL and base._.kb_candidates
+    try:
+        linker.cfg["nil_bias"] = -100.0
+        low = predict(trained, text, ents).ents[0]
+        assert low.kb_id_ == low._.kb_candidates[0][0] != NIL
+        assert low._.kb_candidates == base._.kb_candidates
+        linker.cfg["nil_bias"] = 100.0
+        assert {e.kb_id_ for e in predict(trained, *TRAIN[0]).ents} == {NIL}
+        trained.to_disk(tmp_path / "nlp")
+        assert spacy.load(tmp_path / "nlp").get_pipe("medllm_linker").cfg["nil_bias"] == 100.0
+    finally:
+        linker.cfg["nil_bias"] = 0.0
+    with pytest.raises(ValueError, match="nil_bias"):
+        spacy.blank("en").add_pipe("medllm_linker", config={"nil_bias": float("inf")})

@@ -66,6 +66,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
         "model": DEFAULT_MODEL,
         "top_k": 30,
         "threshold": None,
+        "nil_bias": 0.0,
         "use_abbreviations": True,
         "labels_discard": [],
         "features": {
@@ -89,12 +90,17 @@ def make_linker(
     scorer: Optional[Callable],
     features: Optional[LinkerFeatures] = None,
     learn_rate_scale: float = 1.0,
+    nil_bias: float = 0.0,
 ) -> "MedLinker":
     """Create a `medllm_linker`.
 
     model (Model): scores candidates, `spacy_medllm.LinkerModel.v1`.
     top_k (int): candidates per mention.
     threshold (float): a best probability below it gives NIL (None: only the NIL slot decides).
+    nil_bias (float): added to the NIL slot's score when the answer is chosen (the
+        probabilities in `kb_candidates` stay those of the model): above 0 the component
+        abstains more often (end-to-end precision), below 0 less (-100: it answers whenever
+        there is a candidate, as gold-mention accuracy wants). README: the trade-off on dev.
     use_abbreviations (bool): link short forms through their long form (scispaCy's detector).
     labels_discard (Sequence[str]): entity labels not to link.
     features (LinkerFeatures): the candidate features, `spacy_medllm.linker_features.v1`
@@ -105,9 +111,12 @@ def make_linker(
     """
     if learn_rate_scale <= 0:
         raise ValueError(Errors.E037.format(name=name, value=learn_rate_scale))
+    if not math.isfinite(nil_bias):
+        raise ValueError(Errors.E154.format(path=f"{name}.nil_bias", reason=f"{nil_bias}: a finite number (-100 answers whenever there is a candidate)"))
     return MedLinker(
         nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
         labels_discard=labels_discard, scorer=scorer, features=features, learn_rate_scale=learn_rate_scale,
+        nil_bias=nil_bias,
     )
 
 
@@ -123,7 +132,7 @@ class MedLinker(TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "medllm_linker", *, top_k: int = 30,
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
-        features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0,
+        features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0, nil_bias: float = 0.0,
     ):
         install_extensions()
         torch_fork_safe()
@@ -140,7 +149,7 @@ class MedLinker(TrainablePipe):
             raise ValueError(Errors.E136.format(name=name, width=width, featurizer="spacy_medllm.linker_features.v1", n=len(self.features)))
         self.cfg = {
             "top_k": top_k, "threshold": threshold, "use_abbreviations": use_abbreviations,
-            "labels_discard": list(labels_discard),
+            "labels_discard": list(labels_discard), "nil_bias": float(nil_bias),
         }
         self.kb: Optional[KnowledgeBase] = None
         self.generator: Optional[CandidateGenerator] = None
@@ -400,6 +409,7 @@ class MedLinker(TrainablePipe):
         mentions, cands, logits = predictions
         j = 0
         threshold = self.cfg["threshold"]
+        nil_bias = float(self.cfg.get("nil_bias", 0.0))
         for doc_mentions in mentions:
             for ent, _, _ in doc_mentions:
                 row = logits[j]
@@ -411,7 +421,12 @@ class MedLinker(TrainablePipe):
                 ranked = probs[1 : len(cs) + 1]
                 order = numpy.argsort(-ranked, kind="stable")
                 values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
-                best_slot = int(row.argmax())
+                if nil_bias:
+                    biased = row.astype("float64")
+                    biased[0] += nil_bias
+                    best_slot = int(biased.argmax())
+                else:
+                    best_slot = int(row.argmax())
                 kb_id = NIL
                 if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
                     kb_id = cs[best_slot - 1][0]
