@@ -586,6 +586,11 @@ def test_nil_bias_moves_abstention_not_probabilities(trained, tmp_path):
         assert low._.kb_candidates == base._.kb_candidates
         linker.cfg["nil_bias"] = 100.0
         assert {e.kb_id_ for e in predict(trained, *TRAIN[0]).ents} == {NIL}
+        # below the padded slots' score: a mention without candidates still gets NIL
+        linker.cfg["nil_bias"] = -1e6
+        none = predict(trained, "Xyzzy was given .", [(0, 5, "Chemical", None)]).ents[0]
+        assert none.kb_id_ == NIL and none._.kb_candidates == []
+        linker.cfg["nil_bias"] = 100.0
         trained.to_disk(tmp_path / "nlp")
         assert spacy.load(tmp_path / "nlp").get_pipe("medllm_linker").cfg["nil_bias"] == 100.0
     finally:

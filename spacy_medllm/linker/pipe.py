@@ -422,7 +422,9 @@ class MedLinker(TrainablePipe):
                 order = numpy.argsort(-ranked, kind="stable")
                 values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
                 if nil_bias:
-                    biased = row.astype("float64")
+                    # NIL and the real candidates only: padded slots score -1e4, which a
+                    # large negative bias would otherwise put above NIL
+                    biased = row[: len(cs) + 1].astype("float64")
                     biased[0] += nil_bias
                     best_slot = int(biased.argmax())
                 else:
