@@ -168,13 +168,13 @@ class CandidateGenerator:
             self._cache.popitem(last=False)
         return out
 
-    def _tfidf_top(self, sims, row: int, k: int) -> Dict[int, float]:
-        """The best cosine per concept among the mention's k*8 best names, in the order the
-        concepts first appear among those names."""
+    def _tfidf_concepts(self, sims, row: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(concept rows, best cosine) of the concepts among the mention's k*8 best names, in
+        the order the concepts first appear among those names."""
         start, end = sims.indptr[row], sims.indptr[row + 1]
         cols, vals = sims.indices[start:end], sims.data[start:end]
         if not len(vals):
-            return {}
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         # keep the k*8 best names: enough for k concepts unless concepts repeat >8 times there
         top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
         owners = self.owners[cols[top]]
@@ -182,24 +182,20 @@ class CandidateGenerator:
         best = np.full(len(uniq), -1.0)
         np.maximum.at(best, inverse, vals[top].astype(np.float64))
         order = np.argsort(first, kind="stable")
-        return dict(zip(uniq[order].tolist(), best[order].tolist()))
+        return uniq[order].astype(np.int64), best[order]
+
+    def _tfidf_top(self, sims, row: int, k: int) -> Dict[int, float]:
+        """The best cosine per concept among the mention's k*8 best names, in the order the
+        concepts first appear among those names."""
+        owners, best = self._tfidf_concepts(sims, row, k)
+        return dict(zip(owners.tolist(), best.tolist()))
 
     def _tfidf_top_k(self, sims, row: int, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """(concept rows, best cosines) of the mention's k best concepts by TF-IDF: those of
-        `_tfidf_top`, best first, ties in its order."""
-        start, end = sims.indptr[row], sims.indptr[row + 1]
-        cols, vals = sims.indices[start:end], sims.data[start:end]
-        if not len(vals):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        top = np.argpartition(-vals, k * 8)[: k * 8] if len(vals) > k * 8 else np.arange(len(vals))
-        owners = self.owners[cols[top]]
-        uniq, first, inverse = np.unique(owners, return_index=True, return_inverse=True)
-        best = np.full(len(uniq), -1.0)
-        np.maximum.at(best, inverse, vals[top].astype(np.float64))
-        order = np.argsort(first, kind="stable")
-        uniq, best = uniq[order], best[order]
+        """(concept rows, best cosines) of the mention's k best concepts by TF-IDF, best
+        first, ties in `_tfidf_concepts`' order."""
+        owners, best = self._tfidf_concepts(sims, row, k)
         keep = np.argsort(-best, kind="stable")[:k]
-        return uniq[keep].astype(np.int64), best[keep]
+        return owners[keep], best[keep]
 
     def _name_rows(self, owners: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(pair index, name row) of every name of each pair's concept (`owners`: one per pair)."""
@@ -304,7 +300,7 @@ class CandidateGenerator:
                 else:
                     # popular concepts are candidates of many mentions: each name's stored
                     # vector is read (for 8-bit codes: decoded) once per block
-                    uniq, inverse = np.unique(rows, return_index=False, return_inverse=True)
+                    uniq, inverse = np.unique(rows, return_inverse=True)
                     vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(uniq)[inverse])
             known[todo] = self._pair_max(pair_idx, vals, len(todo))
         t_best, d_best = np.maximum(t_best, 0.0), np.maximum(d_best, 0.0)

@@ -224,7 +224,7 @@ class MedLinker(TrainablePipe):
         """Whether `text` is a name (case and whitespace ignored) of a concept of the label's types."""
         if self.kb is None:
             return False
-        types = self.features.types_of(label) if hasattr(self.features, "types_of") else frozenset([label])
+        types = self.features.types_of(label)
         return any(types & set(self.kb[cid].types) for cid in self.kb.lookup(text))
 
     def _long_forms(self, doc: Doc) -> Dict[str, str]:
@@ -254,13 +254,8 @@ class MedLinker(TrainablePipe):
         """Short form text -> long form text of the definitions in the document's text
         (`spacy_medllm.linker.abbreviations`: Schwartz & Hearst's algorithm on characters,
         which the hyphen-splitting biomedical tokenizer does not cut short)."""
-        orth = doc.to_array("ORTH")
-        strings = doc.vocab.strings  # the document's own: it may come from another pipeline
-        if not any("(" in strings[o] for o in set(orth.tolist())):
-            return {}
-        # the text from the token ids: `doc.text` builds a Token object per token
-        spaces = doc.to_array("SPACY").tolist()
-        return abbreviation_definitions("".join([strings[o] + " " if s else strings[o] for o, s in zip(orth.tolist(), spaces)]))
+        text = doc.text
+        return abbreviation_definitions(text) if "(" in text else {}
 
     def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
         """Candidates of all mentions and the arrays the model reads.
@@ -421,14 +416,11 @@ class MedLinker(TrainablePipe):
                 ranked = probs[1 : len(cs) + 1]
                 order = numpy.argsort(-ranked, kind="stable")
                 values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
-                if nil_bias:
-                    # NIL and the real candidates only: padded slots score -1e4, which a
-                    # large negative bias would otherwise put above NIL
-                    biased = row[: len(cs) + 1].astype("float64")
-                    biased[0] += nil_bias
-                    best_slot = int(biased.argmax())
-                else:
-                    best_slot = int(row.argmax())
+                # NIL and the real candidates only (padded slots score -1e4, which a large
+                # negative bias would otherwise put above NIL), NIL shifted by nil_bias
+                scores = row[: len(cs) + 1].astype("float64")
+                scores[0] += nil_bias
+                best_slot = int(scores.argmax())
                 kb_id = NIL
                 if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
                     kb_id = cs[best_slot - 1][0]
