@@ -94,6 +94,20 @@ def test_annotate_writes_records_and_refuses_overwrites(model, tmp_path):
     assert into_input.exit_code == 1 and "E064" in into_input.output
 
 
+def test_loaded_pipeline_drops_tensors_with_the_same_records(model):
+    """The pipeline annotate loads itself gets spaCy's doc_cleaner last (once): the documents
+    leave without their encoder outputs, and their records are what they were."""
+    from spacy_medllm.engines.records import CLEANER, free_tensors
+
+    nlp = spacy.load(model)
+    before = [doc_record(str(i), doc) for i, doc in enumerate(nlp.pipe(TEXTS))]
+    assert nlp.pipe_names[-1] != CLEANER and nlp(TEXTS[0])._.trf_data is not None
+    assert free_tensors(free_tensors(nlp)) is nlp and nlp.pipe_names.count(CLEANER) == 1
+    docs = list(nlp.pipe(TEXTS))
+    assert all(doc._.trf_data is None and doc.tensor is None for doc in docs)
+    assert [doc_record(str(i), doc) for i, doc in enumerate(docs)] == before
+
+
 def test_doc_record_of_the_whole_pipeline():
     from spacy_medllm.tokens import install_extensions, relation
 

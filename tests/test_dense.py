@@ -1,5 +1,7 @@
 """The dense name encoder (SapBERT-style training on KB synonyms), the dense index, the merged
 TF-IDF + dense candidates, and their round trip through a saved pipeline."""
+from pathlib import Path
+
 import numpy
 import pytest
 import spacy
@@ -209,6 +211,10 @@ def test_merged_candidates_match_a_brute_force_search(trained, kb):
         assert [c[0] for c in got] == [c[0] for c in expected], mention
         for g, e in zip(got, expected):
             assert g[1:] == pytest.approx(e[1:], abs=2e-4)
+    # searched two texts at a time: the same lists
+    whole = merged.detailed(mentions, k=k)
+    merged._cache.clear()
+    assert merged.detailed(mentions, k=k, chunk_size=2) == whole
 
 
 def test_generator_with_dense_round_trip(trained, kb, tmp_path):
@@ -379,6 +385,11 @@ def test_int8_query_encoder_round_trips_and_stays_close(trained, kb, tmp_path):
     assert loaded.query_int8
     # the saved encoder holds the int8 weights' values and scales: the same int8 weights
     assert numpy.allclose(loaded.encode_queries(keys), int8, atol=1e-6)
+    # its weights file is read into memory, not left mapped (the mapping kept every page
+    # read resident, the fp32 weights the quantization replaced among them)
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(tmp_path / "dense" / "encoder") not in maps.read_text()
 
 
 def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):

@@ -128,10 +128,11 @@ def test_candidates_cache(kb):
     the same, whatever the case or spacing, and the cache stays within its size."""
     gen = CandidateGenerator(kb)
     mentions = ["hypotension", "nalozone", "HYPOTENSION ", "clonidine hcl", "hypotension"]
-    fresh = [gen._search([m], 3)[0] for m in mentions]
+    fresh = [gen.detailed([m], 3)[0] for m in mentions]
+    gen._cache.clear()
     calls = []
     search = gen._search
-    gen._search = lambda ms, k: calls.append(list(ms)) or search(ms, k)
+    gen._search = lambda ms, k, exact, qvec: calls.append(list(ms)) or search(ms, k, exact, qvec)
     assert gen.detailed(mentions, k=3) == fresh
     assert calls == [["hypotension", "nalozone", "clonidine hcl"]]
     assert gen.detailed(["nalozone", "xyzzy"], k=3) == [fresh[1], []]

@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tupl
 from ..deid.io import CorruptRecord
 from ..errors import Errors
 from ..evaluation.metrics import peak_rss_mb
-from .records import doc_record, read_records, runs_context
+from .records import doc_record, free_tensors, read_records, runs_context
 
 ON_ERROR = ("skip", "stop")
 logger = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ def annotate(
 
     input_path, output = Path(input_path), Path(output)
     check_output(input_path, output, resume=resume, force=force)  # before the pipeline loads
-    nlp.append(spacy.load(model) if isinstance(model, (str, Path)) else model)
+    # a pipeline loaded here drops its documents' tensors once done; one given is used as it is
+    nlp.append(free_tensors(spacy.load(model)) if isinstance(model, (str, Path)) else model)
     return write_records(input_path, output, run=run, engine="local", on_error=on_error, resume=resume, force=force,
                          progress=progress, report=report, **read_options)

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple, Union
 from ..errors import Errors
 from ..evaluation.metrics import peak_rss_mb
 from .local import AnnotateSummary, check_output, write_records
-from .records import doc_record, runs_context
+from .records import doc_record, free_tensors, runs_context
 
 
 class Annotator:
@@ -39,7 +39,7 @@ class Annotator:
         torch.set_num_threads(max(1, threads))
         if gpu:
             spacy.require_gpu()
-        self.nlp = spacy.load(model)
+        self.nlp = free_tensors(spacy.load(model))
         self.with_text = with_text
         self.context = runs_context(self.nlp)
 

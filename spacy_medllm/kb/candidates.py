@@ -81,7 +81,10 @@ class CandidateGenerator:
         # normalized mention -> its candidates, least recently used first (see `detailed`)
         self._cache: "OrderedDict[str, List[DetailedCandidate]]" = OrderedDict()
         self._cache_setting: Optional[tuple] = None
-        self.cache_size = 10_000
+        # ~6.5 KB an entry (30 candidates with their scores as Python objects): 4,096 keeps the
+        # cache under ~27 MB on a long corpus; `medllm_linker` keeps as many mention blocks in
+        # front of it
+        self.cache_size = 4096
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(Errors.E154.format(path="alpha", reason=f"{alpha}: the TF-IDF weight must be in [0, 1]"))
         if _state is not None:
@@ -132,7 +135,7 @@ class CandidateGenerator:
             self.alpha = float(alpha)
         self._cache.clear()
 
-    def __call__(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[Candidate]]:
+    def __call__(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 64) -> List[List[Candidate]]:
         """The k best (concept_id, score) for each mention, best first.
 
         Exact name matches score 1.0; other concepts score the cosine similarity of
@@ -141,7 +144,7 @@ class CandidateGenerator:
         """
         return [[(c[0], c[1]) for c in cs] for cs in self.detailed(mentions, k=k, chunk_size=chunk_size)]
 
-    def detailed(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 256) -> List[List[DetailedCandidate]]:
+    def detailed(self, mentions: Sequence[str], k: int = 30, chunk_size: int = 64) -> List[List[DetailedCandidate]]:
         """Like `__call__`, with each candidate's TF-IDF and dense cosines (dense 0.0 without a dense index).
 
         A mention's candidates depend on its normalized text alone, so each distinct text is
@@ -155,11 +158,17 @@ class CandidateGenerator:
             self._cache.clear()
             self._cache_setting = setting
         todo = [key for key in dict.fromkeys(keys) if key not in self._cache]
-        # in chunks: the similarity matrix of many mentions against ~100k names is large
+        exact = [self.kb.lookup(key) for key in todo]
+        # the dense query vectors of every new text at once (the encoder's batches, and with
+        # an int8 encoder their activation scales, do not depend on the chunking below)
+        qvec = self._query_vectors(todo, exact) if self.dense is not None and todo else None
+        # in chunks: the mentions x names similarity matrix holds ~35k cosines per mention
+        # (short texts share 3-grams with tens of thousands of names)
         for i in range(0, len(todo), chunk_size):
-            chunk = todo[i : i + chunk_size]
-            for key, found in zip(chunk, self._search(chunk, k)):
-                self._cache[key] = found
+            part = slice(i, i + chunk_size)
+            found = self._search(todo[part], k, exact[part], None if qvec is None else qvec[part])
+            for key, candidates in zip(todo[part], found):
+                self._cache[key] = candidates
         out: List[List[DetailedCandidate]] = []
         for key in keys:
             out.append(list(self._cache[key]))
@@ -230,40 +239,37 @@ class CandidateGenerator:
         np.maximum.at(best, pair_idx, values)
         return np.maximum(best, 0.0)
 
-    def _search(self, mentions: Sequence[str], k: int) -> List[List[DetailedCandidate]]:
-        keys = [normalize_alias(m) for m in mentions]
+    def _query_vectors(self, keys: List[str], exact: List[List[str]]) -> np.ndarray:
+        """Dense vectors of distinct normalized mention texts; a text that is a KB name takes
+        that name's stored vector (`DenseIndex.reuse_name_vectors`)."""
+        name_rows = [self._exact_name_row(key, ids) if ids else -1 for key, ids in zip(keys, exact)]
+        return self.dense.encode_queries(keys, name_rows)
+
+    def _search(self, keys: List[str], k: int, exact: List[List[str]], qvec: Optional[np.ndarray]) -> List[List[DetailedCandidate]]:
+        """Candidates of distinct normalized mention texts, given their exact matches and
+        (with a dense index) their query vectors."""
         queries = self.vectorizer.transform(keys).astype(np.float32)
         sims = (queries @ self.prepare()._names_by_term).tocsr()
-        exact = [self.kb.lookup(m) for m in mentions]
         if self.dense is None:
-            tfidf = [self._tfidf_top(sims, row, k) for row in range(len(mentions))]
+            tfidf = [self._tfidf_top(sims, row, k) for row in range(len(keys))]
             out = []
-            for row in range(len(mentions)):
+            for row in range(len(keys)):
                 scored = {self.concept_ids[o]: min(s, 0.9999) for o, s in tfidf[row].items()}
                 for cid in exact[row]:
                     scored[cid] = 1.0
                 ranked = sorted(scored.items(), key=lambda x: (-x[1], x[0]))[:k]
                 out.append([(cid, round(s, 4), round(s, 4), 0.0) for cid, s in ranked])
             return out
-        return self._merge_dense(keys, queries, sims, exact, k)
+        return self._merge_dense(keys, queries, sims, exact, k, qvec)
 
-    def _merge_dense(self, keys: List[str], queries, sims, exact: List[List[str]], k: int) -> List[List[DetailedCandidate]]:
+    def _merge_dense(self, keys: List[str], queries, sims, exact: List[List[str]], k: int, qvec: np.ndarray) -> List[List[DetailedCandidate]]:
         """The union of the TF-IDF top k, the dense top k and the exact matches of each
         mention, each candidate with both scores, ranked by merged score then id: as arrays
         of (mention, concept) pairs, not per-pair Python objects."""
         n_mentions, n_concepts = len(keys), len(self.concept_ids)
         # the k best of the TF-IDF search (not every concept of its k*8 names)
         t_parts = [self._tfidf_top_k(sims, row, k) for row in range(n_mentions)]
-        # dense: one query vector and one search per distinct key; a key that is a KB name
-        # takes that name's stored vector
-        unique = list(dict.fromkeys(keys))
-        at = {key: i for i, key in enumerate(unique)}
-        name_rows = [-1] * len(unique)
-        for key, concept_ids in zip(keys, exact):
-            if concept_ids and name_rows[at[key]] < 0:
-                name_rows[at[key]] = self._exact_name_row(key, concept_ids)
-        qvec = self.dense.encode_queries(unique, name_rows)
-        qrows = np.array([at[key] for key in keys], dtype=np.int64)
+        # dense: the keys are distinct, one query vector and one search each
         top = self.dense.top_concepts(qvec, k)
 
         def pair_keys(parts):
@@ -274,9 +280,8 @@ class CandidateGenerator:
 
         t_keys = pair_keys([p[0] for p in t_parts])
         t_vals = np.concatenate([p[1] for p in t_parts]) if t_parts else np.zeros(0)
-        dense_top = [top[q] for q in qrows.tolist()]
-        d_keys = pair_keys([list(d) for d in dense_top])
-        d_vals = np.fromiter((v for d in dense_top for v in d.values()), dtype=np.float64, count=len(d_keys))
+        d_keys = pair_keys([list(d) for d in top])
+        d_vals = np.fromiter((v for d in top for v in d.values()), dtype=np.float64, count=len(d_keys))
         e_keys = pair_keys([[self._position[c] for c in e if c in self._position] for e in exact])
         pairs = np.unique(np.concatenate([t_keys, d_keys, e_keys]))
         mention_of, owner_of = pairs // n_concepts, pairs % n_concepts
@@ -292,16 +297,21 @@ class CandidateGenerator:
                 continue
             pair_idx, name_rows_ = self._name_rows(owner_of[todo])
             vals = np.zeros(len(name_rows_), dtype=np.float32)
-            block = 32768  # a batch's candidates can have hundreds of thousands of names
-            for b in range(0, len(name_rows_), block):
-                rows, mrow = name_rows_[b : b + block], mention_of[todo[pair_idx[b : b + block]]]
-                if which == "tfidf":
+            if which == "tfidf":
+                block = 32768  # a batch's candidates can have hundreds of thousands of names
+                for b in range(0, len(name_rows_), block):
+                    rows, mrow = name_rows_[b : b + block], mention_of[todo[pair_idx[b : b + block]]]
                     vals[b : b + block] = np.asarray(queries[mrow].multiply(self.matrix[rows]).sum(axis=1)).ravel()
-                else:
-                    # popular concepts are candidates of many mentions: each name's stored
-                    # vector is read (for 8-bit codes: decoded) once per block
-                    uniq, inverse = np.unique(rows, return_inverse=True)
-                    vals[b : b + block] = np.einsum("ij,ij->i", qvec[qrows[mrow]], self.dense.name_vectors(uniq)[inverse])
+            else:
+                # popular concepts are candidates of many mentions: (mention, name) pairs in
+                # name order, so that each name's stored vector is read (for 8-bit codes:
+                # decoded) once, in blocks small enough to keep a block's vectors ~10 MB
+                by_name = np.argsort(name_rows_, kind="stable")
+                block = 4096
+                for b in range(0, len(by_name), block):
+                    at = by_name[b : b + block]
+                    uniq, inverse = np.unique(name_rows_[at], return_inverse=True)
+                    vals[at] = np.einsum("ij,ij->i", qvec[mention_of[todo[pair_idx[at]]]], self.dense.name_vectors(uniq)[inverse])
             known[todo] = self._pair_max(pair_idx, vals, len(todo))
         t_best, d_best = np.maximum(t_best, 0.0), np.maximum(d_best, 0.0)
         t_r = np.round(np.minimum(t_best, 0.9999), 4)

@@ -73,6 +73,24 @@ def _faiss():
     return faiss
 
 
+def _detach_from_file(model) -> None:
+    """Copy the parameters and buffers that live in the memory-mapped weights file into the
+    process's own memory, so that the mapping closes.
+
+    `from_pretrained` maps the safetensors file, each tensor it gives keeps the whole mapping
+    open, and every page read stays resident with it. Quantizing an int8 encoder reads the
+    fp32 Linear weights and keeps their biases (the packed int8 layers hold the very bias
+    tensors): the mapping stayed open with 41 MB resident after load and grew to the whole
+    file (86 MB for MiniLM) as the word embeddings were read (measured). Copied first, the
+    fp32 weights the quantization drops are ordinary freed memory."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.device.type == "cpu":
+                tensor.data = tensor.data.clone()
+
+
 class NameEncoder:
     """Names -> L2-normalized vectors, with a Hugging Face encoder.
 
@@ -110,9 +128,11 @@ class NameEncoder:
             del stack[layers:]
             self.model.config.num_hidden_layers = layers
         self.device = _device(gpu_id)
+        _detach_from_file(self.model)
         if (src / INT8_SCALES).exists():
             if self.device.type != "cpu":
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason="an int8 name encoder runs on CPU only (--gpu-id -1)"))
+            from ..layers.heap import release_freed_memory
             from ..layers.quantize import quantize_module
 
             try:
@@ -120,6 +140,7 @@ class NameEncoder:
                 if not isinstance(scales, dict) or not scales:
                     raise ValueError("expected {layer name: scales}")
                 self.model = quantize_module(self.model, scales=scales, inplace=True)
+                release_freed_memory()  # the fp32 Linear layers it replaced
             except (ValueError, KeyError, TypeError, RuntimeError) as err:
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason=f"not the int8 scales of this encoder ({err}); rebuild the index with `medllm build-dense-index`")) from None
         self.model.to(self.device)

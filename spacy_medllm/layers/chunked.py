@@ -34,6 +34,7 @@ from spacy_transformers.util import make_tempdir
 from thinc.api import ArgsKwargs, Model, get_torch_default_device
 
 from ..errors import Errors
+from .heap import release_freed_memory, trim_heap
 
 # windows per encoder call at inference: 64 x 128 pieces keeps the activations of one call
 # in the tens of MB for a MiniLM-sized encoder
@@ -43,23 +44,29 @@ MAX_WINDOWS = 64
 GROUP_WINDOWS = 8
 
 
-def _merge(outputs, order, length: int):
-    """Concatenate the groups' outputs along the windows, put the windows back in `order`
-    (None: they are in order) and pad the piece axis of per-piece tensors ([windows, pieces,
-    width]) to `length`."""
+def _merge(outputs, positions, n: int, length: int):
+    """The groups' outputs as one batch: group g's windows go to the window positions
+    `positions[g]` of `n`, and per-piece tensors ([windows, pieces, width]) are zero-padded
+    on the piece axis to `length`. Each tensor is written once into a preallocated output
+    (padding, concatenating and reordering copies would each hold another copy of the
+    batch's activations)."""
     import torch
 
     first = outputs[0]
     if isinstance(first, torch.Tensor):
-        parts = outputs
         if first.dim() == 3:
-            parts = [torch.nn.functional.pad(o, (0, 0, 0, length - o.shape[1])) for o in outputs]
-        merged = torch.cat(parts, dim=0)
-        return merged if order is None else merged.index_select(0, order)
+            out = first.new_zeros((n, length, first.shape[2]))
+            for o, pos in zip(outputs, positions):
+                out[pos, : o.shape[1]] = o
+        else:
+            out = first.new_empty((n,) + tuple(first.shape[1:]))
+            for o, pos in zip(outputs, positions):
+                out[pos] = o
+        return out
     if isinstance(first, (tuple, list)) and not hasattr(first, "keys"):
-        return type(first)(_merge([o[i] for o in outputs], order, length) for i in range(len(first)))
+        return type(first)(_merge([o[i] for o in outputs], positions, n, length) for i in range(len(first)))
     if hasattr(first, "keys"):
-        merged = {k: _merge([o[k] for o in outputs], order, length) if first[k] is not None else None for k in first.keys()}
+        merged = {k: _merge([o[k] for o in outputs], positions, n, length) if first[k] is not None else None for k in first.keys()}
         return type(first)(**merged)
     return first
 
@@ -90,16 +97,21 @@ class ChunkedHFShim(HFShim):
             return self._predict_in_order(inputs, n)
         step = max(1, min(self.group_windows, self.max_windows))
         sort = torch.argsort(lengths, descending=True, stable=True)
-        parts = []
+        trim_heap()  # what the previous batch's later components freed
+        parts, positions = [], []
         for start in range(0, n, step):
             idx = sort[start : start + step]
+            positions.append(idx)
             cut = max(1, int(lengths[idx].max()))
             group = {
                 k: (v.index_select(0, idx)[:, :cut] if v.dim() == 2 and v.shape[1] == length else v.index_select(0, idx)) if k in per_window else v
                 for k, v in kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=group)))
-        return _merge(parts, torch.argsort(sort), length)
+        merged = _merge(parts, positions, n, length)
+        del parts
+        trim_heap()
+        return merged
 
     def _predict_in_order(self, inputs: ArgsKwargs, n: int):
         """At most `max_windows` windows per call, in order, uncut (any padding side)."""
@@ -107,37 +119,23 @@ class ChunkedHFShim(HFShim):
 
         if n <= self.max_windows:
             return super().predict(inputs)
-        parts = []
+        parts, positions = [], []
         for start in range(0, n, self.max_windows):
+            positions.append(slice(start, min(start + self.max_windows, n)))
             kwargs = {
                 k: v[start : start + self.max_windows] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n else v
                 for k, v in inputs.kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=kwargs)))
-        return _merge(parts, None, inputs.kwargs["attention_mask"].shape[1])
+        merged = _merge(parts, positions, n, inputs.kwargs["attention_mask"].shape[1])
+        del parts
+        trim_heap()
+        return merged
 
     def from_bytes(self, bytes_data):
         load_hf_message(self, srsly.msgpack_loads(bytes_data))
         release_freed_memory()
         return self
-
-
-def release_freed_memory() -> None:
-    """Collect garbage and hand the C heap's free pages back to the OS (glibc's malloc_trim;
-    elsewhere only the collection): a loaded encoder leaves ~100 MB of freed buffers that
-    would otherwise stay in the process's resident memory.
-
-    Only the two young generations are collected: the cycles a load leaves (the Linear
-    modules an int8 encoder replaced) are young, and a full collection over everything the
-    process has imported took 0.3 s of each load for the same resident memory (measured)."""
-    import ctypes
-    import gc
-
-    gc.collect(1)
-    try:  # the process's own symbols: glibc's malloc_trim where there is one
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def load_hf_message(shim: HFShim, msg: Dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ import srsly
 from thinc.api import Model
 
 from ..errors import Errors
-from .chunked import ChunkedHFShim, hf_shim, load_hf_message, release_freed_memory
+from .chunked import ChunkedHFShim, hf_shim, load_hf_message
+from .heap import release_freed_memory
 
 
 def cpu_has_vnni() -> bool:
