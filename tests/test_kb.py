@@ -123,6 +123,25 @@ def test_candidates_exact_lists(kb, tmp_path):
     assert back(["hypotension", "nalozone", "clonidine hcl"], k=4) == gen(["hypotension", "nalozone", "clonidine hcl"], k=4)
 
 
+def test_british_spellings_find_the_american_names():
+    """A name found as written wins; otherwise its American spelling is an exact match too."""
+    kb = KnowledgeBase([
+        Concept("D000740", "Anemia", [], ["Disease"]),
+        Concept("D004487", "Edema", [], ["Disease"]),
+        Concept("D004967", "Estrogens", [], ["Chemical"]),
+        Concept("D009369", "Neoplasms", ["Tumor"], ["Disease"]),
+        Concept("D007930", "Leucine", [], ["Chemical"]),
+        Concept("D007970", "Leukopenia", [], ["Disease"]),
+    ])
+    assert kb.lookup("anaemia") == [] and kb.lookup_spellings("Anaemia") == ["D000740"]
+    assert kb.lookup_spellings("oedema") == ["D004487"] and kb.lookup_spellings("OESTROGENS") == ["D004967"]
+    assert kb.lookup_spellings("tumour") == ["D009369"] and kb.lookup_spellings("leucopenia") == ["D007970"]
+    assert kb.lookup_spellings("leucine") == ["D007930"] and kb.lookup_spellings("aerosol") == []
+    gen = CandidateGenerator(kb)
+    assert gen(["anaemia"], k=2)[0][0] == ("D000740", 1.0)
+    assert gen(["leucine"], k=2)[0][0] == ("D007930", 1.0)
+
+
 def test_candidates_cache(kb):
     """Each distinct mention text is searched once; repeated, cached and uncached results are
     the same, whatever the case or spacing, and the cache stays within its size."""

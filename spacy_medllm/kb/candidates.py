@@ -6,7 +6,8 @@ are the concepts of its nearest names by cosine similarity, found by an exact
 sparse matrix product: with ~100k names it takes about a millisecond per mention on
 one core, needs no index build (scispaCy's HNSW index over the same names takes
 ~20 minutes to build) and never misses a neighbour. Names that match the mention
-exactly (after case and whitespace normalization) come first with score 1.0.
+exactly (after case and whitespace normalization; a mention that matches no name as written
+also tries its American spelling, `KnowledgeBase.lookup_spellings`) come first with score 1.0.
 
 With a `DenseIndex` (`spacy_medllm.kb.dense`: a trained name encoder and one vector per
 name), the candidates are the union of the exact matches, the TF-IDF top k and the dense
@@ -158,7 +159,7 @@ class CandidateGenerator:
             self._cache.clear()
             self._cache_setting = setting
         todo = [key for key in dict.fromkeys(keys) if key not in self._cache]
-        exact = [self.kb.lookup(key) for key in todo]
+        exact = [self.kb.lookup_spellings(key) for key in todo]
         # the dense query vectors of every new text at once (the encoder's batches, and with
         # an int8 encoder their activation scales, do not depend on the chunking below)
         qvec = self._query_vectors(todo, exact) if self.dense is not None and todo else None

@@ -59,6 +59,26 @@ def normalize_alias(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+# British spellings of medical and chemical words and their American forms (MeSH's), as
+# substrings of a normalized name: "anaemia", "oedema", "hypokalaemia", "oestrogens",
+# "brain tumour", "leucopenia", "sulphate". Only a lookup that finds nothing as written
+# tries the American form (so "leucine" stays "leucine").
+US_SPELLINGS = (
+    ("aem", "em"), ("oedem", "edem"), ("oesoph", "esoph"), ("oestr", "estr"), ("foet", "fet"),
+    ("rrhoea", "rrhea"), ("noea", "nea"), ("coeliac", "celiac"), ("amoeb", "ameb"), ("paed", "ped"),
+    ("anaes", "anes"), ("gynaec", "gynec"), ("tumour", "tumor"), ("sulph", "sulf"), ("leuc", "leuk"),
+    ("aluminium", "aluminum"), ("caesium", "cesium"),
+)
+
+
+def us_spelling(key: str) -> str:
+    """A normalized name with British spellings replaced by American ones (`US_SPELLINGS`)."""
+    for uk, us in US_SPELLINGS:
+        if uk in key:
+            key = key.replace(uk, us)
+    return key
+
+
 class KnowledgeBase:
     """Concepts by id, with an exact (normalized) alias index."""
 
@@ -206,6 +226,16 @@ class KnowledgeBase:
     def lookup(self, text: str) -> List[str]:
         """Ids of the concepts with exactly this name (after normalization)."""
         return list(self.alias_index.get(normalize_alias(text), []))
+
+    def lookup_spellings(self, text: str) -> List[str]:
+        """`lookup`, and where nothing has the name as written, the concepts with its American
+        spelling ("anaemia" -> Anemia, "oedema" -> Edema, "oestrogens" -> Estrogens)."""
+        key = normalize_alias(text)
+        found = self.alias_index.get(key)
+        if found is None:
+            us = us_spelling(key)
+            found = self.alias_index.get(us, ()) if us != key else ()
+        return list(found)
 
     def to_bytes(self) -> bytes:
         concepts = list(self._concepts.values())
