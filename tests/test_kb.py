@@ -202,6 +202,7 @@ def test_mesh_and_medic(shared_corpus):
     assert len(medic) == 11865
     assert sum(c.concept_id.startswith("OMIM:") for c in medic) == 532
     assert sum(len(c.names) for c in medic) == 77994  # names incl. synonyms
+    assert sum(len(c.alt_ids) for c in medic) == 3430  # OMIM ids merged into MeSH concepts
 
 
 def write_index(kb, path):

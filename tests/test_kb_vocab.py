@@ -14,7 +14,7 @@ from spacy_medllm.cli import app
 from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import Concept, KnowledgeBase, build_kb, ids_match
 from spacy_medllm.kb.builders import (
-    mesh_action_pairs, mesh_action_records, read_drugcentral, read_mesh_actions, read_mesh_thesaurus, read_pharmgkb,
+    mesh_action_pairs, mesh_action_records, read_drugcentral, read_medic, read_mesh_actions, read_mesh_thesaurus, read_pharmgkb,
 )
 from spacy_medllm.kb.knowledge_base import KB_FILE
 from spacy_medllm.kg.build import build_kg
@@ -225,6 +225,23 @@ def test_version_1_file_still_loads(tmp_path):
     (tmp_path / KB_FILE).write_bytes(srsly.msgpack_dumps(data))
     with pytest.raises(ValueError, match=r"\[E010\] .*concept D1: name source 7 is not an index into 'sources'"):
         KnowledgeBase.from_disk(tmp_path / KB_FILE)
+
+
+def test_medic_omim_alternative_ids(vocab, tmp_path):
+    """MEDIC's OMIM alternative ids become ids of the concept (its DO ids do not): a link to
+    the concept matches a gold OMIM id, and a training mention with that id names the concept."""
+    medic = write(tmp_path / "CTD_diseases.tsv", (
+        "Osteochondrodysplasias\tMESH:D010009\tDO:DOID:12721|OMIM:239100|OMIM:255800\tAbnormal development of cartilage and bone.\t"
+        "MESH:D001848\tC05.116.099.708\tC05.116.099\tChondrodystrophic Myotonia|Schwartz-Jampel Syndrome\t\n"))
+    (concept,) = read_medic(medic)
+    assert concept.alt_ids == ["OMIM:239100", "OMIM:255800"]
+    kb = build(vocab, medic=medic)
+    assert kb.resolve("OMIM:255800") == "D010009" and kb.resolve("DO:DOID:12721") is None
+    assert kb.ids_of("D010009") == ["D010009", "OMIM:239100", "OMIM:255800"]
+    assert ids_match(kb, "D010009", "OMIM:255800") and ids_match(kb, "D010009", ["D001943", "OMIM:239100"])
+    assert not ids_match(kb, "D001943", "OMIM:255800")
+    kb.add(Concept("OMIM:255800", "SJS", [], ["Disease"]))  # a training mention of the OMIM id
+    assert "OMIM:255800" not in kb and "SJS" in kb["D010009"].aliases
 
 
 def test_package_use_leaves_out_medic_and_bad_options(vocab, tmp_path):

@@ -81,20 +81,26 @@ def read_mesh(terms: Union[str, Path], tree_numbers: Optional[Union[str, Path]] 
 
 
 def read_medic(path: Union[str, Path]) -> Iterator[Concept]:
-    """CTD MEDIC (`CTD_diseases.tsv[.gz]`): names, synonyms, definitions, tree numbers.
+    """CTD MEDIC (`CTD_diseases.tsv[.gz]`): names, synonyms, definitions, tree numbers, and
+    the OMIM ids among its alternative ids (`AltDiseaseIDs`) as the concept's `alt_ids`.
 
-    Alternative ids (`AltDiseaseIDs`) map to the same concept: they are not separate
-    concepts, so they are not returned here; `medic_alt_ids` gives the mapping.
+    MEDIC merges OMIM diseases into MeSH concepts ("OMIM:255800", Schwartz-Jampel syndrome,
+    is an id of MESH:D010009, Osteochondrodysplasias), and corpora annotated against MEDIC use
+    either id (NCBI-disease answers "SJS" with OMIM:255800): a link to the concept matches
+    either (`KnowledgeBase.ids_of`). In MEDIC each OMIM alternative id belongs to one concept and
+    none is a concept of its own (3,430 of them). The DO (Disease Ontology) ids no corpus here
+    uses are left out.
     """
     path = Path(path)
     data = path.read_bytes()
     if path.suffix == ".gz":
         data = gzip.decompress(data)
     for cols in _tsv_rows(path, decode(data, path), 8, skip_header=False):
-        name, cid, _alt, definition, _parents, tree_numbers = cols[:6]
+        name, cid, alt, definition, _parents, tree_numbers = cols[:6]
         synonyms = [s for s in cols[7].split("|") if s] if len(cols) > 7 else []
         tns = [t for t in tree_numbers.split("|") if t]
-        yield Concept(bare_id(cid), name, synonyms, [DISEASE] + tns, definition or None)
+        alt_ids = [a for a in alt.split("|") if a.startswith("OMIM:")]
+        yield Concept(bare_id(cid), name, synonyms, [DISEASE] + tns, definition or None, alt_ids)
 
 
 def read_umls_rrf(meta_dir: Union[str, Path], languages: Iterable[str] = ("ENG",)) -> Iterator[Concept]:
