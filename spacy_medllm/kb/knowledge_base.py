@@ -230,12 +230,7 @@ class KnowledgeBase:
     def lookup_spellings(self, text: str) -> List[str]:
         """`lookup`, and where nothing has the name as written, the concepts with its American
         spelling ("anaemia" -> Anemia, "oedema" -> Edema, "oestrogens" -> Estrogens)."""
-        key = normalize_alias(text)
-        found = self.alias_index.get(key)
-        if found is None:
-            us = us_spelling(key)
-            found = self.alias_index.get(us, ()) if us != key else ()
-        return list(found)
+        return self.lookup(text) or self.lookup(us_spelling(normalize_alias(text)))
 
     def to_bytes(self) -> bytes:
         concepts = list(self._concepts.values())

@@ -7,31 +7,26 @@ loaded pipeline (measured). The encoder (`ChunkedHFShim`) trims around each forw
 `medllm_linker` before each batch, which keeps a pipeline at its loaded size plus one batch's
 working memory.
 """
+import ctypes
+import functools
+import gc
 
 
 def trim_heap() -> None:
     """Hand the C heap's free pages back to the OS (glibc's malloc_trim; elsewhere nothing).
     A few milliseconds a call: the pages it returns are faulted in again by the next batch."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
-_LIBC = []
-
-
-def _libc():
-    """The process's own C library symbols with glibc's malloc_trim, or None (other C libraries)."""
-    if not _LIBC:
-        import ctypes
-
-        try:  # the process's own symbols: glibc's malloc_trim where there is one
-            libc = ctypes.CDLL(None)
-            libc.malloc_trim  # noqa: B018
-        except (OSError, AttributeError):
-            libc = None
-        _LIBC.append(libc)
-    return _LIBC[0]
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    """glibc's malloc_trim among the process's own symbols, or None (other C libraries)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def release_freed_memory() -> None:
@@ -42,7 +37,5 @@ def release_freed_memory() -> None:
     Only the two young generations are collected: the cycles a load leaves (the Linear
     modules an int8 encoder replaced) are young, and a full collection over everything the
     process has imported took 0.3 s of each load for the same resident memory (measured)."""
-    import gc
-
     gc.collect(1)
     trim_heap()
