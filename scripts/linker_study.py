@@ -15,7 +15,7 @@ written beside the table.
 import random
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import spacy
 import srsly
@@ -54,6 +54,8 @@ def main(
     learn_rate: float = typer.Option(0.005),
     width: int = typer.Option(64, help="hidden width of the scorer"),
     seed: int = typer.Option(0),
+    train_kb: Optional[Path] = typer.Option(None, help="a KB (with its index) to link the training mentions with (medllm_linker.initialize's train_kb_path), e.g. one built by `medllm build-kb --mentions-min-docs 2`"),
+    leave_out: str = typer.Option("mention", help="what training leaves out of the priors: mention or document"),
     output: Path = typer.Option(Path("metrics/linker_study")),
 ):
     sets = {}
@@ -76,7 +78,7 @@ def main(
         if not examples:
             raise typer.BadParameter(f"no training documents in {', '.join(map(str, train))}")
         linker = nlp.get_pipe("medllm_linker")
-        linker.initialize(lambda: examples, nlp=nlp, kb_path=kb)
+        linker.initialize(lambda: examples, nlp=nlp, kb_path=kb, train_kb_path=train_kb, leave_out=leave_out)
         t0 = time.time()
         optimizer = Adam(learn_rate, L2=0.01, grad_clip=1.0, L2_is_weight_decay=True)
         rng = random.Random(seed)
@@ -94,7 +96,7 @@ def main(
                     break
         bar.close()
         train_s = time.time() - t0
-        row = {"features": names, "train_s": round(train_s, 1)}
+        row = {"features": names, "train_s": round(train_s, 1), "train_kb": str(train_kb) if train_kb else None, "leave_out": leave_out}
         for dname, dpath in devs:
             gold = list(Corpus(dpath)(nlp))
             gold_docs = [eg.reference for eg in gold]

@@ -301,6 +301,7 @@ def build_kb_cmd(
     pharmgkb: Optional[Path] = typer.Option(None, help="PharmGKB drugs.tsv(.gz) (CC BY-SA: share-alike for a package that ships the KB)"),
     primary_ids: str = typer.Option("old", help="a supplementary record that became a new descriptor: answer with the old record id (old: 2015-era corpora such as BC5CDR) or the new descriptor id (new)"),
     use: str = typer.Option("local", help="local: every source given; package: leave out sources that may not be redistributed (CTD MEDIC, UMLS, scispaCy KB files)"),
+    mentions_min_docs: int = typer.Option(1, help="keep a mention alias (id, text) only when this many documents have it: 2 builds the KB a linker's training mentions are linked with (initialize's train_kb_path)"),
 ) -> None:
     """Build a knowledge base from vocabularies and training mentions, with its candidate index."""
     import time
@@ -314,7 +315,7 @@ def build_kb_cmd(
         kb = build_kb(
             mesh_dir=mesh, medic=medic, mention_files=mentions, umls_meta=umls, scispacy_kbs=scispacy_kb,
             mesh_thesaurus=mesh_thesaurus, mesh_actions=mesh_actions, drugcentral=drugcentral, pharmgkb=pharmgkb,
-            primary_ids=primary_ids, use=use, report=report,
+            primary_ids=primary_ids, use=use, report=report, mentions_min_docs=mentions_min_docs,
         )
     except (CorpusError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)

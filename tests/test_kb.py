@@ -1,11 +1,13 @@
 """Knowledge base: data model, builders (UMLS RRF, scispaCy JSON, MeSH, MEDIC), storage, candidates."""
 import numpy as np
 import pytest
+import spacy
 import srsly
+from spacy.tokens import DocBin
 
 from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import CandidateGenerator, Concept, KnowledgeBase, read_scispacy_kb, read_umls_rrf
-from spacy_medllm.kb.builders import mesh_category, read_medic, read_mesh
+from spacy_medllm.kb.builders import mesh_category, read_medic, read_mentions, read_mesh
 from spacy_medllm.kb.candidates import kb_fingerprint
 from spacy_medllm.kb.knowledge_base import KB_FILE
 
@@ -277,3 +279,27 @@ def test_linker_pipeline_refuses_an_index_of_another_kb(kb, tmp_path):
     write_index(KnowledgeBase(list(kb)[1:]), tmp_path / "nlp" / "medllm_linker" / "index")
     with pytest.raises(ValueError, match=r"\[E052\] .*nlp/medllm_linker/index/index.json: this candidate index was built from another knowledge base"):
         spacy.load(tmp_path / "nlp")
+
+
+def test_mention_aliases_need_min_docs(tmp_path):
+    """read_mentions(min_docs=2): an (id, text) alias only when two documents have it (case
+    and whitespace ignored); composite and NIL mentions never."""
+    nlp = spacy.blank("en")
+
+    def doc(text, ents):
+        d = nlp.make_doc(text)
+        d.ents = [d.char_span(s, e, label=l, kb_id=k) for s, e, l, k in ents]
+        return d
+
+    docs = [
+        doc("Cocaine and psychosis .", [(0, 7, "Chemical", "D003042"), (12, 21, "Disease", "D011605")]),
+        doc("COCAINE again , psychosis .", [(0, 7, "Chemical", "D003042"), (16, 25, "Disease", "D011618")]),
+        doc("Hemorrhagic cystitis and foo .", [(0, 20, "Disease", "D006470|D003556"), (25, 28, "Chemical", "NIL")]),
+    ]
+    DocBin(docs=docs).to_disk(tmp_path / "train.spacy")
+    every = [(c.concept_id, c.canonical_name) for c in read_mentions([tmp_path / "train.spacy"])]
+    assert every == [("D003042", "Cocaine"), ("D011605", "psychosis"), ("D003042", "COCAINE"), ("D011618", "psychosis")]
+    two = [(c.concept_id, c.canonical_name) for c in read_mentions([tmp_path / "train.spacy"], min_docs=2)]
+    assert two == [("D003042", "Cocaine"), ("D003042", "COCAINE")]
+    with pytest.raises(ValueError, match="min_docs"):
+        list(read_mentions([tmp_path / "train.spacy"], min_docs=0))

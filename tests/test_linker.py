@@ -540,10 +540,11 @@ def test_block_features_equal_the_per_candidate_ones(trained, names):
         mentions = [("cold", "Disease", False, ""), ("low blood pressure", "Disease", True, "lbp"), ("clonidine", "Chemical", False, "")]
         for mention in mentions:
             cs = linker.generator.detailed([mention[0]], k=linker.cfg["top_k"])[0]
-            for own in ([], ["D003139"]):
-                block = linker._mention_block(mention, cs, own)
+            # nothing left out (prediction), a mention's own count, a document's counts
+            for leave_out in (None, ({"D003139": 1}, {"D003139": 1}), ({"D003139": 2, "D003080": 1}, {"D003139": 3, "D003080": 1})):
+                block = linker._mention_block(mention, cs, leave_out)
                 features.blocks, kept = None, features.blocks
-                single = linker._mention_block(mention, cs, own)
+                single = linker._mention_block(mention, cs, leave_out)
                 features.blocks = kept
                 assert len(cs) and numpy.array_equal(block[0], single[0]) and numpy.array_equal(block[1], single[1])
                 assert numpy.array_equal(block[2], single[2]) and block[3] == single[3]
@@ -597,3 +598,66 @@ def test_nil_bias_moves_abstention_not_probabilities(trained, tmp_path):
         linker.cfg["nil_bias"] = 0.0
     with pytest.raises(ValueError, match="nil_bias"):
         spacy.blank("en").add_pipe("medllm_linker", config={"nil_bias": float("inf")})
+
+
+def _column(linker, name):
+    return linker.features.names.index(name)
+
+
+def test_document_leave_out_counts_a_text_seen_only_in_other_documents():
+    """leave_out="document": a training mention's text counts as seen only when another
+    document has it (as for a test document); "mention" leaves out its own count alone."""
+    nlp, linker = make_nlp()
+    twice = ("Hypotensive , then hypotensive again .", [(0, 11, "Disease", "D007022"), (19, 30, "Disease", "D007022")])
+    once = ("A hypotensive patient .", [(2, 13, "Disease", "D007022")])
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in (twice, once)]
+    alias_count = _column(linker, "alias_count")
+
+    def counts(leave_out):
+        nlp.initialize(lambda: examples)
+        linker.initialize(lambda: examples, nlp=nlp, leave_out=leave_out)
+        assert linker.priors["hypotensive"] == {"D007022": 3}
+        out = []
+        for eg in examples:
+            spans = [Span(eg.predicted, e.start, e.end, label=e.label_) for e in eg.reference.ents]
+            mentions = [linker._mentions(eg.predicted, spans)]
+            doc_counts = [linker._doc_counts(eg.reference)] if leave_out == "document" else None
+            batch, _ = linker._batch([eg.predicted], mentions, [e.kb_id_ for e in eg.reference.ents], doc_counts)
+            # alias_count = log1p(the text's prior total) / 5, the same in every candidate slot
+            out.append([round(float(numpy.expm1(batch.feats[j, 1, alias_count] * 5))) for j in range(len(spans))])
+        return out
+
+    assert counts("mention") == [[2, 2], [2]]
+    assert counts("document") == [[1, 1], [2]]
+    assert linker.cfg["leave_out"] == "document"
+    with pytest.raises(ValueError, match="leave_out"):
+        linker.initialize(lambda: examples, nlp=nlp, leave_out="corpus")
+
+
+def test_training_kb_links_training_mentions_and_is_not_saved(tmp_path):
+    """initialize(train_kb_path=...): training mentions are linked with that KB (here
+    without the name "hypotensive"), prediction and the saved component with the KB."""
+    nlp, linker = make_nlp()
+    train_kb = KnowledgeBase([Concept(c.concept_id, c.canonical_name, [a for a in c.aliases if a != "hypotensive"], c.types) for c in CONCEPTS])
+    train_kb.to_disk(tmp_path / "train_kb")
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    linker.initialize(lambda: examples, nlp=nlp, train_kb_path=tmp_path / "train_kb")
+    assert linker.train_kb is not None and linker.train_kb is not linker.kb
+    eg = examples[0]
+    spans = [Span(eg.predicted, e.start, e.end, label=e.label_) for e in eg.reference.ents]
+    mentions = [linker._mentions(eg.predicted, spans)]
+    exact = _column(linker, "exact")
+
+    def exact_of_gold(gold):
+        batch, cands = linker._batch([eg.predicted], mentions, gold)
+        slot = next(s for s, (cid, _) in enumerate(cands[1], start=1) if cid == "D007022")
+        return float(batch.feats[1, slot, exact])
+
+    assert exact_of_gold([e.kb_id_ for e in eg.reference.ents]) == 0.0  # training: the training KB
+    assert exact_of_gold(None) == 1.0  # prediction: the component's KB
+    for _ in range(3):
+        nlp.update(examples, sgd=Adam(0.01), losses={})
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp").get_pipe("medllm_linker")
+    assert loaded.train_kb is None and "hypotensive" in {normalize_alias(a) for a in loaded.kb["D007022"].aliases}

@@ -19,7 +19,7 @@ import io
 import logging
 import re
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
@@ -373,15 +373,27 @@ def read_scispacy_kb(path: Union[str, Path]) -> Iterator[Concept]:
         yield Concept(str(r["concept_id"]), r["canonical_name"], list(r.get("aliases") or []), list(r.get("types") or []), r.get("definition"))
 
 
-def read_mentions(docbins: Iterable[Union[str, Path]], vocab: Optional[Vocab] = None) -> Iterator[Concept]:
+def read_mentions(docbins: Iterable[Union[str, Path]], vocab: Optional[Vocab] = None, min_docs: int = 1) -> Iterator[Concept]:
     """Aliases mined from annotated mentions (`.spacy` files; use training splits only).
 
-    Each linked mention adds its text as an alias of each of its ids (`D1|D2` gives both),
-    with the mention label as a type; `NIL` mentions are skipped.
+    Each linked mention adds its text as an alias of its id, with the mention label as a
+    type; `NIL` mentions and composite ones (`D1|D2`: a text that names none of its ids
+    alone) are skipped.
+
+    min_docs (int): keep an (id, text) alias only when at least this many documents have
+        it (case and whitespace ignored). 2 makes the KB a linker's training mentions are
+        linked with: a training mention then finds its own text as a name of its answer
+        only when another document has it, as a mention of an unseen document does.
     """
+    if min_docs < 1:
+        raise ValueError(Errors.E154.format(path="min_docs", reason=f"{min_docs}: at least 1"))
     vocab = vocab if vocab is not None else Vocab()
+    found: List[Tuple[str, str, str, str]] = []
+    docs: Dict[Tuple[str, str], set] = defaultdict(set)
+    n_doc = 0
     for path in docbins:
         for doc in DocBin().from_disk(path).get_docs(vocab):
+            n_doc += 1
             spans = doc.spans["mentions"] if "mentions" in doc.spans else doc.ents
             for span in spans:
                 ids = split_kb_id(span.kb_id_)
@@ -389,7 +401,12 @@ def read_mentions(docbins: Iterable[Union[str, Path]], vocab: Optional[Vocab] = 
                 if len(ids) != 1:
                     continue
                 label = DISEASE if span.label_ in ("SpecificDisease", "DiseaseClass", "Modifier", "CompositeMention") else span.label_
-                yield Concept(ids[0], span.text, [], [label])
+                key = (ids[0], normalize_alias(span.text))
+                docs[key].add(n_doc)
+                found.append((ids[0], span.text, label, key[1]))
+    for cid, text, label, key in found:
+        if len(docs[(cid, key)]) >= min_docs:
+            yield Concept(cid, text, [], [label])
 
 
 @dataclass(frozen=True)
@@ -436,6 +453,7 @@ def build_kb(
     primary_ids: str = OLD,
     use: str = LOCAL,
     report: Optional[Dict[str, object]] = None,
+    mentions_min_docs: int = 1,
 ) -> KnowledgeBase:
     """Layer the sources into one knowledge base, in this order: MeSH descriptors, CTD
     MEDIC, the MeSH thesaurus (entry terms), MeSH pharmacological actions, DrugCentral,
@@ -461,6 +479,7 @@ def build_kb(
         are dropped (their ids are unknown to such corpora).
     report (dict): filled with "merges" (the alternative-id merges), "dropped_new_descriptors"
         and "left_out" (sources).
+    mentions_min_docs (int): a mention alias needs this many documents (`read_mentions`).
     """
     from .ids import PRIMARY_IDS
 
@@ -544,7 +563,7 @@ def build_kb(
         kb.add_source("mesh_thesaurus", merged_records=len(report["merges"]), dropped_new_descriptors=report["dropped_new_descriptors"], primary_ids=primary_ids)
     mention_files = list(mention_files)
     if given("mentions", mention_files):
-        layer("mentions", read_mentions(mention_files))
+        layer("mentions", read_mentions(mention_files, min_docs=mentions_min_docs))
     _count_sources(kb)
     return kb
 

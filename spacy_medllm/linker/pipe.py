@@ -25,7 +25,7 @@ import math
 import zlib
 from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy
 import srsly
@@ -121,6 +121,10 @@ def make_linker(
     )
 
 
+# what training leaves out of the priors (`MedLinker.initialize`)
+LEAVE_OUT = ("mention", "document")
+
+
 def concept_row(concept_id: str, n_rows: int) -> int:
     """A stable row of the hashed concept table; row 0 is NIL."""
     return 1 + zlib.crc32(concept_id.encode("utf8")) % (n_rows - 1)
@@ -154,6 +158,10 @@ class MedLinker(TrainablePipe):
         }
         self.kb: Optional[KnowledgeBase] = None
         self.generator: Optional[CandidateGenerator] = None
+        # the KB and generator that training mentions are linked with (`initialize`'s
+        # `train_kb_path`; None: the KB above); never saved
+        self.train_kb: Optional[KnowledgeBase] = None
+        self.train_generator: Optional[CandidateGenerator] = None
         self.priors: Dict[str, Dict[str, int]] = {}
         self.concept_counts: Dict[str, int] = {}
         self.learn_rate_scale = float(learn_rate_scale)
@@ -175,6 +183,11 @@ class MedLinker(TrainablePipe):
         self.generator = generator if generator is not None else CandidateGenerator(kb)
         self._block_setting = None
         self._canonical_keys = {}
+
+    def _canonical_name_key(self, kb: KnowledgeBase, cid: str, concept) -> str:
+        """The normalized canonical name of a concept: cached for the component's KB,
+        computed for the training KB (whose blocks are computed once each anyway)."""
+        return self._canonical_key(cid, concept) if kb is self.kb else normalize_alias(concept.canonical_name)
 
     def _canonical_key(self, cid: str, concept) -> str:
         """The normalized canonical name of a concept, computed once per KB."""
@@ -258,15 +271,21 @@ class MedLinker(TrainablePipe):
         text = doc.text
         return abbreviation_definitions(text) if "(" in text else {}
 
-    def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None):
+    def _batch(self, docs: Sequence[Doc], mentions: List[List[Tuple[Span, str, bool]]], gold: Optional[List[str]] = None,
+               doc_counts: Optional[List[Tuple[Dict[str, Counter], Counter]]] = None):
         """Candidates of all mentions and the arrays the model reads.
 
         gold: the gold id string of each mention, in training. The training mentions
         themselves were counted into the priors; leaving each one's own count out
         (leave-one-out) keeps the model from trusting priors more than they deserve on
-        unseen text.
+        unseen text. doc_counts: per Doc, its own (text -> concept counts, concept counts),
+        left out instead of the mention's own count (`leave_out = "document"`: a text
+        counts as seen only when another document has it, as at test time).
         """
         self._require_kb()
+        training = gold is not None
+        kb = self.train_kb if training and self.train_kb is not None else self.kb
+        generator = self.train_generator if training and self.train_generator is not None else self.generator
         flat = [(i, m) for i, ms in enumerate(mentions) for m in ms]
         k = self.cfg["top_k"]
         featurizer = self.features
@@ -288,11 +307,18 @@ class MedLinker(TrainablePipe):
                 if key not in cache:
                     first.setdefault(key, j)
             todo = list(first.values())
-        detailed = self.generator.detailed([flat[j][1][1] for j in todo], k=k) if todo else []
+        detailed = generator.detailed([flat[j][1][1] for j in todo], k=k) if todo else []
         fresh = {}
         for j, cs in zip(todo, detailed):
-            own = self._primary_ids(gold[j]) if gold is not None else []
-            fresh[j] = self._mention_block(keys[j], cs, own)
+            leave_out = None
+            if training:
+                if doc_counts is not None:
+                    own_priors, own_concepts = doc_counts[flat[j][0]]
+                    leave_out = (own_priors.get(keys[j][0], {}), own_concepts)
+                else:
+                    own = self._primary_ids(gold[j])
+                    leave_out = ({own[0]: 1}, {own[0]: 1}) if len(own) == 1 else ({}, {})
+            fresh[j] = self._mention_block(keys[j], cs, leave_out, kb)
             if cache is not None:
                 cache[keys[j]] = fresh[j]
         cands = []
@@ -336,10 +362,18 @@ class MedLinker(TrainablePipe):
             self._block_setting = setting
         return self._block_cache
 
-    def _mention_block(self, mention: Tuple[str, str, bool], cs, own: List[str]):
+    def _mention_block(self, mention: Tuple[str, str, bool], cs, leave_out: Optional[Tuple[Mapping[str, int], Mapping[str, int]]] = None,
+                       kb: Optional[KnowledgeBase] = None):
         """(features, concept rows, mask, candidates) of one mention (key, label, expanded, short
-        form key or ""): slot 0 NIL, then its candidates."""
+        form key or ""): slot 0 NIL, then its candidates.
+
+        leave_out: in training, (concept -> count to leave out of this text's priors,
+        concept -> count to leave out of the concept counts). kb: the KB the candidates
+        come from (default the component's).
+        """
         key, label, expanded, short = mention
+        kb = self.kb if kb is None else kb
+        own_prior, own_concepts = leave_out if leave_out is not None else ({}, {})
         k = self.cfg["top_k"]
         featurizer = self.features
         feats = numpy.zeros((k + 1, len(featurizer)), dtype="float32")
@@ -349,27 +383,25 @@ class MedLinker(TrainablePipe):
         mask[0] = True
         featurizer.fill_nil(feats[0])
         prior = self.priors.get(key, {})
-        if len(own) == 1 and prior.get(own[0], 0) > 0:
-            prior = dict(prior)
-            prior[own[0]] -= 1
+        if own_prior and any(prior.get(cid, 0) > 0 for cid in own_prior):
+            prior = {cid: max(n - own_prior.get(cid, 0), 0) for cid, n in prior.items()}
         total = sum(prior.values())
         best = cs[0][1] if cs else 0.0
         best_dense = max((c[3] for c in cs), default=0.0)
-        short_ids = set(self.kb.lookup(short)) if short else set()
+        short_ids = set(kb.lookup(short)) if short else set()
+        counts = self.concept_counts
         if featurizer.blocks is not None and cs:
             # every feature has its all-candidates form: no per-candidate Python calls
             n = len(cs)
             cids = [c[0] for c in cs]
-            concepts = [self.kb[cid] for cid in cids]
-            counts = self.concept_counts
-            own_one = own[0] if len(own) == 1 else None
+            concepts = [kb[cid] for cid in cids]
             featurizer.fill_block(feats[1 : n + 1], BlockContext(
                 label=label, key=key, expanded=expanded, best=best, k=k, total=total, best_dense=best_dense,
                 score=numpy.array([c[1] for c in cs], dtype="float64"), slot=numpy.arange(1, n + 1),
                 types=[frozenset(c.types) for c in concepts],
-                canonical_match=numpy.array([self._canonical_key(cid, c) == key for cid, c in zip(cids, concepts)]),
+                canonical_match=numpy.array([self._canonical_name_key(kb, cid, c) == key for cid, c in zip(cids, concepts)]),
                 prior=numpy.array([prior.get(cid, 0) for cid in cids], dtype="float64"),
-                concept_count=numpy.array([max(counts.get(cid, 0) - (cid == own_one), 0) for cid in cids]),
+                concept_count=numpy.array([max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0) for cid in cids]),
                 tfidf=numpy.array([c[2] for c in cs], dtype="float64"), dense=numpy.array([c[3] for c in cs], dtype="float64"),
                 short_exact=numpy.array([cid in short_ids for cid in cids]),
             ))
@@ -377,12 +409,12 @@ class MedLinker(TrainablePipe):
             mask[1 : n + 1] = True
             return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
-            concept = self.kb[cid]
+            concept = kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
                 label=label, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
                 types=frozenset(concept.types), canonical_name=concept.canonical_name,
                 prior=prior.get(cid, 0), total=total,
-                concept_count=max(self.concept_counts.get(cid, 0) - (len(own) == 1 and cid == own[0]), 0),
+                concept_count=max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0),
                 tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids,
             ))
             rows[slot] = concept_row(cid, n_rows)
@@ -466,7 +498,8 @@ class MedLinker(TrainablePipe):
                     spans.append(Span(eg.predicted, aligned[0].start, aligned[0].end, label=ent.label_))
                     gold_ids.append(ent.kb_id_)
             mentions.append(self._mentions(eg.predicted, spans))
-        batch, cands = self._batch(docs, mentions, gold_ids)
+        doc_counts = [self._doc_counts(eg.reference) for eg in examples] if self.cfg.get("leave_out") == "document" else None
+        batch, cands = self._batch(docs, mentions, gold_ids, doc_counts)
         keep, targets = [], []
         for j, kb_id in enumerate(gold_ids):
             if kb_id == NIL:
@@ -491,6 +524,18 @@ class MedLinker(TrainablePipe):
         losses[self.name] += loss
         return losses
 
+    def _doc_counts(self, doc: Doc) -> Tuple[Dict[str, Counter], Counter]:
+        """What a Doc's own linked mentions added to the priors and concept counts (as
+        `initialize` counts them)."""
+        priors: Dict[str, Counter] = defaultdict(Counter)
+        concepts: Counter = Counter()
+        for ent in doc.ents:
+            ids = self._primary_ids(ent.kb_id_)
+            if len(ids) == 1:
+                priors[normalize_alias(ent.text)][ids[0]] += 1
+                concepts[ids[0]] += 1
+        return priors, concepts
+
     def _loss(self, logits: numpy.ndarray, keep: List[int], targets: List[int]) -> Tuple[float, numpy.ndarray]:
         """Softmax cross-entropy over the slots of the mentions whose answer is among them."""
         d = numpy.zeros_like(logits)
@@ -511,25 +556,44 @@ class MedLinker(TrainablePipe):
     def get_loss(self, examples, scores):
         raise NotImplementedError("MedLinker computes its loss in update()")
 
-    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, kb_path: Optional[Path] = None) -> None:
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, kb_path: Optional[Path] = None,
+                   train_kb_path: Optional[Path] = None, leave_out: str = "mention") -> None:
         """Load the KB from `kb_path` (output of `medllm build-kb`), count priors on the training examples, initialize the model.
 
         kb_path (Path): folder with kb.msgpack and index/; optional when `set_kb` was called.
+        train_kb_path (Optional[Path]): a KB (with its index) to link the training mentions
+            with instead. In a KB built with the training mentions as aliases, every training
+            mention is an exact name of its own answer, which a mention of an unseen text is
+            not; `medllm build-kb --mentions-min-docs 2` keeps a mention alias only where two
+            documents have it, so a training mention finds its text as a name only when
+            another document has it (README: measured on dev). Not saved: the trained
+            component links with the KB of `kb_path`.
+        leave_out (str): what training leaves out of the priors and concept counts a
+            mention is featurized with: "mention" (its own count) or "document" (the counts
+            of every mention of its document: a text counts as seen only when another
+            document has it, as for a test document).
         """
+        if leave_out not in LEAVE_OUT:
+            raise ValueError(Errors.E154.format(path=f"{self.name}.initialize.leave_out", reason=f"{leave_out!r}: one of {', '.join(LEAVE_OUT)}"))
         if kb_path is not None:
             kb = KnowledgeBase.from_disk(kb_path)
             index = Path(kb_path) / "index"
             self.set_kb(kb, CandidateGenerator.from_disk(index, kb) if index.exists() else None)
         self._require_kb()
+        self.train_kb = self.train_generator = None
+        if train_kb_path is not None:
+            self.train_kb = KnowledgeBase.from_disk(train_kb_path)
+            index = Path(train_kb_path) / "index"
+            self.train_generator = CandidateGenerator.from_disk(index, self.train_kb) if index.exists() else CandidateGenerator(self.train_kb)
+        self.cfg["leave_out"] = leave_out
         priors: Dict[str, Counter] = defaultdict(Counter)
         concepts: Counter = Counter()
         sample = []
         for eg in get_examples():
-            for ent in eg.reference.ents:
-                ids = self._primary_ids(ent.kb_id_)
-                if len(ids) == 1:
-                    priors[normalize_alias(ent.text)][ids[0]] += 1
-                    concepts[ids[0]] += 1
+            doc_priors, doc_concepts = self._doc_counts(eg.reference)
+            for key, counts in doc_priors.items():
+                priors[key].update(counts)
+            concepts.update(doc_concepts)
             if len(sample) < 10:
                 sample.append(eg.predicted)
         self.priors = {k: dict(v) for k, v in priors.items()}
