@@ -17,7 +17,7 @@ from spacy.tokens import DocBin
 import spacy_medllm  # noqa: F401  (registers the factories)
 from spacy_medllm.evaluation.linker import end_to_end_links, link_gold_mentions, linker_name
 
-BIASES = [1.0, 0.5, 0.0, -0.5, -1.0, -2.0, -100.0]
+BIASES = [8.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0, -100.0]
 
 
 def main(model: str, *paths: str) -> None:
