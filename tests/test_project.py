@@ -13,7 +13,7 @@ def test_project_yml_is_valid():
     commands = {c["name"] for c in project["commands"]}
     assert {"convert", "train", "train-cnn", "evaluate", "package", "package-ner", "verify-corpus"} <= commands
     assert project["workflows"]["all"] == [
-        "convert", "build-kb", "build-kg", "train-kg", "train-pipeline", "tune-pipeline", "build-kb-package", "build-kg-package",
+        "convert", "fetch-mesh-supplementary", "build-kb", "build-kg", "train-kg", "train-pipeline", "tune-pipeline", "build-kb-package", "build-kg-package",
         "assemble", "quantize", "evaluate-pipeline", "benchmark-load", "package",
     ]
     assert project["workflows"]["ner"] == ["convert", "train", "train-cnn", "evaluate", "package-ner"]
