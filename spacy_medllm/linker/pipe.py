@@ -125,6 +125,13 @@ def make_linker(
 LEAVE_OUT = ("mention", "document")
 
 
+def _load_kb(path: Path) -> Tuple[KnowledgeBase, Optional[CandidateGenerator]]:
+    """A `medllm build-kb` folder: its KB, and its candidate index where it has one."""
+    kb = KnowledgeBase.from_disk(path)
+    index = Path(path) / "index"
+    return kb, (CandidateGenerator.from_disk(index, kb) if index.exists() else None)
+
+
 def concept_row(concept_id: str, n_rows: int) -> int:
     """A stable row of the hashed concept table; row 0 is NIL."""
     return 1 + zlib.crc32(concept_id.encode("utf8")) % (n_rows - 1)
@@ -576,15 +583,12 @@ class MedLinker(TrainablePipe):
         if leave_out not in LEAVE_OUT:
             raise ValueError(Errors.E154.format(path=f"{self.name}.initialize.leave_out", reason=f"{leave_out!r}: one of {', '.join(LEAVE_OUT)}"))
         if kb_path is not None:
-            kb = KnowledgeBase.from_disk(kb_path)
-            index = Path(kb_path) / "index"
-            self.set_kb(kb, CandidateGenerator.from_disk(index, kb) if index.exists() else None)
+            self.set_kb(*_load_kb(kb_path))
         self._require_kb()
         self.train_kb = self.train_generator = None
         if train_kb_path is not None:
-            self.train_kb = KnowledgeBase.from_disk(train_kb_path)
-            index = Path(train_kb_path) / "index"
-            self.train_generator = CandidateGenerator.from_disk(index, self.train_kb) if index.exists() else CandidateGenerator(self.train_kb)
+            self.train_kb, generator = _load_kb(train_kb_path)
+            self.train_generator = generator if generator is not None else CandidateGenerator(self.train_kb)
         self.cfg["leave_out"] = leave_out
         priors: Dict[str, Counter] = defaultdict(Counter)
         concepts: Counter = Counter()
