@@ -3,6 +3,7 @@ weights as safetensors with their shapes: exact round trips through bytes and di
 pickle in what is saved, the older `torch.save` format still read, and coded errors for
 a damaged weights file."""
 import io
+import sys
 
 import numpy
 import pytest
@@ -247,3 +248,44 @@ def test_weights_of_another_module_or_shape_give_coded_errors(linker_nlp, rel_nl
     wrong = save(load_safetensors(data), metadata={META_KEY: srsly.json_dumps(info)})
     with pytest.raises(ValueError, match=r"(?s)E133.*medllm_linker_model: the saved weights do not fit the module: .*size mismatch"):
         deserialize_module(module_of(scorer), wrong, cpu, io=scorer.attrs["torch_io"])
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status; glibc's heap")
+def test_linker_updates_keep_resident_memory_flat():
+    """thinc's torch shim gives each updated parameter a new tensor; glibc kept the freed
+    buffers of the 65,536-row concept table resident (~2-7 MB a step, until the OOM killer);
+    `finish_update_scaled` hands them back."""
+    from thinc.api import Model
+
+    from spacy_medllm.layers.optim import finish_update_scaled
+    from spacy_medllm.linker.model import LinkerBatch, build_linker_model
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    docs = [nlp.make_doc("word " * 50) for _ in range(4)]
+    vectors = numpy.random.rand(50, 96).astype("float32")
+    tok2vec = Model("fixed", lambda model, docs, is_train: ([vectors for _ in docs], lambda d: docs), dims={"nO": 96})
+    model = build_linker_model(tok2vec, 6, 64, 65536)
+    model.initialize()
+    optimizer = Adam(0.005)
+    rng = numpy.random.default_rng(0)
+
+    def step():
+        spans = [(i % 4, i % 40, i % 40 + 2) for i in range(100)]
+        batch = LinkerBatch(spans=spans, feats=rng.random((100, 31, 6), dtype="float32"),
+                            rows=rng.integers(0, 65536, (100, 31)), mask=numpy.ones((100, 31), dtype=bool))
+        logits, backprop = model.begin_update((docs, batch))
+        backprop(model.ops.alloc2f(*logits.shape) + 0.01)
+        finish_update_scaled(model, optimizer, 1.0)
+
+    for _ in range(20):
+        step()
+    before = _rss_mb()
+    for _ in range(150):
+        step()
+    assert _rss_mb() - before < 100
