@@ -15,7 +15,7 @@ written beside the table.
 `--context-from PIPELINE` adds mention context to the scorer (LinkerModel.v2 with tok2vec:
 the mention's pooled token vectors against a hashed concept table, configs/multitask.cfg's
 linker) from that pipeline's transformer, frozen as in configs/linker_dense.cfg: its token
-vectors (through its linker's listener, else its NER's) are computed once per text.
+vectors (through its linker's listener, else its NER's) are computed once per text and kept.
 """
 import random
 import time
@@ -34,6 +34,7 @@ from tqdm import tqdm
 import spacy_medllm  # noqa: F401  (registers the factories)
 from spacy_medllm.evaluation.candidates import NCBI_DISEASE_LABELS
 from spacy_medllm.evaluation.linker import link_gold_mentions
+from spacy_medllm.linker.model import build_linker_model_v2
 from spacy_medllm.tokens import split_kb_id
 
 DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
@@ -48,34 +49,30 @@ def build(features: List[str], seed: int, width: int, context: Optional[Model] =
         "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536},
     })
     if context is not None:
-        from spacy_medllm.linker.model import build_linker_model_v2
-
         nlp.get_pipe("medllm_linker").model = build_linker_model_v2(context, len(features), width, 65536)
     return nlp
 
 
-def frozen_context(pipeline: Path, texts: List[str]) -> Model:
+def frozen_context(pipeline: Path) -> Model:
     """A tok2vec that returns `pipeline`'s frozen transformer's token vectors for each
-    text (computed here, once): what its linker's (else its NER's) listener reads."""
+    text, computed the first time the text is seen and kept: what its linker's (else its
+    NER's) listener reads."""
     base = spacy.load(pipeline)
     trf = base.get_pipe("transformer")
     owner = "medllm_linker" if "medllm_linker" in base.pipe_names else "ner"
     listener = base.get_pipe(owner).model.get_ref("tok2vec")
     vectors: Dict[str, numpy.ndarray] = {}
-    texts = list(dict.fromkeys(texts))
-    for start in tqdm(range(0, len(texts), 16), desc="context vectors", unit="batches"):
-        chunk = texts[start : start + 16]
-        docs = list(trf.pipe([base.make_doc(t) for t in chunk], batch_size=16))
-        for text, doc, v in zip(chunk, docs, listener.predict(docs)):
-            vectors[text] = numpy.asarray(v, dtype="float32")
 
     def forward(model, docs, is_train):
-        out = []
-        for doc in docs:
-            v = vectors.get(doc.text)
-            if v is None or v.shape[0] != len(doc):
-                raise ValueError(f"{pipeline}: no token vectors for a text of {len(doc)} tokens (not among the study's texts, or tokenized differently): {doc.text[:60]!r}")
-            out.append(v)
+        new = list(dict.fromkeys(doc.text for doc in docs if doc.text not in vectors))
+        if new:
+            encoded = list(trf.pipe([base.make_doc(t) for t in new], batch_size=16))
+            for text, v in zip(new, listener.predict(encoded)):
+                vectors[text] = numpy.asarray(v, dtype="float32")
+        out = [vectors[doc.text] for doc in docs]
+        for doc, v in zip(docs, out):
+            if v.shape[0] != len(doc):
+                raise ValueError(f"{pipeline}: its tokenizer gives {v.shape[0]} tokens where the study's gives {len(doc)}: {doc.text[:60]!r}")
         return out, lambda d_vectors: docs
 
     return Model("frozen_context", forward, dims={"nO": int(listener.get_dim("nO"))})
@@ -107,11 +104,7 @@ def main(
             sets[name] = next(iter(sets.values())) + [name]
     output.mkdir(parents=True, exist_ok=True)
     devs = [d.split("=", 1) for d in dev]
-    context = None
-    if context_from is not None:
-        probe = spacy.blank("en")
-        texts = [eg.reference.text for path in [*train, *(Path(p) for _, p in devs)] for eg in Corpus(path)(probe)]
-        context = frozen_context(context_from, texts)
+    context = frozen_context(context_from) if context_from is not None else None
     results = {}
     for set_name, names in sets.items():
         nlp = build(names, seed, width, context)
