@@ -40,11 +40,11 @@ from spacy_medllm.tokens import split_kb_id
 DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
 
 
-def build(features: List[str], seed: int, width: int, context: Optional[Model] = None):
+def build(features: List[str], seed: int, width: int, context: Optional[Model] = None, abbreviation_mentions: bool = False):
     fix_random_seed(seed)
     nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
     nlp.add_pipe("medllm_linker", config={
-        "top_k": 30, "threshold": None, "use_abbreviations": True,
+        "top_k": 30, "threshold": None, "use_abbreviations": True, "abbreviation_mentions": abbreviation_mentions,
         "features": {"@misc": "spacy_medllm.linker_features.v1", "features": features},
         "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536},
     })
@@ -91,6 +91,7 @@ def main(
     train_kb: Optional[Path] = typer.Option(None, help="a KB (with its index) to link the training mentions with (medllm_linker.initialize's train_kb_path), e.g. one built by `medllm build-kb --mentions-min-docs 2`"),
     leave_out: str = typer.Option("mention", help="what training leaves out of the priors: mention or document"),
     context_from: Optional[Path] = typer.Option(None, help="a trained pipeline with a transformer (e.g. training/multitask/model-best): its frozen token vectors give the scorer mention context"),
+    abbreviation_mentions: bool = typer.Option(False, help="medllm_linker's abbreviation_mentions: short forms through a definition's other number and through the document's other mentions"),
     output: Path = typer.Option(Path("metrics/linker_study")),
 ):
     sets = {}
@@ -107,7 +108,7 @@ def main(
     context = frozen_context(context_from) if context_from is not None else None
     results = {}
     for set_name, names in sets.items():
-        nlp = build(names, seed, width, context)
+        nlp = build(names, seed, width, context, abbreviation_mentions)
         examples = []
         for path in train:
             examples.extend(Corpus(path)(nlp))
@@ -133,7 +134,8 @@ def main(
         bar.close()
         train_s = time.time() - t0
         row = {"features": names, "train_s": round(train_s, 1), "train_kb": str(train_kb) if train_kb else None, "leave_out": leave_out,
-               "context_from": str(context_from) if context_from else None}
+               "context_from": str(context_from) if context_from else None,
+               "abbreviation_mentions": abbreviation_mentions}
         for dname, dpath in devs:
             gold = list(Corpus(dpath)(nlp))
             gold_docs = [eg.reference for eg in gold]

@@ -1,7 +1,7 @@
 """Abbreviation definitions found on the text's characters (Schwartz & Hearst)."""
 import pytest
 
-from spacy_medllm.linker.abbreviations import abbreviation_definitions
+from spacy_medllm.linker.abbreviations import abbreviation_definitions, mention_long_forms, number_variants
 
 
 @pytest.mark.parametrize("text,short,long", [
@@ -52,3 +52,45 @@ def test_linker_reads_definitions_from_the_text():
     assert linker._abbreviation_definitions(doc) == {"D-MED": "dexmedetomidine", "5-FU": "5-fluorouracil"}
     assert linker._abbreviation_definitions(nlp.make_doc("dexmedetomidine(D-MED)")) == {"D-MED": "dexmedetomidine"}
     assert linker._abbreviation_definitions(nlp.make_doc("No parenthesis here.")) == {}
+
+
+def test_number_variants():
+    variants = number_variants({"VSDs": "ventricular septal defects", "COC": "combined oral contraceptive",
+                                "PAs": "pyrrolizidine alkaloids", "OA": "osteoarthritis"})
+    assert variants["VSD"] == "ventricular septal defect"
+    assert variants["COCs"] == "combined oral contraceptives"
+    assert variants["PA"] == "pyrrolizidine alkaloid"
+    # no plural of a long form that already ends in "s"
+    assert "OAs" not in variants
+    # a short form's own definition wins over a variant of another
+    assert number_variants({"MDs": "midline defects", "MD": "muscular dystrophy"})["MD"] == "muscular dystrophy"
+
+
+def test_mention_long_forms():
+    mentions = [("overactive bladder", "Disease"), ("prostaglandins", "Chemical"), ("OAB", "Disease"), ("PGs", "Chemical"),
+                ("startle", "Disease"), ("PGE2", "Chemical"), ("HT", "Disease"), ("hypertension", "Chemical"),
+                ("DVP", "Chemical"), ("valproate", "Chemical")]
+    found = mention_long_forms(mentions, {})
+    assert found == {"OAB": "overactive bladder", "PGs": "prostaglandins"}
+    # a short form defined in the text is left to its definition
+    assert "OAB" not in mention_long_forms(mentions, {"OAB": "overactive bladder"})
+    # the most frequent of several spellings
+    assert mention_long_forms([("ARF", "Disease"), ("acute renal failure", "Disease"), ("acute rheumatic fever", "Disease"),
+                               ("acute rheumatic fever", "Disease")], {}) == {"ARF": "acute rheumatic fever"}
+
+
+def test_linker_links_short_forms_through_other_mentions():
+    import spacy
+    from spacy.tokens import Span
+
+    nlp = spacy.blank("en")
+    on = nlp.add_pipe("medllm_linker", name="on", config={"abbreviation_mentions": True})
+    off = nlp.add_pipe("medllm_linker", name="off")
+    doc = nlp.make_doc("Women with overactive bladder were seen ; OAB improved . VSD and VSDs ( ventricular septal defects ) .")
+    doc.ents = [Span(doc, 2, 4, "Disease"), Span(doc, 7, 8, "Disease"), Span(doc, 10, 11, "Disease"), Span(doc, 12, 13, "Disease"),
+                Span(doc, 14, 17, "Disease")]
+    linked = {ent.text: text for ent, text, _ in on._mentions(doc)}
+    assert linked["OAB"] == "overactive bladder"
+    assert linked["VSD"] == "ventricular septal defect"
+    assert linked["VSDs"] == "ventricular septal defects"
+    assert {ent.text: text for ent, text, _ in off._mentions(doc)}["OAB"] == "OAB"

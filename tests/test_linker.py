@@ -661,3 +661,40 @@ def test_training_kb_links_training_mentions_and_is_not_saved(tmp_path):
     nlp.to_disk(tmp_path / "nlp")
     loaded = spacy.load(tmp_path / "nlp").get_pipe("medllm_linker")
     assert loaded.train_kb is None and "hypotensive" in {normalize_alias(a) for a in loaded.kb["D007022"].aliases}
+
+
+def test_hierarchy_features():
+    """tree_depth, broader_than_top and narrower_than_top read the MeSH tree numbers among a
+    concept's types (a supplementary record one level below its heading), relative to the
+    generator's best candidate; the all-candidates form writes what the per-candidate one does."""
+    from spacy_medllm.linker.features import is_ancestor, make_linker_features, tree_depth, tree_numbers
+
+    kidney, insufficiency = frozenset(["Disease", "C12.777.419"]), frozenset(["Disease", "C12.777.419.780", "C13.351.968.419.780"])
+    record = frozenset(["Disease", "C12.777.419.780/C565467"])
+    assert tree_numbers(record) == ("C12.777.419.780.C565467",) and tree_numbers(frozenset(["Disease"])) == ()
+    assert tree_depth(kidney) == 0.3 and tree_depth(insufficiency) == 0.4 and tree_depth(frozenset(["Chemical"])) == 0.0
+    assert is_ancestor(kidney, insufficiency) and is_ancestor(insufficiency, record) and not is_ancestor(insufficiency, kidney)
+    # a prefix of the digits is not an ancestor
+    assert not is_ancestor(frozenset(["C12.777.41"]), insufficiency)
+
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker", config={"features": {
+        "@misc": "spacy_medllm.linker_features.v1", "features": ["score", "tree_depth", "broader_than_top", "narrower_than_top", "nil"]}})
+    linker.set_kb(KnowledgeBase([
+        Concept("D007674", "Kidney Diseases", ["renal disease"], list(kidney)),
+        Concept("D051437", "Renal Insufficiency", ["renal failure"], list(insufficiency)),
+        Concept("C565467", "Renal insufficiency, familial", [], list(record)),
+        Concept("D003000", "Clonidine", [], ["Chemical", "D02.092.311"]),
+    ]))
+    mention = ("renal insufficiency", "Disease", False, "")
+    cs = linker.generator.detailed([mention[0]], k=linker.cfg["top_k"])[0]
+    assert cs[0][0] == "D051437"
+    block = linker._mention_block(mention, cs, None)
+    linker.features.blocks, kept = None, linker.features.blocks
+    single = linker._mention_block(mention, cs, None)
+    linker.features.blocks = kept
+    assert numpy.array_equal(block[0], single[0])
+    rows = {cid: block[0][slot] for slot, (cid, _) in enumerate(block[3], start=1)}
+    assert list(rows["D007674"][1:4]) == pytest.approx([0.3, 1.0, 0.0])
+    assert list(rows["C565467"][1:4]) == pytest.approx([0.5, 0.0, 1.0])
+    assert list(rows["D051437"][1:4]) == pytest.approx([0.4, 0.0, 0.0])

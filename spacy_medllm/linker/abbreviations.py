@@ -29,7 +29,7 @@ Each short form keeps its first definition; one long form may define several sho
 """
 import re
 from bisect import bisect_right
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 # where the long form's search stops: the end of the previous sentence
 _SENTENCE_END = re.compile(r"[.!?]\s+|\n")
@@ -133,3 +133,51 @@ def _valid_pair(short: str, long: str) -> bool:
         return False
     n_words = len(_WORDS.findall(long))
     return n_words <= min(len(short) + 5, 2 * len(short))
+
+
+def number_variants(long_forms: Mapping[str, str]) -> Dict[str, str]:
+    """The definitions plus the other grammatical number of each plural-able pair: "VSDs" defined
+    as "ventricular septal defects" also gives "VSD" -> "ventricular septal defect", and "COC"
+    -> "combined oral contraceptive" gives "COCs" -> "combined oral contraceptives". A short
+    form's own definition always wins."""
+    out = dict(long_forms)
+    for short, long in long_forms.items():
+        if len(short) > 2 and short.endswith("s") and short[-2].isupper() and long.endswith("s") and not long.endswith("ss"):
+            out.setdefault(short[:-1], long[:-3] + "y" if long.endswith("ies") else long[:-1])
+        elif short[-1].isupper() and long[-1].isalpha() and not long.endswith("s"):
+            out.setdefault(short + "s", long[:-1] + "ies" if long.endswith("y") and long[-2:-1] not in "aeiou" else long + "s")
+    return out
+
+
+def _looks_abbreviated(text: str) -> bool:
+    """A mention written as a short form: one word that Schwartz & Hearst would take as a short
+    form, with at least two capital letters ("OAB", "PGs"; not "startle")."""
+    return " " not in text and _valid_short_form(text) and sum(c.isupper() for c in text) >= 2
+
+
+def mention_long_forms(mentions: Sequence[Tuple[str, str]], defined: Mapping[str, str]) -> Dict[str, str]:
+    """Short form -> long form for the short forms a document uses without defining them, read
+    off its other mentions: an undefined short-form mention ("OAB", no "(OAB)" in the text)
+    whose letters and digits another mention of the same label spells in order, the first at
+    the start of that mention, as in a definition ("overactive bladder"). Where several
+    mentions do, the most frequent, then the first.
+
+    mentions (Sequence[Tuple[str, str]]): (text, label) of the document's mentions, in order.
+    defined (Mapping[str, str]): the document's own definitions; their short forms are left alone.
+    """
+    counts: Dict[Tuple[str, str], int] = {}
+    for text, label in mentions:
+        counts[(text, label)] = counts.get((text, label), 0) + 1
+    out: Dict[str, str] = {}
+    for short, label in counts:
+        if short in defined or short in out or not _looks_abbreviated(short):
+            continue
+        best, best_n = None, 0
+        for (text, other_label), n in counts.items():
+            if other_label != label or text == short or _looks_abbreviated(text) or len(text) <= len(short):
+                continue
+            if _best_long_form(short, text) == text.strip() and _valid_pair(short, text) and n > best_n:
+                best, best_n = text, n
+        if best is not None:
+            out[short] = best
+    return out

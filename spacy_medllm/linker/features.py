@@ -11,8 +11,10 @@ The entity labels and the KB types they correspond to are configuration
 its KB's types there.
 """
 import math
+import re
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from functools import lru_cache
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy
 from spacy.util import registry
@@ -45,6 +47,8 @@ class CandidateContext:
     cosine (0.0 without a dense index), before the generator merged them into `score`.
     short_exact: for a mention linked through its abbreviation's long form, whether the
     concept also has a name equal to the short form itself (normalized).
+    top_types: the types of the generator's best candidate (slot 1), whose MeSH tree
+    numbers the hierarchy features compare this candidate's with.
     """
 
     label: str
@@ -63,6 +67,7 @@ class CandidateContext:
     dense: float = 0.0
     best_dense: float = 0.0
     short_exact: bool = False
+    top_types: frozenset = frozenset()
 
 
 FeatureFunction = Callable[[CandidateContext], float]
@@ -178,6 +183,47 @@ def block_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, BlockF
         "dense_gap": lambda b: b.dense - b.best_dense,
         "short_exact": lambda b: b.short_exact,
         DOC_SUPPORT_FEATURE: lambda b: 0.0,
+        "tree_depth": lambda b: [tree_depth(t) for t in b.types],
+        "broader_than_top": lambda b: [float(is_ancestor(t, b.types[0])) for t in b.types],
+        "narrower_than_top": lambda b: [float(is_ancestor(b.types[0], t)) for t in b.types],
+    }
+
+
+_TREE_NUMBER = re.compile(r"[A-Z][0-9]{2}(?:\.[0-9]{3})*(?:/[A-Z][0-9]+)?")
+
+
+@lru_cache(maxsize=65536)
+def tree_numbers(types: frozenset) -> Tuple[str, ...]:
+    """The MeSH tree numbers among a concept's types, as dotted paths: a supplementary
+    record's "C10.668.829.700/C565467" (the record under its heading) is one level below
+    the heading."""
+    return tuple(sorted(t.replace("/", ".") for t in types if _TREE_NUMBER.fullmatch(t)))
+
+
+def tree_depth(types: frozenset) -> float:
+    """The depth of the concept's shallowest tree number, over 10 (0 without one): how general it is."""
+    trees = tree_numbers(types)
+    return min(t.count(".") + 1 for t in trees) / 10 if trees else 0.0
+
+
+def is_ancestor(types: frozenset, of: frozenset) -> bool:
+    """Whether a tree number of `types` is a proper prefix of one of `of` (a broader concept)."""
+    mine, theirs = tree_numbers(types), tree_numbers(of)
+    return any(u.startswith(t + ".") for t in mine for u in theirs)
+
+
+def hierarchy_features() -> Dict[str, FeatureFunction]:
+    """Opt-in features of the candidate's place in the MeSH hierarchy (name them in `features`).
+
+    tree_depth: the depth of its shallowest tree number, over 10 (0 without one).
+    broader_than_top / narrower_than_top: it is an ancestor / a descendant of the generator's
+        best candidate (a parent or child concept of the best string match: where corpora
+        differ on how specific a vague mention's concept is).
+    """
+    return {
+        "tree_depth": lambda c: tree_depth(c.types),
+        "broader_than_top": lambda c: float(is_ancestor(c.types, c.top_types)),
+        "narrower_than_top": lambda c: float(is_ancestor(c.top_types, c.types)),
     }
 
 
@@ -255,7 +301,8 @@ def make_linker_features(
         (None: all twelve: score, exact, rank, type_match, type_conflict, prior,
         alias_count, concept_count, expanded, score_gap, nil, canonical_name). Also known,
         for a generator with a dense index: tfidf, dense, dense_gap (the candidate's dense
-        cosine minus the best one's); and short_exact, doc_support (`context_features`).
+        cosine minus the best one's); short_exact, doc_support (`context_features`); and
+        tree_depth, broader_than_top, narrower_than_top (`hierarchy_features`).
     RETURNS (LinkerFeatures): the featurizer; its length is the scorer's feature width.
     """
     labels = DEFAULT_TYPE_LABELS if type_labels is None else type_labels
@@ -263,6 +310,7 @@ def make_linker_features(
     names = list(known) if features is None else list(features)
     known.update(generator_features())
     known.update(context_features())
+    known.update(hierarchy_features())
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))

@@ -44,7 +44,7 @@ from ..layers.heap import trim_heap
 from ..layers.optim import finish_update_scaled
 from ..layers.threads import torch_fork_safe
 from ..tokens import NIL, install_extensions, set_link, split_kb_id
-from .abbreviations import abbreviation_definitions
+from .abbreviations import abbreviation_definitions, mention_long_forms, number_variants
 from .features import DOC_SUPPORT_FEATURE, BlockContext, CandidateContext, LinkerFeatures, make_linker_features
 from .model import LinkerBatch, input_width, set_feature_width
 
@@ -69,6 +69,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_LINKER_MODEL)["model"]
         "threshold": None,
         "nil_bias": 0.0,
         "use_abbreviations": True,
+        "abbreviation_mentions": False,
         "labels_discard": [],
         "features": {
             "@misc": "spacy_medllm.linker_features.v1",
@@ -92,6 +93,7 @@ def make_linker(
     features: Optional[LinkerFeatures] = None,
     learn_rate_scale: float = 1.0,
     nil_bias: float = 0.0,
+    abbreviation_mentions: bool = False,
 ) -> "MedLinker":
     """Create a `medllm_linker`.
 
@@ -103,6 +105,10 @@ def make_linker(
         abstains more often (end-to-end precision), below 0 less (-100: it answers whenever
         there is a candidate, as gold-mention accuracy wants). README: the trade-off on dev.
     use_abbreviations (bool): link short forms through their long form (scispaCy's detector).
+    abbreviation_mentions (bool): with `use_abbreviations`, also link a short form through
+        the other grammatical number of a definition ("VSD" where the text defines "VSDs")
+        and, where the text does not define it, through another mention of the same label
+        that its letters spell ("OAB" -> the document's "overactive bladder").
     labels_discard (Sequence[str]): entity labels not to link.
     features (LinkerFeatures): the candidate features, `spacy_medllm.linker_features.v1`
         (its `type_labels` map entity labels to KB types); the model's feature width.
@@ -117,7 +123,7 @@ def make_linker(
     return MedLinker(
         nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
         labels_discard=labels_discard, scorer=scorer, features=features, learn_rate_scale=learn_rate_scale,
-        nil_bias=nil_bias,
+        nil_bias=nil_bias, abbreviation_mentions=abbreviation_mentions,
     )
 
 
@@ -145,6 +151,7 @@ class MedLinker(TrainablePipe):
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
         features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0, nil_bias: float = 0.0,
+        abbreviation_mentions: bool = False,
     ):
         install_extensions()
         torch_fork_safe()
@@ -162,6 +169,7 @@ class MedLinker(TrainablePipe):
         self.cfg = {
             "top_k": top_k, "threshold": threshold, "use_abbreviations": use_abbreviations,
             "labels_discard": list(labels_discard), "nil_bias": float(nil_bias),
+            "abbreviation_mentions": bool(abbreviation_mentions),
         }
         self.kb: Optional[KnowledgeBase] = None
         self.generator: Optional[CandidateGenerator] = None
@@ -228,10 +236,14 @@ class MedLinker(TrainablePipe):
 
         spans: the entities (default `doc.ents`); entities with a discarded label are skipped.
         """
+        ents = list(doc.ents if spans is None else spans)
         long_forms = self._long_forms(doc) if self.cfg["use_abbreviations"] else {}
+        if self.cfg["use_abbreviations"] and self.cfg.get("abbreviation_mentions", False):
+            long_forms = number_variants(long_forms)
+            long_forms.update(mention_long_forms([(e.text, e.label_) for e in ents], long_forms))
         discard = set(self.cfg["labels_discard"])
         out = []
-        for ent in doc.ents if spans is None else spans:
+        for ent in ents:
             if ent.label_ in discard:
                 continue
             long = long_forms.get(ent.text)
@@ -415,6 +427,7 @@ class MedLinker(TrainablePipe):
             rows[1 : n + 1] = [concept_row(cid, n_rows) for cid in cids]
             mask[1 : n + 1] = True
             return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
+        top_types = frozenset(kb[cs[0][0]].types) if cs else frozenset()
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
             concept = kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
@@ -422,7 +435,7 @@ class MedLinker(TrainablePipe):
                 types=frozenset(concept.types), canonical_name=concept.canonical_name,
                 prior=prior.get(cid, 0), total=total,
                 concept_count=max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0),
-                tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids,
+                tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids, top_types=top_types,
             ))
             rows[slot] = concept_row(cid, n_rows)
             mask[slot] = True
