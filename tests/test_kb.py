@@ -52,6 +52,9 @@ def test_kb_load_runs_without_the_cyclic_gc_and_restores_its_state():
         Concept(f"D{i:06d}", f"name {i}", [f"alias {i} a", f"alias {i} b"], ["Chemical"]) for i in range(3000)
     )
     data = big.to_bytes()
+    # from a collected heap: whether the collector's own thresholds call a full collection at
+    # its next run depends on what earlier tests left (long-lived objects pending)
+    gc.collect()
     runs = []
 
     def record(phase, info):
@@ -303,3 +306,24 @@ def test_mention_aliases_need_min_docs(tmp_path):
     assert two == [("D003042", "Cocaine"), ("D003042", "COCAINE")]
     with pytest.raises(ValueError, match="min_docs"):
         list(read_mentions([tmp_path / "train.spacy"], min_docs=0))
+
+
+def test_fingerprint_kept_until_the_kb_changes(tmp_path):
+    """A pipeline's indexes each check the KB's fingerprint at load: computed once, the same
+    value as a fresh computation, and recomputed after add / merge / remove."""
+    kb = KnowledgeBase([Concept("D1", "Hypotension", ["low blood pressure"], ["Disease"]),
+                        Concept("D2", "Clonidine", [], ["Chemical"])])
+    kb.to_disk(tmp_path / "kb")
+    loaded = KnowledgeBase.from_disk(tmp_path / "kb")
+    first = kb_fingerprint(loaded)
+    assert loaded._fingerprint == first == kb_fingerprint(kb)
+    assert kb_fingerprint(loaded) is first
+    for change in (lambda k: k.add(Concept("D3", "Naloxone", [], ["Chemical"])),
+                   lambda k: k.merge("D1", "D3"),
+                   lambda k: k.remove("D2")):
+        before = kb_fingerprint(loaded)
+        change(loaded)
+        assert loaded._fingerprint is None
+        after = kb_fingerprint(loaded)
+        fresh = KnowledgeBase(list(loaded))
+        assert after != before and after == kb_fingerprint(fresh)

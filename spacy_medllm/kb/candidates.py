@@ -45,14 +45,22 @@ Candidate = Tuple[str, float]
 
 
 def kb_fingerprint(kb: KnowledgeBase) -> str:
-    """A hash of what an index is built from: the concept ids and their names, in order."""
+    """A hash of what an index is built from: the concept ids and their names, in order.
+    Computed once per KB until it changes (`add`, `merge`, `remove`): a pipeline's TF-IDF and
+    dense indexes both check it when they load."""
+    cached = getattr(kb, "_fingerprint", None)
+    if cached is not None:
+        return cached
     h = hashlib.sha256()
     for concept in kb:
         h.update(concept.concept_id.encode("utf8") + b"\x00")
         for name in concept.names:
             h.update(normalize_alias(name).encode("utf8") + b"\x01")
         h.update(b"\x02")
-    return h.hexdigest()
+    fingerprint = h.hexdigest()
+    if hasattr(kb, "_fingerprint"):
+        kb._fingerprint = fingerprint
+    return fingerprint
 
 
 def _vectorizer(vocabulary: Optional[Dict[str, int]] = None) -> TfidfVectorizer:

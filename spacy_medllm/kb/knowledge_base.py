@@ -85,6 +85,8 @@ class KnowledgeBase:
     def __init__(self, concepts: Iterable[Concept] = ()):
         self._concepts: Dict[str, Concept] = {}
         self._alias_index: Optional[Dict[str, Tuple[str, ...]]] = None
+        # `candidates.kb_fingerprint`, kept until the KB changes (each index checks it at load)
+        self._fingerprint: Optional[str] = None
         self._alt: Dict[str, str] = {}  # alternative id -> primary id
         # the vocabularies this KB was built from, in layering order: name, licence, ...
         self.sources: List[Dict[str, object]] = []
@@ -118,6 +120,7 @@ class KnowledgeBase:
             for each name that is new; otherwise `concept.sources` is used.
         """
         self._alias_index = None
+        self._fingerprint = None
         cid = self._alt.get(concept.concept_id, concept.concept_id)
         old = self._concepts.get(cid)
         if old is None:
@@ -156,6 +159,7 @@ class KnowledgeBase:
         into it and the other concept is removed; both must be primary ids."""
         primary, other = self._concepts[primary_id], self._concepts.pop(other_id)
         self._alias_index = None
+        self._fingerprint = None
         known = set(primary.names)
         for name in other.names:
             if name not in known:
@@ -173,6 +177,7 @@ class KnowledgeBase:
         """Remove the concept with this primary id (and its alternative ids); return it."""
         concept = self._concepts.pop(concept_id)
         self._alias_index = None
+        self._fingerprint = None
         for alt in concept.alt_ids:
             self._alt.pop(alt, None)
         return concept
