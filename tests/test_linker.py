@@ -667,7 +667,7 @@ def test_hierarchy_features():
     """tree_depth, broader_than_top and narrower_than_top read the MeSH tree numbers among a
     concept's types (a supplementary record one level below its heading), relative to the
     generator's best candidate; the all-candidates form writes what the per-candidate one does."""
-    from spacy_medllm.linker.features import is_ancestor, make_linker_features, tree_depth, tree_numbers
+    from spacy_medllm.linker.features import is_ancestor, tree_depth, tree_numbers
 
     kidney, insufficiency = frozenset(["Disease", "C12.777.419"]), frozenset(["Disease", "C12.777.419.780", "C13.351.968.419.780"])
     record = frozenset(["Disease", "C12.777.419.780/C565467"])

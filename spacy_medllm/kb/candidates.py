@@ -22,7 +22,6 @@ concept mapping as `.npy`, the name matrix as a scipy `.npz` (loaded with
 built from (its concept ids and names, hashed): loading it beside another knowledge base,
 whose ids and names the rows would silently misname, is refused; so is a damaged file.
 """
-import hashlib
 import json
 import zipfile
 from collections import OrderedDict
@@ -45,22 +44,8 @@ Candidate = Tuple[str, float]
 
 
 def kb_fingerprint(kb: KnowledgeBase) -> str:
-    """A hash of what an index is built from: the concept ids and their names, in order.
-    Computed once per KB until it changes (`add`, `merge`, `remove`): a pipeline's TF-IDF and
-    dense indexes both check it when they load."""
-    cached = getattr(kb, "_fingerprint", None)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    for concept in kb:
-        h.update(concept.concept_id.encode("utf8") + b"\x00")
-        for name in concept.names:
-            h.update(normalize_alias(name).encode("utf8") + b"\x01")
-        h.update(b"\x02")
-    fingerprint = h.hexdigest()
-    if hasattr(kb, "_fingerprint"):
-        kb._fingerprint = fingerprint
-    return fingerprint
+    """A hash of what an index is built from (`KnowledgeBase.fingerprint`)."""
+    return kb.fingerprint()
 
 
 def _vectorizer(vocabulary: Optional[Dict[str, int]] = None) -> TfidfVectorizer:

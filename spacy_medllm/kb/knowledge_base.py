@@ -13,6 +13,7 @@ into `sources`, parallel to `Concept.names`), and `sources`: every vocabulary th
 knowledge base was built from, with its licence and what that allows. Version 1 files
 still load (no alternative ids, sources unknown).
 """
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -85,7 +86,7 @@ class KnowledgeBase:
     def __init__(self, concepts: Iterable[Concept] = ()):
         self._concepts: Dict[str, Concept] = {}
         self._alias_index: Optional[Dict[str, Tuple[str, ...]]] = None
-        # `candidates.kb_fingerprint`, kept until the KB changes (each index checks it at load)
+        # `fingerprint()`, kept until the KB changes (each index checks it at load)
         self._fingerprint: Optional[str] = None
         self._alt: Dict[str, str] = {}  # alternative id -> primary id
         # the vocabularies this KB was built from, in layering order: name, licence, ...
@@ -119,8 +120,7 @@ class KnowledgeBase:
         source (str): the source of the concept's names (a key of `sources`), recorded
             for each name that is new; otherwise `concept.sources` is used.
         """
-        self._alias_index = None
-        self._fingerprint = None
+        self._changed()
         cid = self._alt.get(concept.concept_id, concept.concept_id)
         old = self._concepts.get(cid)
         if old is None:
@@ -158,8 +158,7 @@ class KnowledgeBase:
         concept's names (with their sources), types, definition and alternative ids move
         into it and the other concept is removed; both must be primary ids."""
         primary, other = self._concepts[primary_id], self._concepts.pop(other_id)
-        self._alias_index = None
-        self._fingerprint = None
+        self._changed()
         known = set(primary.names)
         for name in other.names:
             if name not in known:
@@ -176,8 +175,7 @@ class KnowledgeBase:
     def remove(self, concept_id: str) -> Concept:
         """Remove the concept with this primary id (and its alternative ids); return it."""
         concept = self._concepts.pop(concept_id)
-        self._alias_index = None
-        self._fingerprint = None
+        self._changed()
         for alt in concept.alt_ids:
             self._alt.pop(alt, None)
         return concept
@@ -202,6 +200,25 @@ class KnowledgeBase:
                 entry.update(info)
                 return
         self.sources.append({"name": name, **info})
+
+    def _changed(self) -> None:
+        """Drop what is derived from the concepts and their names (rebuilt when next asked)."""
+        self._alias_index = None
+        self._fingerprint = None
+
+    def fingerprint(self) -> str:
+        """A hash of what an index is built from: the concept ids and their names, in order.
+        Computed once until the KB changes (`add`, `merge`, `remove`): a pipeline's TF-IDF and
+        dense indexes both check it when they load."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for concept in self._concepts.values():
+                h.update(concept.concept_id.encode("utf8") + b"\x00")
+                for name in concept.names:
+                    h.update(normalize_alias(name).encode("utf8") + b"\x01")
+                h.update(b"\x02")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     @property
     def alias_index(self) -> Dict[str, Tuple[str, ...]]:

@@ -168,13 +168,15 @@ def mention_long_forms(mentions: Sequence[Tuple[str, str]], defined: Mapping[str
     counts: Dict[Tuple[str, str], int] = {}
     for text, label in mentions:
         counts[(text, label)] = counts.get((text, label), 0) + 1
+    shorts = [key for key in counts if _looks_abbreviated(key[0])]
+    longs = [(key, n) for key, n in counts.items() if not _looks_abbreviated(key[0])]
     out: Dict[str, str] = {}
-    for short, label in counts:
-        if short in defined or short in out or not _looks_abbreviated(short):
+    for short, label in shorts:
+        if short in defined or short in out:
             continue
         best, best_n = None, 0
-        for (text, other_label), n in counts.items():
-            if other_label != label or text == short or _looks_abbreviated(text) or len(text) <= len(short):
+        for (text, other_label), n in longs:
+            if other_label != label or len(text) <= len(short):
                 continue
             if _best_long_form(short, text) == text.strip() and _valid_pair(short, text) and n > best_n:
                 best, best_n = text, n

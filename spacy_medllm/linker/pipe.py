@@ -237,10 +237,12 @@ class MedLinker(TrainablePipe):
         spans: the entities (default `doc.ents`); entities with a discarded label are skipped.
         """
         ents = list(doc.ents if spans is None else spans)
-        long_forms = self._long_forms(doc) if self.cfg["use_abbreviations"] else {}
-        if self.cfg["use_abbreviations"] and self.cfg.get("abbreviation_mentions", False):
-            long_forms = number_variants(long_forms)
-            long_forms.update(mention_long_forms([(e.text, e.label_) for e in ents], long_forms))
+        long_forms: Dict[str, str] = {}
+        if self.cfg["use_abbreviations"]:
+            long_forms = self._long_forms(doc)
+            if self.cfg.get("abbreviation_mentions", False):
+                long_forms = number_variants(long_forms)
+                long_forms.update(mention_long_forms([(e.text, e.label_) for e in ents], long_forms))
         discard = set(self.cfg["labels_discard"])
         out = []
         for ent in ents:
