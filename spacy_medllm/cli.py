@@ -394,6 +394,7 @@ def build_dense_index_cmd(
     ef_search: int = typer.Option(128, help="HNSW indexes: efSearch"),
     batch_size: int = typer.Option(256, help="names per encoder batch"),
     query_int8: bool = typer.Option(False, "--query-int8", help="encode mentions with an int8 copy of the name encoder (CPU; the names' vectors stay fp32-encoded)"),
+    query_activations: str = typer.Option("per_token", "--query-activations", help="with --query-int8: per_token (each token its own activation scale: a mention's vector is the same in any batch) or per_batch (PyTorch's dynamic quantization, one scale per encoder call)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device for encoding (-1: CPU)"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT (never KB_DIR)"),
 ) -> None:
@@ -413,6 +414,8 @@ def build_dense_index_cmd(
         t0 = time.perf_counter()
         if query_int8 and gpu_id >= 0:
             raise ValueError("--query-int8 makes a CPU query encoder: build the index on CPU (--gpu-id -1), or build it on GPU and then again with --vectors-from it and --query-int8")
+        if query_activations not in ("per_token", "per_batch"):
+            raise ValueError(f"--query-activations {query_activations!r}: use per_token or per_batch")
         if (encoder is None) == (vectors_from is None):
             raise ValueError("give --encoder (encode every name) or --vectors-from (reuse a dense index's vectors), not both or neither")
         kb = KnowledgeBase.from_disk(kb_dir)
@@ -424,7 +427,7 @@ def build_dense_index_cmd(
             name_encoder, vectors = NameEncoder(encoder, gpu_id=gpu_id), None
         dense = DenseIndex.build(kb, name_encoder, kind=kind, nprobe=nprobe, ef_search=ef_search, vectors=vectors)
         if query_int8:
-            dense.quantize_queries()
+            dense.quantize_queries(query_activations)
         generator.set_dense(dense, alpha=alpha)
         build_s = time.perf_counter() - t1
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -438,7 +441,7 @@ def build_dense_index_cmd(
     swap_dir(tmp, output)
     size = sum(f.stat().st_size for f in (output / "index" / "dense").rglob("*") if f.is_file())
     typer.echo(f"dense index ({kind}): {len(dense):,} names in {build_s:.1f} s, {dense.memory_bytes() / 2**20:.1f} MB of vectors, "
-               f"{size / 2**20:.1f} MB on disk with the encoder; alpha {alpha}; total {time.perf_counter() - t0:.1f} s", err=True)
+               f"{size / 2**20:.1f} MB on disk with the encoder; queries {dense.query_precision}; alpha {alpha}; total {time.perf_counter() - t0:.1f} s", err=True)
     typer.echo(f"knowledge base: {output}", err=True)
 
 

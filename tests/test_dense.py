@@ -392,6 +392,86 @@ def test_int8_query_encoder_round_trips_and_stays_close(trained, kb, tmp_path):
         assert str(tmp_path / "dense" / "encoder") not in maps.read_text()
 
 
+MENTIONS = ["renal failures", "narcan tablets", "xq", "pyrexia of unknown origin", "li", "acute kidney failure",
+            "cis-platinum induced nephrotoxicity", "fits", "low blood pressure", "hypotensive episodes"]
+
+
+def test_int8_per_token_vectors_do_not_depend_on_their_batch(trained, kb, tmp_path):
+    """Per-token int8 activations: a mention's vector is the same bits alone, in any batch and
+    after a round trip; PyTorch's per-call scale (per_batch) moves it with its batch."""
+    vectors = {}
+    for mode in ("per_token", "per_batch"):
+        index = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="numpy", progress=False)
+        index.quantize_queries(mode)
+        assert index.query_precision == f"int8 {mode}" and index.encoder.int8_activations == mode
+        enc = index.encoder
+        together = enc.encode(MENTIONS, batch_size=64)
+        alone = numpy.stack([enc.encode([m])[0] for m in MENTIONS])
+        # each mention beside another text of its token length (encode batches one length)
+        partners = [" ".join(("9%z#q!" * 8)[: len(enc.tokenizer(m)["input_ids"]) - 2]) for m in MENTIONS]
+        assert [len(enc.tokenizer(p)["input_ids"]) for p in partners] == [len(enc.tokenizer(m)["input_ids"]) for m in MENTIONS]
+        pairs = numpy.stack([enc.encode([m, p], batch_size=2)[0] for m, p in zip(MENTIONS, partners)])
+        if mode == "per_token":
+            assert numpy.array_equal(together, alone) and numpy.array_equal(together, pairs)
+            index.to_disk(tmp_path / "dense")
+            meta = srsly.read_json(tmp_path / "dense" / "encoder" / "name_encoder.json")
+            assert meta["int8_activations"] == "per_token"
+            loaded = DenseIndex.from_disk(tmp_path / "dense", kb)
+            assert loaded.query_precision == "int8 per_token"
+            # (the reloaded scales may differ in the last float bit)
+            assert numpy.allclose(loaded.encoder.encode(MENTIONS), together, atol=1e-6)
+        else:
+            # one scale per call: a text alone gets other vectors than in company
+            assert not numpy.array_equal(alone, pairs)
+        vectors[mode] = together
+    fp32 = NameEncoder(trained[0] / "model").encode(MENTIONS)
+    # fp32 vectors do not depend on the batch either (same-length batches, no padding)
+    assert numpy.allclose(fp32, numpy.stack([NameEncoder(trained[0] / "model").encode([m])[0] for m in MENTIONS]), atol=1e-6)
+    close = {mode: float((v * fp32).sum(axis=1).min()) for mode, v in vectors.items()}
+    assert close["per_token"] > 0.98 and close["per_batch"] > 0.95
+
+
+def test_int8_encoder_saved_without_its_activation_mode_loads_per_batch(trained, kb, tmp_path):
+    """Encoders saved before the mode was recorded keep the activations they were built with."""
+    index = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="numpy", progress=False)
+    with pytest.raises(ValueError, match="per_row"):
+        index.quantize_queries("per_row")
+    assert index.query_precision == "fp32"
+    index.quantize_queries("per_batch")
+    index.quantize_queries("per_batch")
+    with pytest.raises(ValueError, match="per_batch already"):
+        index.quantize_queries("per_token")
+    index.to_disk(tmp_path / "dense")
+    meta_path = tmp_path / "dense" / "encoder" / "name_encoder.json"
+    meta = srsly.read_json(meta_path)
+    del meta["int8_activations"]
+    srsly.write_json(meta_path, meta)
+    assert DenseIndex.from_disk(tmp_path / "dense", kb).query_precision == "int8 per_batch"
+    meta["int8_activations"] = "per_word"
+    srsly.write_json(meta_path, meta)
+    with pytest.raises(ValueError, match="name_encoder.json.*per_word"):
+        DenseIndex.from_disk(tmp_path / "dense", kb)
+
+
+def test_per_token_int8_linear_is_exact_per_row():
+    import torch
+
+    from spacy_medllm.layers.quantize import quantize_module, set_per_token_activations
+
+    torch.manual_seed(0)
+    model = quantize_module(torch.nn.Sequential(torch.nn.Linear(37, 11)), inplace=True)
+    assert set_per_token_activations(model) == 1
+    x = torch.randn(2, 9, 37) * torch.linspace(0.01, 30, 9)[None, :, None]
+    with torch.inference_mode():
+        batched = model(x)
+        rows = torch.stack([torch.stack([model(x[i, j][None])[0] for j in range(9)]) for i in range(2)])
+        ref = torch.nn.functional.linear(x, model[0].weight().dequantize(), model[0].bias())
+    assert torch.equal(batched, rows)
+    # each row is quantized at its own range: small and large rows alike stay close
+    rel = (batched - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert float(rel.max()) < 0.02
+
+
 def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):
     out = tmp_path / "kb_int8"
     result = CliRunner().invoke(app, ["build-dense-index", str(kb_dir), str(out), "--encoder", str(trained[0] / "model"),
@@ -399,8 +479,12 @@ def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert srsly.read_json(out / "index" / "dense" / "dense.json")["query_int8"] is True
     gen = CandidateGenerator.from_disk(out / "index", KnowledgeBase.from_disk(out))
-    assert gen.dense.query_int8
+    assert gen.dense.query_int8 and gen.dense.query_precision == "int8 per_token"
+    assert "queries int8 per_token" in result.output
     assert gen(["kidney failure"], k=1)[0][0][0] == "D051437"
+    result = CliRunner().invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "x"), "--encoder", str(trained[0] / "model"),
+                                      "--kind", "numpy", "--query-int8", "--query-activations", "per_row"])
+    assert result.exit_code == 1 and "per_row" in result.output
 
 
 def test_build_dense_index_reuses_the_shared_names_of_a_larger_kb(trained, kb, kb_dir, tmp_path):

@@ -147,7 +147,7 @@ class CandidateGenerator:
         distinct texts among 9,809 mentions)."""
         keys = [normalize_alias(m) for m in mentions]
         # `set_dense` empties the cache itself; an int8 query encoder moves the dense scores
-        setting = (k, self.alpha, getattr(self.dense, "query_int8", False))
+        setting = (k, self.alpha, getattr(self.dense, "query_precision", None))
         if self._cache_setting != setting:
             self._cache.clear()
             self._cache_setting = setting

@@ -62,6 +62,12 @@ POOLINGS = ("mean", "cls")
 # distinct mention vectors a DenseIndex keeps (16,384 x 384 floats: 25 MB)
 QUERY_CACHE = 16384
 QUERY_BATCH = 32
+# names NameEncoder.encode tokenizes at a time
+ENCODE_CHUNK = 16384
+# the encoder inputs a batch is made of
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# how an int8 name encoder quantizes its activations (NameEncoder.quantize_activations)
+INT8_ACTIVATIONS = ("per_token", "per_batch")
 RESUMABLE = ("steps", "save_every", "eval_every", "log_every", "max_minutes")
 
 
@@ -129,7 +135,13 @@ class NameEncoder:
             self.model.config.num_hidden_layers = layers
         self.device = _device(gpu_id)
         _detach_from_file(self.model)
+        # int8 activations: None (fp32 encoder), "per_batch" (one scale per call, PyTorch's
+        # dynamic quantization: what encoders saved without the field use) or "per_token"
+        self.int8_activations: Optional[str] = None
         if (src / INT8_SCALES).exists():
+            activations = meta.get("int8_activations", "per_batch")
+            if activations not in INT8_ACTIVATIONS:
+                raise ValueError(Errors.E154.format(path=src / ENCODER_META, reason=f"int8_activations {activations!r}: use {' or '.join(INT8_ACTIVATIONS)}"))
             if self.device.type != "cpu":
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason="an int8 name encoder runs on CPU only (--gpu-id -1)"))
             from ..layers.heap import release_freed_memory
@@ -141,6 +153,7 @@ class NameEncoder:
                     raise ValueError("expected {layer name: scales}")
                 self.model = quantize_module(self.model, scales=scales, inplace=True)
                 release_freed_memory()  # the fp32 Linear layers it replaced
+                self.quantize_activations(activations)
             except (ValueError, KeyError, TypeError, RuntimeError) as err:
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason=f"not the int8 scales of this encoder ({err}); rebuild the index with `medllm build-dense-index`")) from None
         self.model.to(self.device)
@@ -150,15 +163,35 @@ class NameEncoder:
     def dim(self) -> int:
         return int(self.model.config.hidden_size)
 
+    def quantize_activations(self, mode: str) -> None:
+        """How the int8 encoder quantizes its activations: "per_token" (each token its own
+        scale: a text's vector is the same in any batch) or "per_batch" (PyTorch's dynamic
+        quantization, one scale per call)."""
+        from ..layers.quantize import is_quantized, set_per_token_activations
+
+        if mode not in INT8_ACTIVATIONS:
+            raise ValueError(f"int8 activations {mode!r}: use {' or '.join(INT8_ACTIVATIONS)}")
+        if not is_quantized(self.model):
+            raise ValueError(Errors.E154.format(path=self.path, reason="the encoder is not int8"))
+        if self.int8_activations == mode:
+            return
+        if self.int8_activations is not None:
+            raise ValueError(Errors.E154.format(path=self.path, reason=f"int8 activations are {self.int8_activations} already"))
+        if mode == "per_token":
+            set_per_token_activations(self.model)
+        self.int8_activations = mode
+
     def _batch(self, names: Sequence[str]):
         enc = self.tokenizer(list(names), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return {k: v.to(self.device) for k, v in enc.items() if k in ENCODER_INPUTS}
 
     def forward(self, names: Sequence[str]):
         """Normalized vectors of `names` as a torch tensor (with gradients when training)."""
+        return self._pool(self._batch(names))
+
+    def _pool(self, inputs):
         import torch
 
-        inputs = self._batch(names)
         hidden = self.model(**inputs).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -169,20 +202,39 @@ class NameEncoder:
 
     def encode(self, names: Sequence[str], batch_size: int = 256,
                progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
-        """(len(names), dim) float32 unit vectors; names are batched by length (less padding)."""
+        """(len(names), dim) float32 unit vectors.
+
+        Each batch holds names of one token length (no padding), so a name's vector does not
+        depend on the other names encoded with it: bit for bit with per-token int8
+        activations, to the last float bits otherwise (the ordering of fp32 sums)."""
         import torch
 
         from ..layers.threads import torch_fork_safe
 
         torch_fork_safe()
         out = np.zeros((len(names), self.dim), dtype=np.float32)
-        order = sorted(range(len(names)), key=lambda i: len(names[i]))
+        if not len(names):
+            return out
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                out[idx] = self.forward([names[i] for i in idx]).float().cpu().numpy()
-                if progress is not None:
-                    progress(len(idx))
+            # tokenized a chunk at a time (token id lists of a whole KB would take GBs)
+            for first in range(0, len(names), ENCODE_CHUNK):
+                chunk = list(names[first : first + ENCODE_CHUNK])
+                tokens = self.tokenizer(chunk, truncation=True, max_length=self.max_length)
+                fields = [key for key in ENCODER_INPUTS if key in tokens]
+                lengths = [len(ids) for ids in tokens["input_ids"]]
+                order = sorted(range(len(chunk)), key=lambda i: lengths[i])
+                start = 0
+                while start < len(order):
+                    length, end = lengths[order[start]], start + 1
+                    while end < len(order) and end - start < batch_size and lengths[order[end]] == length:
+                        end += 1
+                    idx = order[start:end]
+                    inputs = {key: torch.tensor([tokens[key][i] for i in idx], dtype=torch.long, device=self.device)
+                              for key in fields}
+                    out[[first + i for i in idx]] = self._pool(inputs).float().cpu().numpy()
+                    if progress is not None:
+                        progress(len(idx))
+                    start = end
         return out
 
     def save(self, path: Union[str, Path]) -> None:
@@ -200,7 +252,10 @@ class NameEncoder:
             (path / INT8_SCALES).unlink()
         model.save_pretrained(str(path), safe_serialization=True)
         self.tokenizer.save_pretrained(str(path))
-        srsly.write_json(path / ENCODER_META, {"pooling": self.pooling, "max_length": self.max_length})
+        meta = {"pooling": self.pooling, "max_length": self.max_length}
+        if self.int8_activations is not None:
+            meta["int8_activations"] = self.int8_activations
+        srsly.write_json(path / ENCODER_META, meta)
 
 
 # ---- training --------------------------------------------------------------------------
@@ -501,8 +556,8 @@ class DenseIndex:
         # instead of a pass through the encoder (the same text, the same encoder: the same
         # vector, up to the index's float16 or 8-bit storage); in memory only, never saved
         self.reuse_name_vectors = True
-        # mentions go through the encoder in batches of this many, shortest first: a batch
-        # pads to its longest text, and a search's mentions range from "MI" to clauses
+        # mentions go through the encoder in batches of at most this many, each of one token
+        # length (`NameEncoder.encode`)
         self.query_batch_size = QUERY_BATCH
         self.encoded = 0  # keys that went through the encoder (statistics)
         self._apply_params()
@@ -511,24 +566,35 @@ class DenseIndex:
         from ..layers.quantize import is_quantized
 
         self.query_int8 = is_quantized(encoder.model)  # (an encoder saved int8 loads int8)
-        if query_int8:
+        if query_int8 and not self.query_int8:
             self.quantize_queries()
 
-    def quantize_queries(self) -> None:
-        """Encode mentions with the encoder's Linear layers dynamically quantized to int8
-        (one scale per output channel; CPU only, a CUDA encoder stays as it is). The stored
+    def quantize_queries(self, activations: str = "per_token") -> None:
+        """Encode mentions with the encoder's Linear layers quantized to int8 (weights: one
+        scale per output channel; activations: `activations`, see
+        `NameEncoder.quantize_activations`; CPU only). The stored
         name vectors are unchanged: only the mentions' vectors move, by the int8 rounding.
         Saved with the index (`dense.json`: "query_int8"; the encoder as its int8 weights'
         values and scales, so it loads int8 again: build other indexes from an fp32 one)."""
         from ..layers.quantize import quantize_module
 
-        if self.query_int8:
+        if activations not in INT8_ACTIVATIONS:
+            raise ValueError(f"int8 activations {activations!r}: use {' or '.join(INT8_ACTIVATIONS)}")
+        if self.query_int8:  # the same mode: nothing to do; another one: refused
+            self.encoder.quantize_activations(activations)
             return
         if self.encoder.device.type != "cpu":
             raise ValueError(Errors.E154.format(path=self.encoder.path, reason="an int8 query encoder runs on CPU only: load the index with gpu_id -1"))
         self.encoder.model = quantize_module(self.encoder.model, inplace=True)
+        self.encoder.quantize_activations(activations)
         self.query_int8 = True
         self._cache.clear()
+
+    @property
+    def query_precision(self) -> str:
+        """How mentions are encoded: "fp32", "int8 per_token" or "int8 per_batch"."""
+        mode = getattr(self.encoder, "int8_activations", None)
+        return f"int8 {mode or 'per_batch'}" if self.query_int8 else "fp32"
 
     def encode_queries(self, keys: Sequence[str], name_rows: Optional[Sequence[int]] = None) -> np.ndarray:
         """Vectors of normalized mention keys (distinct), through the query cache.

@@ -57,6 +57,56 @@ def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
     return full
 
 
+def _per_token_forward(self, x):
+    """An int8 Linear whose activations are quantized one row (token) at a time: each row
+    gets its own symmetric scale (its largest magnitude over 127), the int8 product is
+    accumulated exactly in int32, then scaled back. A row's output depends on that row
+    alone, never on the other texts of its batch (`set_per_token_activations`)."""
+    import torch
+
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1]).to(torch.float32)
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+    quantized = torch.round(rows / scale).to(torch.int8)
+    try:
+        acc = torch._int_mm(quantized, self._int8_weight_t).to(torch.float32)
+    except (AttributeError, RuntimeError):  # no CPU int8 matmul: float64 is exact on these integers
+        acc = (quantized.double() @ self._int8_weight_t.double()).to(torch.float32)
+    out = acc * (scale * self._int8_weight_scale)
+    bias = self.bias()
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*shape[:-1], out.shape[-1]).to(x.dtype)
+
+
+def set_per_token_activations(module) -> int:
+    """Make every int8 Linear of `module` quantize its activations per row (token) instead of
+    per call: a text's vector no longer depends on what else is in its batch (with batches
+    of equal-length texts, bit for bit), and each token keeps its own range (measured: closer
+    to the fp32 vectors than one scale for the whole batch). Keeps an int8 copy of each
+    weight beside PyTorch's packed one. RETURNS the number of layers changed."""
+    import types
+
+    import torch
+
+    count = 0
+    for _, linear in _quantized_linears(module):
+        weight = linear.weight()
+        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            if bool((weight.q_per_channel_zero_points() != 0).any()):
+                raise ValueError("per-token int8 activations need symmetric weights (zero points 0)")
+            scales = weight.q_per_channel_scales().to(torch.float32)
+        else:
+            if int(weight.q_zero_point()) != 0:
+                raise ValueError("per-token int8 activations need symmetric weights (zero point 0)")
+            scales = torch.full((weight.shape[0],), float(weight.q_scale()), dtype=torch.float32)
+        linear._int8_weight_t = weight.int_repr().t().contiguous()
+        linear._int8_weight_scale = scales[None, :]
+        linear.forward = types.MethodType(_per_token_forward, linear)
+        count += 1
+    return count
+
+
 def quantize_module(
     module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None,
     inplace: bool = False, smooth: Optional[Dict[str, object]] = None,

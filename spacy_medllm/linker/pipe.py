@@ -376,7 +376,7 @@ class MedLinker(TrainablePipe):
         """The prediction-time cache of mention arrays, emptied when what they are computed
         from changes (the KB, the generator or its settings, the priors, the featurizer)."""
         gen = self.generator
-        setting = (id(self.kb), id(gen), gen.alpha, id(gen.dense), getattr(gen.dense, "query_int8", False), k, id(self.priors),
+        setting = (id(self.kb), id(gen), gen.alpha, id(gen.dense), getattr(gen.dense, "query_precision", None), k, id(self.priors),
                    id(self.concept_counts), id(self.features))
         if self._block_setting != setting:
             self._block_cache = OrderedDict()
