@@ -90,3 +90,23 @@ def test_lean_loading_gives_the_stock_loaders_model(trained):  # noqa: F811
         assert value.device.type != "meta" and torch.equal(value, stock_buffers[key]), key
     text = " ".join(t for t, _ in TRAIN)
     assert ents(trained(text))  # the fixture's NER still finds its entities with the reloaded encoder
+
+
+def test_base_model_class_is_what_automodel_picks(tiny_bert):
+    """Loading a saved transformer looks its class up by model type alone (no scan of every
+    model transformers knows) and gets AutoModel's class; anything else falls back to AutoModel."""
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    from spacy_medllm.layers.encoder import base_model_class, model_from_config
+
+    config = AutoConfig.from_pretrained(str(tiny_bert))
+    assert base_model_class(config) is transformers.BertModel
+    model = model_from_config(config)
+    assert type(model) is type(AutoModel.from_config(config)) is transformers.BertModel
+
+    class Custom(transformers.BertConfig):
+        model_type = "bert"
+
+    assert base_model_class(Custom()) is AutoModel
+    assert base_model_class(transformers.PretrainedConfig()) is AutoModel

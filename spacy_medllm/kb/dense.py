@@ -108,9 +108,9 @@ class NameEncoder:
 
     def __init__(self, path: Union[str, Path], *, max_length: Optional[int] = None, pooling: Optional[str] = None,
                  layers: int = 0, gpu_id: int = -1):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
-        from ..layers.encoder import resolve_encoder
+        from ..layers.encoder import base_model_class, resolve_encoder
         from ..pretrain.mlm import _device, layer_stack
 
         src = Path(path)
@@ -125,7 +125,7 @@ class NameEncoder:
         if self.pooling not in POOLINGS:
             raise ValueError(Errors.E154.format(path=path, reason=f"pooling {self.pooling!r}: use mean or cls"))
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, use_fast=True)
-        self.model = AutoModel.from_pretrained(self.path)
+        self.model = base_model_class(AutoConfig.from_pretrained(self.path)).from_pretrained(self.path)
         if layers:
             stack = layer_stack(self.model)
             if stack is None or layers > len(stack):

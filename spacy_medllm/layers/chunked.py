@@ -143,7 +143,10 @@ def load_hf_message(shim: HFShim, msg: Dict[str, Any]) -> None:
     one copy of the weights fewer: no random initialization, the saved tensors assigned).
     `msg["state"]` is removed from `msg` (its bytes are freed once read)."""
     import torch
+    from transformers import AutoModel
     from transformers.modeling_utils import no_init_weights
+
+    from .encoder import model_from_config
 
     config_dict = msg["config"]
     if not config_dict:
@@ -163,7 +166,10 @@ def load_hf_message(shim: HFShim, msg: Dict[str, Any]) -> None:
             vocab_file_name = tokenizer.vocab_files_names["vocab_file"]
             vocab_file_contents = (temp_dir / vocab_file_name).read_bytes()
     with no_init_weights():
-        transformer = shim.model_cls.from_config(config)
+        if shim.model_cls is AutoModel:
+            transformer = model_from_config(config)
+        else:
+            transformer = shim.model_cls.from_config(config)
     shim._hfmodel = HFObjects(tokenizer, transformer, vocab_file_contents, SimpleFrozenDict(), SimpleFrozenDict())
     shim._model = transformer
     device = get_torch_default_device()

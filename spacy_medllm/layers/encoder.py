@@ -31,6 +31,32 @@ def resolve_encoder(name: str) -> str:
 
 
 @registry.architectures("spacy_medllm.TransformerModel.v1")
+def base_model_class(config) -> Any:
+    """The Hugging Face base model class for `config`: what `AutoModel` picks, looked up by the
+    config's model type alone. `AutoModel.from_config` / `from_pretrained` first import the
+    module of every model type transformers knows to match the config's class, ~0.5 s of a
+    pipeline's load; this imports the one it needs. Falls back to `AutoModel` (remote code, a
+    config class that is not the type's own)."""
+    import transformers
+
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+        name = MODEL_MAPPING_NAMES.get(getattr(config, "model_type", None))
+        cls = getattr(transformers, name) if isinstance(name, str) else None
+    except (ImportError, AttributeError):
+        cls = None
+    if cls is None or getattr(cls, "config_class", None) is not type(config) or not hasattr(cls, "_from_config"):
+        return transformers.AutoModel
+    return cls
+
+
+def model_from_config(config) -> Any:
+    """`AutoModel.from_config(config)` without the scan of every model type (`base_model_class`)."""
+    cls = base_model_class(config)
+    return cls.from_config(config) if cls.__name__ == "AutoModel" else cls._from_config(config)
+
+
 def build_transformer_model(
     name: str,
     get_spans: Callable,
