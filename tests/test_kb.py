@@ -315,6 +315,8 @@ def test_fingerprint_kept_until_the_kb_changes(tmp_path):
                         Concept("D2", "Clonidine", [], ["Chemical"])])
     kb.to_disk(tmp_path / "kb")
     loaded = KnowledgeBase.from_disk(tmp_path / "kb")
+    # taken as saved (no hashing of every name at load): the value a fresh hash gives
+    assert loaded._fingerprint is not None and loaded._fingerprint == loaded._hash_names()
     first = kb_fingerprint(loaded)
     assert loaded._fingerprint == first == kb_fingerprint(kb)
     assert kb_fingerprint(loaded) is first
@@ -327,3 +329,21 @@ def test_fingerprint_kept_until_the_kb_changes(tmp_path):
         after = kb_fingerprint(loaded)
         fresh = KnowledgeBase(list(loaded))
         assert after != before and after == kb_fingerprint(fresh)
+
+
+def test_saved_fingerprint_is_of_the_names_at_save_time(tmp_path):
+    """A name edited in place after the fingerprint was computed is in the saved one; a KB file
+    written without the field is hashed at load."""
+    import srsly
+
+    kb = KnowledgeBase([Concept("D1", "Hypotension", ["low blood pressure"], ["Disease"])])
+    stale = kb.fingerprint()
+    kb.get("D1").aliases.append("hypotensive")
+    kb.to_disk(tmp_path / "kb")
+    loaded = KnowledgeBase.from_disk(tmp_path / "kb")
+    assert loaded.fingerprint() != stale and loaded.fingerprint() == KnowledgeBase(list(loaded)).fingerprint()
+    msg = srsly.msgpack_loads((tmp_path / "kb" / "kb.msgpack").read_bytes())
+    del msg["fingerprint"]
+    (tmp_path / "kb" / "kb.msgpack").write_bytes(srsly.msgpack_dumps(msg))
+    older = KnowledgeBase.from_disk(tmp_path / "kb")
+    assert older._fingerprint is None and older.fingerprint() == loaded.fingerprint()

@@ -90,7 +90,7 @@ def set_per_token_activations(module) -> int:
 
     count = 0
     for _, linear in _quantized_linears(module):
-        weight = linear.weight()
+        weight, bias = linear._weight_bias()  # (one unpacking of the packed weight for both)
         if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             if bool((weight.q_per_channel_zero_points() != 0).any()):
                 raise ValueError("per-token int8 activations need symmetric weights (zero points 0)")
@@ -104,7 +104,6 @@ def set_per_token_activations(module) -> int:
         linear._int8_weight_t = weight.int_repr().contiguous().t()
         linear._int8_weight_scale = scales[None, :]
         # (the Linear's bias() unpacks its whole packed weight at each call)
-        bias = linear.bias()
         linear._int8_bias = None if bias is None else bias.detach().to(torch.float32)
         linear.forward = types.MethodType(_per_token_forward, linear)
         count += 1
