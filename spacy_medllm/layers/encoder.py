@@ -30,7 +30,6 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-@registry.architectures("spacy_medllm.TransformerModel.v1")
 def base_model_class(config) -> Any:
     """The Hugging Face base model class for `config`: what `AutoModel` picks, looked up by the
     config's model type alone. `AutoModel.from_config` / `from_pretrained` first import the
@@ -57,6 +56,7 @@ def model_from_config(config) -> Any:
     return cls.from_config(config) if cls.__name__ == "AutoModel" else cls._from_config(config)
 
 
+@registry.architectures("spacy_medllm.TransformerModel.v1")
 def build_transformer_model(
     name: str,
     get_spans: Callable,
