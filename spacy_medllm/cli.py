@@ -404,7 +404,7 @@ def build_dense_index_cmd(
 
     from .io import swap_dir
     from .kb import CandidateGenerator, KnowledgeBase
-    from .kb.dense import DenseIndex, NameEncoder
+    from .kb.dense import DenseIndex, NameEncoder, check_int8_activations
 
     try:
         if output.exists() and output.resolve() == kb_dir.resolve():
@@ -414,8 +414,7 @@ def build_dense_index_cmd(
         t0 = time.perf_counter()
         if query_int8 and gpu_id >= 0:
             raise ValueError("--query-int8 makes a CPU query encoder: build the index on CPU (--gpu-id -1), or build it on GPU and then again with --vectors-from it and --query-int8")
-        if query_activations not in ("per_token", "per_batch"):
-            raise ValueError(f"--query-activations {query_activations!r}: use per_token or per_batch")
+        check_int8_activations(query_activations)  # before any encoding
         if (encoder is None) == (vectors_from is None):
             raise ValueError("give --encoder (encode every name) or --vectors-from (reuse a dense index's vectors), not both or neither")
         kb = KnowledgeBase.from_disk(kb_dir)

@@ -97,6 +97,13 @@ def _detach_from_file(model) -> None:
                 tensor.data = tensor.data.clone()
 
 
+def check_int8_activations(mode: str) -> str:
+    """`mode` if it is one of INT8_ACTIVATIONS; else a ValueError naming it."""
+    if mode not in INT8_ACTIVATIONS:
+        raise ValueError(f"int8 activations {mode!r}: use {' or '.join(INT8_ACTIVATIONS)}")
+    return mode
+
+
 class NameEncoder:
     """Names -> L2-normalized vectors, with a Hugging Face encoder.
 
@@ -169,8 +176,7 @@ class NameEncoder:
         quantization, one scale per call)."""
         from ..layers.quantize import is_quantized, set_per_token_activations
 
-        if mode not in INT8_ACTIVATIONS:
-            raise ValueError(f"int8 activations {mode!r}: use {' or '.join(INT8_ACTIVATIONS)}")
+        check_int8_activations(mode)
         if not is_quantized(self.model):
             raise ValueError(Errors.E154.format(path=self.path, reason="the encoder is not int8"))
         if self.int8_activations == mode:
@@ -578,8 +584,7 @@ class DenseIndex:
         values and scales, so it loads int8 again: build other indexes from an fp32 one)."""
         from ..layers.quantize import quantize_module
 
-        if activations not in INT8_ACTIVATIONS:
-            raise ValueError(f"int8 activations {activations!r}: use {' or '.join(INT8_ACTIVATIONS)}")
+        check_int8_activations(activations)  # before the model is converted
         if self.query_int8:  # the same mode: nothing to do; another one: refused
             self.encoder.quantize_activations(activations)
             return

@@ -52,8 +52,10 @@ def base_model_class(config) -> Any:
 
 def model_from_config(config) -> Any:
     """`AutoModel.from_config(config)` without the scan of every model type (`base_model_class`)."""
+    from transformers import AutoModel
+
     cls = base_model_class(config)
-    return cls.from_config(config) if cls.__name__ == "AutoModel" else cls._from_config(config)
+    return cls.from_config(config) if cls is AutoModel else cls._from_config(config)
 
 
 @registry.architectures("spacy_medllm.TransformerModel.v1")
