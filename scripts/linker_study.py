@@ -12,6 +12,9 @@ written beside the table.
         --dev bc5cdr-dev=corpus/bc5cdr/dev.spacy --dev ncbi-dev=corpus/ncbi_disease/dev.spacy \
         --features base=score,exact,... --features more=...,word_overlap --output metrics/linker_study
 
+`--heads N` trains the scorer as an ensemble of N feature MLPs (LinkerModel.v2's `n_heads`);
+`--nil-bias B` (repeatable) also scores the dev sets with the NIL slot shifted by B.
+
 `--context-from PIPELINE` adds mention context to the scorer (LinkerModel.v2 with tok2vec:
 the mention's pooled token vectors against a hashed concept table, configs/multitask.cfg's
 linker) from that pipeline's transformer, frozen as in configs/linker_dense.cfg: its token
@@ -40,16 +43,16 @@ from spacy_medllm.tokens import split_kb_id
 DENSE_FEATURES = "score,exact,rank,type_match,type_conflict,prior,alias_count,concept_count,expanded,score_gap,nil,canonical_name,tfidf,dense,dense_gap"
 
 
-def build(features: List[str], seed: int, width: int, context: Optional[Model] = None, abbreviation_mentions: bool = False):
+def build(features: List[str], seed: int, width: int, context: Optional[Model] = None, abbreviation_mentions: bool = False, heads: int = 1):
     fix_random_seed(seed)
     nlp = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": "spacy_medllm.BiomedicalTokenizer.v1"}}})
     nlp.add_pipe("medllm_linker", config={
         "top_k": 30, "threshold": None, "use_abbreviations": True, "abbreviation_mentions": abbreviation_mentions,
         "features": {"@misc": "spacy_medllm.linker_features.v1", "features": features},
-        "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536},
+        "model": {"@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": len(features), "hidden_width": width, "n_concept_rows": 65536, "n_heads": heads},
     })
     if context is not None:
-        nlp.get_pipe("medllm_linker").model = build_linker_model_v2(context, len(features), width, 65536)
+        nlp.get_pipe("medllm_linker").model = build_linker_model_v2(context, len(features), width, 65536, heads)
     return nlp
 
 
@@ -87,11 +90,13 @@ def main(
     batch_docs: int = typer.Option(8, help="documents per update"),
     learn_rate: float = typer.Option(0.005),
     width: int = typer.Option(64, help="hidden width of the scorer"),
+    heads: int = typer.Option(1, help="the scorer's n_heads: feature MLPs trained side by side, averaged in prediction"),
     seed: int = typer.Option(0),
     train_kb: Optional[Path] = typer.Option(None, help="a KB (with its index) to link the training mentions with (medllm_linker.initialize's train_kb_path), e.g. one built by `medllm build-kb --mentions-min-docs 2`"),
     leave_out: str = typer.Option("mention", help="what training leaves out of the priors: mention or document"),
     context_from: Optional[Path] = typer.Option(None, help="a trained pipeline with a transformer (e.g. training/multitask/model-best): its frozen token vectors give the scorer mention context"),
     abbreviation_mentions: bool = typer.Option(False, help="medllm_linker's abbreviation_mentions: short forms through a definition's other number and through the document's other mentions"),
+    nil_bias: List[float] = typer.Option([], help="also score the dev sets at this nil_bias (repeatable; the table's own scores are at 0)"),
     output: Path = typer.Option(Path("metrics/linker_study")),
 ):
     sets = {}
@@ -108,7 +113,7 @@ def main(
     context = frozen_context(context_from) if context_from is not None else None
     results = {}
     for set_name, names in sets.items():
-        nlp = build(names, seed, width, context, abbreviation_mentions)
+        nlp = build(names, seed, width, context, abbreviation_mentions, heads)
         examples = []
         for path in train:
             examples.extend(Corpus(path)(nlp))
@@ -135,15 +140,20 @@ def main(
         train_s = time.time() - t0
         row = {"features": names, "train_s": round(train_s, 1), "train_kb": str(train_kb) if train_kb else None, "leave_out": leave_out,
                "context_from": str(context_from) if context_from else None,
-               "abbreviation_mentions": abbreviation_mentions}
+               "abbreviation_mentions": abbreviation_mentions, "heads": heads}
         for dname, dpath in devs:
             gold = list(Corpus(dpath)(nlp))
             gold_docs = [eg.reference for eg in gold]
             hits, queries, _ = link_gold_mentions(nlp, "medllm_linker", gold_docs)
             row[dname] = hits.scores()
             srsly.write_jsonl(output / f"errors_{set_name}_{dname}.jsonl", _errors(nlp, gold_docs))
+            for bias in nil_bias:
+                linker.cfg["nil_bias"] = bias
+                biased, _, _ = link_gold_mentions(nlp, "medllm_linker", gold_docs)
+                row[f"{dname}@nil{bias:g}"] = biased.scores()
+            linker.cfg["nil_bias"] = 0.0
         results[set_name] = row
-        summary = {d: {lab: sc.get("acc@1") for lab, sc in row[d].items()} for d, _ in devs}
+        summary = {d: {lab: sc.get("acc@1") for lab, sc in row[d].items()} for d in [d for d, _ in devs] + [f"{d}@nil{b:g}" for d, _ in devs for b in nil_bias]}
         print(set_name, f"{train_s:.0f} s", srsly.json_dumps(summary))
     srsly.write_json(output / "study.json", results)
 

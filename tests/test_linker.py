@@ -698,3 +698,58 @@ def test_hierarchy_features():
     assert list(rows["D007674"][1:4]) == pytest.approx([0.3, 1.0, 0.0])
     assert list(rows["C565467"][1:4]) == pytest.approx([0.5, 0.0, 1.0])
     assert list(rows["D051437"][1:4]) == pytest.approx([0.4, 0.0, 0.0])
+
+
+def test_ensemble_heads_train_apart_and_average_in_prediction(tmp_path):
+    """n_heads: the feature MLPs start apart, each learns the training links on its own
+    loss (each head alone answers them right), prediction is the mean of the heads'
+    log-probabilities, and the ensemble is saved and loaded with the pipeline."""
+    import torch
+
+    from spacy_medllm.layers.torch_io import module_of
+
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker", config={"model": {
+        "@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": None,
+        "hidden_width": 64, "n_concept_rows": 65536, "n_heads": 3}})
+    linker.set_kb(KnowledgeBase(CONCEPTS))
+    examples = [Example(nlp.make_doc(t), gold_doc(nlp, t, e)) for t, e in TRAIN]
+    nlp.initialize(lambda: examples)
+    module = module_of(linker.model.get_ref("scorer"))
+    assert module.n_heads == 3 and len(module.features) == 3
+    first = [h[0].weight.detach().clone() for h in module.features]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    optimizer = Adam(0.01)
+    for _ in range(100):
+        nlp.update(examples, sgd=optimizer, losses={})
+    docs = [predict(nlp, t, e) for t, e in TRAIN]
+    for doc, (_, ents) in zip(docs, TRAIN):
+        assert [e.kb_id_ for e in doc.ents] == [k for *_, k in ents]
+    # the arrays the model reads, and what each head says alone
+    mentions = [linker._mentions(doc) for doc in docs]
+    batch, cands = linker._batch(docs, mentions)
+    logits = linker.model.predict((docs, batch))
+    feats, mask = torch.tensor(batch.feats), torch.tensor(batch.mask)
+    with torch.no_grad():
+        per_head = [head(feats).squeeze(-1).masked_fill(~mask, -1e4) for head in module.features]
+    mean = torch.stack([torch.log_softmax(h, dim=-1) for h in per_head]).mean(dim=0)
+    assert numpy.allclose(logits, mean.numpy(), atol=1e-5)
+    gold = [k for _, ents in TRAIN for *_, k in ents]
+    for head_logits in per_head:
+        answers = [NIL if int(row.argmax()) == 0 else cs[int(row.argmax()) - 1][0] for row, cs in zip(head_logits, cands)]
+        assert answers == gold
+    # in training the model gives every head's scores, each head its own loss's gradient
+    train_logits, _ = linker.model.begin_update((docs, batch))
+    slots = linker.cfg["top_k"] + 1
+    assert train_logits.shape == (len(gold), 3 * slots)
+    loss, d = linker._loss(numpy.asarray(train_logits), [0], [1])
+    one_loss, one_d = linker._loss(numpy.asarray(train_logits)[:, slots : 2 * slots], [0], [1])
+    assert numpy.allclose(d[:, slots : 2 * slots], one_d)
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    assert module_of(loaded.get_pipe("medllm_linker").model.get_ref("scorer")).n_heads == 3
+    assert numpy.allclose(loaded.get_pipe("medllm_linker").model.predict((docs, batch)), logits)
+    with pytest.raises(ValueError, match="n_heads"):
+        spacy.blank("en").add_pipe("medllm_linker", config={"model": {
+            "@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": 12, "n_heads": 0}})

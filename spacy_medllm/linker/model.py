@@ -33,6 +33,7 @@ def build_linker_model(
     n_features: Optional[int] = 12,
     hidden_width: int = 64,
     n_concept_rows: int = 65536,
+    n_heads: int = 1,
 ) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
     """Score the KB candidates of each mention.
 
@@ -42,15 +43,17 @@ def build_linker_model(
         component sets it to its featurizer's number of features.
     hidden_width (int): width of the feature MLP and of the mention/concept space.
     n_concept_rows (int): rows of the hashed concept-id table.
+    n_heads (int): feature MLPs trained side by side, each on its own loss, their
+        log-probabilities averaged in prediction (an ensemble; 1: one MLP).
     """
-    scorer = _wrap(_scorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows))
+    scorer = _wrap(_scorer(tok2vec.get_dim("nO") if tok2vec.has_dim("nO") else 1, n_features, hidden_width, n_concept_rows, n_heads))
     return Model(
         "medllm_linker_model",
         forward,
         init=init,
         layers=[tok2vec, scorer],
         refs={"tok2vec": tok2vec, "scorer": scorer},
-        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows, "n_heads": n_heads},
     )
 
 
@@ -60,6 +63,7 @@ def build_linker_model_v2(
     n_features: Optional[int] = 12,
     hidden_width: int = 64,
     n_concept_rows: int = 65536,
+    n_heads: int = 1,
 ) -> Model[Tuple[List[Doc], LinkerBatch], Floats2d]:
     """Score the KB candidates of each mention; the encoder is optional.
 
@@ -73,28 +77,31 @@ def build_linker_model_v2(
         component sets it to its featurizer's number of features.
     hidden_width (int): width of the feature MLP and of the mention/concept space.
     n_concept_rows (int): rows of the hashed concept-id table (context term only).
+    n_heads (int): feature MLPs trained side by side, each on its own loss (each
+        initialized apart), their log-probabilities averaged in prediction: an ensemble
+        that evens out what one training's initialization and dropout draw; 1: one MLP.
     """
     if tok2vec is not None:
-        return build_linker_model(tok2vec, n_features, hidden_width, n_concept_rows)
-    scorer = _wrap(_scorer(0, n_features, hidden_width, n_concept_rows))
+        return build_linker_model(tok2vec, n_features, hidden_width, n_concept_rows, n_heads)
+    scorer = _wrap(_scorer(0, n_features, hidden_width, n_concept_rows, n_heads))
     return Model(
         "medllm_linker_model",
         forward_features,
         layers=[scorer],
         refs={"scorer": scorer},
-        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows, "n_heads": n_heads},
     )
 
 
-def _scorer(width: int, n_features: Optional[int], hidden_width: int, n_concept_rows: int) -> CandidateScorer:
+def _scorer(width: int, n_features: Optional[int], hidden_width: int, n_concept_rows: int, n_heads: int = 1) -> CandidateScorer:
     if n_features is not None:
-        return CandidateScorer(width, n_features, hidden_width, n_concept_rows)
+        return CandidateScorer(width, n_features, hidden_width, n_concept_rows, n_heads)
     import torch
 
     # a placeholder until the component sets the width; drawn aside, so that the real
     # module gets the random initialization it would have had in the model's place
     with torch.random.fork_rng(devices=[]):
-        return CandidateScorer(width, 1, hidden_width, n_concept_rows)
+        return CandidateScorer(width, 1, hidden_width, n_concept_rows, n_heads)
 
 
 def _wrap(module: CandidateScorer) -> Model:
@@ -127,7 +134,7 @@ def set_input_width(model: Model, width: int) -> None:
     scorer = model.get_ref("scorer")
     if module_of(scorer).width != width:
         attrs = model.attrs
-        replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"]))
+        replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"], attrs.get("n_heads", 1)))
 
 
 def set_feature_width(model: Model, n_features: int) -> None:
@@ -138,7 +145,7 @@ def set_feature_width(model: Model, n_features: int) -> None:
     current = module_of(scorer)
     if current.config["n_features"] != n_features:
         attrs = model.attrs
-        replace_module(model, scorer, CandidateScorer(current.width, n_features, attrs["hidden_width"], attrs["n_concept_rows"]))
+        replace_module(model, scorer, CandidateScorer(current.width, n_features, attrs["hidden_width"], attrs["n_concept_rows"], attrs.get("n_heads", 1)))
 
 
 def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:

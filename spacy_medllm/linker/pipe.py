@@ -559,15 +559,25 @@ class MedLinker(TrainablePipe):
         return priors, concepts
 
     def _loss(self, logits: numpy.ndarray, keep: List[int], targets: List[int]) -> Tuple[float, numpy.ndarray]:
-        """Softmax cross-entropy over the slots of the mentions whose answer is among them."""
+        """Softmax cross-entropy over the slots of the mentions whose answer is among them.
+
+        A model of several heads (`n_heads`) gives each head's slots in turn: each head
+        gets the gradient of its own loss, as if trained alone; the loss reported is
+        their mean."""
+        slots = self.cfg["top_k"] + 1
+        heads = logits.shape[1] // slots
+        if heads * slots != logits.shape[1]:
+            raise ValueError(f"medllm_linker: the model gave {logits.shape[1]} scores per mention, not a multiple of top_k + 1 = {slots}")
         d = numpy.zeros_like(logits)
         loss = 0.0
         for j, t in zip(keep, targets):
-            p = _softmax(logits[j])
-            loss -= math.log(max(float(p[t]), 1e-12))
-            p[t] -= 1.0
-            d[j] = p / len(keep)
-        return loss / len(keep), d
+            for h in range(heads):
+                block = slice(h * slots, (h + 1) * slots)
+                p = _softmax(logits[j, block])
+                loss -= math.log(max(float(p[t]), 1e-12))
+                p[t] -= 1.0
+                d[j, block] = p / len(keep)
+        return loss / (len(keep) * heads), d
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
         """Score with the component's scorer, given the KB so that any id of the gold

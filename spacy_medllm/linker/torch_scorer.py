@@ -8,6 +8,13 @@ class CandidateScorer(nn.Module):
 
     logit = MLP(features) [+ <P(mention vector), E[concept row]>]
 
+    With `n_heads > 1` the feature MLP is an ensemble of `n_heads` MLPs, each
+    initialized apart: in training the module returns every head's logits side by
+    side, (M, n_heads * K), and the component trains each head on its own loss; in
+    prediction it returns their mean log-probability, (M, K) (the softmax of it is the
+    normalized geometric mean of the heads' probabilities). The context term, where
+    there is one, is shared: every head adds it, so it learns from all their losses.
+
     The mention vector comes from the shared encoder (pooled over the mention's
     tokens); concept rows are hashed concept ids, so a concept seen in training
     gets a context profile and an unseen one falls back on the features. With
@@ -16,12 +23,18 @@ class CandidateScorer(nn.Module):
     indicator, so the model learns when no candidate is right.
     """
 
-    def __init__(self, width: int, n_features: int, hidden: int, n_rows: int):
+    def __init__(self, width: int, n_features: int, hidden: int, n_rows: int, n_heads: int = 1):
         super().__init__()
+        if n_heads < 1:
+            raise ValueError(f"CandidateScorer: n_heads must be at least 1, not {n_heads}")
         # the constructor's arguments: saved with the weights (`spacy_medllm.layers.torch_io`)
-        self.config = {"width": width, "n_features": n_features, "hidden": hidden, "n_rows": n_rows}
+        self.config = {"width": width, "n_features": n_features, "hidden": hidden, "n_rows": n_rows, "n_heads": n_heads}
         self.width = width
-        self.features = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.n_heads = n_heads
+        if n_heads == 1:
+            self.features = _mlp(n_features, hidden)
+        else:
+            self.features = nn.ModuleList([_mlp(n_features, hidden) for _ in range(n_heads)])
         if width > 0:
             self.project = nn.Linear(width, hidden)
             self.concepts = nn.Embedding(n_rows, hidden)
@@ -32,7 +45,7 @@ class CandidateScorer(nn.Module):
         """The constructor's arguments of weights saved without them (thinc's
         `torch.save` of the state dict: pipelines saved before the safetensors format)."""
         hidden, n_features = state["features.0.weight"].shape
-        config = dict(current.config, n_features=int(n_features), hidden=int(hidden))
+        config = dict(current.config, n_features=int(n_features), hidden=int(hidden), n_heads=1)
         if "project.weight" in state:
             config["width"] = int(state["project.weight"].shape[1])
             config["n_rows"] = int(state["concepts.weight"].shape[0])
@@ -42,7 +55,21 @@ class CandidateScorer(nn.Module):
 
     def forward(self, mentions: torch.Tensor, feats: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # mentions (M, width); feats (M, K, F); rows (M, K) long; mask (M, K) bool -> logits (M, K)
-        logits = self.features(feats).squeeze(-1)
+        # (n_heads > 1 in training: (M, n_heads * K), each head's K logits in turn)
+        if self.n_heads == 1:
+            logits = self.features(feats).squeeze(-1)
+        else:
+            logits = torch.stack([head(feats).squeeze(-1) for head in self.features], dim=1)
         if self.width > 0:
-            logits = logits + torch.einsum("mh,mkh->mk", self.project(mentions), self.concepts(rows))
-        return logits.masked_fill(~mask, -1e4)
+            context = torch.einsum("mh,mkh->mk", self.project(mentions), self.concepts(rows))
+            logits = logits + (context if self.n_heads == 1 else context.unsqueeze(1))
+        if self.n_heads == 1:
+            return logits.masked_fill(~mask, -1e4)
+        logits = logits.masked_fill(~mask.unsqueeze(1), -1e4)
+        if self.training:
+            return logits.reshape(logits.shape[0], -1)
+        return torch.log_softmax(logits, dim=-1).mean(dim=1)
+
+
+def _mlp(n_features: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
