@@ -53,7 +53,7 @@ def build_linker_model(
         init=init,
         layers=[tok2vec, scorer],
         refs={"tok2vec": tok2vec, "scorer": scorer},
-        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows, "n_heads": n_heads},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
     )
 
 
@@ -89,7 +89,7 @@ def build_linker_model_v2(
         forward_features,
         layers=[scorer],
         refs={"scorer": scorer},
-        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows, "n_heads": n_heads},
+        attrs={"hidden_width": hidden_width, "n_features": n_features, "n_concept_rows": n_concept_rows},
     )
 
 
@@ -132,9 +132,10 @@ def set_input_width(model: Model, width: int) -> None:
     carry their shapes, so loading a pipeline needs no call to this.
     """
     scorer = model.get_ref("scorer")
-    if module_of(scorer).width != width:
+    current = module_of(scorer)
+    if current.width != width:
         attrs = model.attrs
-        replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"], attrs.get("n_heads", 1)))
+        replace_module(model, scorer, CandidateScorer(width, attrs["n_features"], attrs["hidden_width"], attrs["n_concept_rows"], current.n_heads))
 
 
 def set_feature_width(model: Model, n_features: int) -> None:
@@ -145,7 +146,7 @@ def set_feature_width(model: Model, n_features: int) -> None:
     current = module_of(scorer)
     if current.config["n_features"] != n_features:
         attrs = model.attrs
-        replace_module(model, scorer, CandidateScorer(current.width, n_features, attrs["hidden_width"], attrs["n_concept_rows"], attrs.get("n_heads", 1)))
+        replace_module(model, scorer, CandidateScorer(current.width, n_features, attrs["hidden_width"], attrs["n_concept_rows"], current.n_heads))
 
 
 def forward(model: Model, inputs: Tuple[List[Doc], LinkerBatch], is_train: bool) -> Tuple[Floats2d, Callable]:
