@@ -700,6 +700,47 @@ def test_hierarchy_features():
     assert list(rows["D051437"][1:4]) == pytest.approx([0.4, 0.0, 0.0])
 
 
+def test_convention_features_compare_training_counts_across_candidates():
+    """prior_gap and concept_count_gap: a candidate's training counts against the best of its
+    mention's candidates (0 for the best, negative for the others, 0 for every candidate of a
+    text never linked); the all-candidates form writes what the per-candidate one does, and a
+    training mention's own document is left out of both counts."""
+    import math
+
+    nlp = spacy.blank("en")
+    linker = nlp.add_pipe("medllm_linker", config={"features": {
+        "@misc": "spacy_medllm.linker_features.v1", "features": ["score", "prior_gap", "concept_count_gap", "nil"]}})
+    linker.set_kb(KnowledgeBase([
+        Concept("D000740", "Anemia", ["anaemia"], ["Disease"]),
+        Concept("D000743", "Anemia, Hemolytic", ["hemolytic anemia"], ["Disease"]),
+        Concept("D000741", "Anemia, Aplastic", ["aplastic anemia"], ["Disease"]),
+    ]))
+    linker.priors = {"anemia": {"D000740": 3, "D000743": 1}}
+    linker.concept_counts = {"D000740": 20, "D000743": 6}
+
+    def rows(mention, leave_out=None):
+        cs = linker.generator.detailed([mention[0]], k=linker.cfg["top_k"])[0]
+        block = linker._mention_block(mention, cs, leave_out)
+        linker.features.blocks, kept = None, linker.features.blocks
+        single = linker._mention_block(mention, cs, leave_out)
+        linker.features.blocks = kept
+        assert numpy.array_equal(block[0], single[0])
+        return {cid: block[0][slot][1:3] for slot, (cid, _) in enumerate(block[3], start=1)}
+
+    seen = rows(("anemia", "Disease", False, ""))
+    assert set(seen) == {"D000740", "D000743", "D000741"}
+    assert list(seen["D000740"]) == pytest.approx([0.0, 0.0])
+    assert list(seen["D000743"]) == pytest.approx([-0.5, (math.log1p(6) - math.log1p(20)) / 5])
+    assert list(seen["D000741"]) == pytest.approx([-0.75, -math.log1p(20) / 5])
+    # a text never linked in training: no prior gap, the concept counts still compare
+    unseen = rows(("anaemias", "Disease", False, ""))
+    assert all(r[0] == 0.0 for r in unseen.values()) and unseen["D000740"][1] == 0.0 and unseen["D000743"][1] < 0
+    # training leaves the mention's own document out: here it made D000740 the most linked
+    left = rows(("anemia", "Disease", False, ""), leave_out=({"D000740": 3}, {"D000740": 18}))
+    assert list(left["D000743"]) == pytest.approx([0.0, 0.0])
+    assert list(left["D000740"]) == pytest.approx([-1.0, (math.log1p(2) - math.log1p(6)) / 5])
+
+
 def test_ensemble_heads_train_apart_and_average_in_prediction(tmp_path):
     """n_heads: the feature MLPs start apart, each learns the training links on its own
     loss (each head alone answers them right), prediction is the mean of the heads'

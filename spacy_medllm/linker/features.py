@@ -49,6 +49,8 @@ class CandidateContext:
     concept also has a name equal to the short form itself (normalized).
     top_types: the types of the generator's best candidate (slot 1), whose MeSH tree
     numbers the hierarchy features compare this candidate's with.
+    best_prior, best_count: the largest `prior` and `concept_count` among the mention's
+    candidates (the convention features compare this candidate's with).
     """
 
     label: str
@@ -68,6 +70,8 @@ class CandidateContext:
     best_dense: float = 0.0
     short_exact: bool = False
     top_types: frozenset = frozenset()
+    best_prior: int = 0
+    best_count: int = 0
 
 
 FeatureFunction = Callable[[CandidateContext], float]
@@ -186,7 +190,14 @@ def block_features(type_labels: Mapping[str, Sequence[str]]) -> Dict[str, BlockF
         "tree_depth": lambda b: [tree_depth(t) for t in b.types],
         "broader_than_top": lambda b: [float(is_ancestor(t, b.types[0])) for t in b.types],
         "narrower_than_top": lambda b: [float(is_ancestor(b.types[0], t)) for t in b.types],
+        "prior_gap": lambda b: (b.prior - b.prior.max()) / b.total if b.total else 0.0,
+        "concept_count_gap": lambda b: _count_gaps(b.concept_count.tolist()),
     }
+
+
+def _count_gaps(counts: List[int]) -> List[float]:
+    top = math.log1p(max(counts))
+    return [(math.log1p(c) - top) / 5 for c in counts]
 
 
 _TREE_NUMBER = re.compile(r"[A-Z][0-9]{2}(?:\.[0-9]{3})*(?:/[A-Z][0-9]+)?")
@@ -224,6 +235,22 @@ def hierarchy_features() -> Dict[str, FeatureFunction]:
         "tree_depth": lambda c: tree_depth(c.types),
         "broader_than_top": lambda c: float(is_ancestor(c.types, c.top_types)),
         "narrower_than_top": lambda c: float(is_ancestor(c.top_types, c.types)),
+    }
+
+
+def convention_features() -> Dict[str, FeatureFunction]:
+    """Opt-in features that compare a candidate's training counts with the other candidates'
+    (name them in `features`): the scorer reads each candidate alone, so without them it cannot
+    tell the concept a corpus annotates most from a near name of a rarer one.
+
+    prior_gap: the candidate's share of this text's training links minus the largest share
+        among the candidates (0 for the most linked; 0 for all when the text was never linked).
+    concept_count_gap: log1p of the candidate's training mentions minus log1p of the most
+        mentioned candidate's, over 5 (0 for the most mentioned, negative for the others).
+    """
+    return {
+        "prior_gap": lambda c: (c.prior - c.best_prior) / c.total if c.total else 0.0,
+        "concept_count_gap": lambda c: (math.log1p(c.concept_count) - math.log1p(c.best_count)) / 5,
     }
 
 
@@ -302,7 +329,8 @@ def make_linker_features(
         alias_count, concept_count, expanded, score_gap, nil, canonical_name). Also known,
         for a generator with a dense index: tfidf, dense, dense_gap (the candidate's dense
         cosine minus the best one's); short_exact, doc_support (`context_features`); and
-        tree_depth, broader_than_top, narrower_than_top (`hierarchy_features`).
+        tree_depth, broader_than_top, narrower_than_top (`hierarchy_features`); prior_gap,
+        concept_count_gap (`convention_features`).
     RETURNS (LinkerFeatures): the featurizer; its length is the scorer's feature width.
     """
     labels = DEFAULT_TYPE_LABELS if type_labels is None else type_labels
@@ -311,6 +339,7 @@ def make_linker_features(
     known.update(generator_features())
     known.update(context_features())
     known.update(hierarchy_features())
+    known.update(convention_features())
     for name in names:
         if name not in known:
             raise ValueError(Errors.E135.format(name="medllm_linker", feature=name, featurizer="spacy_medllm.linker_features.v1", known=", ".join(known)))

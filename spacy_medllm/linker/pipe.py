@@ -430,6 +430,8 @@ class MedLinker(TrainablePipe):
             mask[1 : n + 1] = True
             return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
         top_types = frozenset(kb[cs[0][0]].types) if cs else frozenset()
+        best_prior = max((prior.get(c[0], 0) for c in cs), default=0)
+        best_count = max((max(counts.get(c[0], 0) - own_concepts.get(c[0], 0), 0) for c in cs), default=0)
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
             concept = kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
@@ -438,6 +440,7 @@ class MedLinker(TrainablePipe):
                 prior=prior.get(cid, 0), total=total,
                 concept_count=max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0),
                 tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids, top_types=top_types,
+                best_prior=best_prior, best_count=best_count,
             ))
             rows[slot] = concept_row(cid, n_rows)
             mask[slot] = True
