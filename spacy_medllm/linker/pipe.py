@@ -411,6 +411,8 @@ class MedLinker(TrainablePipe):
         best_dense = max((c[3] for c in cs), default=0.0)
         short_ids = set(kb.lookup(short)) if short else set()
         counts = self.concept_counts
+        # each candidate's training mentions, the mention's own left out (in training)
+        concept_counts = [max(counts.get(c[0], 0) - own_concepts.get(c[0], 0), 0) for c in cs]
         if featurizer.blocks is not None and cs:
             # every feature has its all-candidates form: no per-candidate Python calls
             n = len(cs)
@@ -422,7 +424,7 @@ class MedLinker(TrainablePipe):
                 types=[frozenset(c.types) for c in concepts],
                 canonical_match=numpy.array([self._canonical_name_key(kb, cid, c) == key for cid, c in zip(cids, concepts)]),
                 prior=numpy.array([prior.get(cid, 0) for cid in cids], dtype="float64"),
-                concept_count=numpy.array([max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0) for cid in cids]),
+                concept_count=numpy.array(concept_counts),
                 tfidf=numpy.array([c[2] for c in cs], dtype="float64"), dense=numpy.array([c[3] for c in cs], dtype="float64"),
                 short_exact=numpy.array([cid in short_ids for cid in cids]),
             ))
@@ -431,14 +433,14 @@ class MedLinker(TrainablePipe):
             return feats, rows, mask, tuple((c[0], c[1]) for c in cs)
         top_types = frozenset(kb[cs[0][0]].types) if cs else frozenset()
         best_prior = max((prior.get(c[0], 0) for c in cs), default=0)
-        best_count = max((max(counts.get(c[0], 0) - own_concepts.get(c[0], 0), 0) for c in cs), default=0)
+        best_count = max(concept_counts, default=0)
         for slot, (cid, score, tfidf, dense) in enumerate(cs, start=1):
             concept = kb[cid]
             featurizer.fill(feats[slot], CandidateContext(
                 label=label, key=key, expanded=expanded, score=score, best=best, slot=slot, k=k,
                 types=frozenset(concept.types), canonical_name=concept.canonical_name,
                 prior=prior.get(cid, 0), total=total,
-                concept_count=max(counts.get(cid, 0) - own_concepts.get(cid, 0), 0),
+                concept_count=concept_counts[slot - 1],
                 tfidf=tfidf, dense=dense, best_dense=best_dense, short_exact=cid in short_ids, top_types=top_types,
                 best_prior=best_prior, best_count=best_count,
             ))
