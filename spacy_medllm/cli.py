@@ -357,10 +357,13 @@ def train_name_encoder_cmd(
     temperature: float = typer.Option(0.05, help="InfoNCE temperature"),
     max_minutes: float = typer.Option(0.0, help="stop after this many minutes, checkpointed (0: no limit); --resume goes on"),
     seed: int = typer.Option(0),
+    mentions: Optional[List[Path]] = typer.Option(None, "--mentions", help="annotated .spacy file (repeat; training splits only): a share of each batch's concepts is drawn among those it links, each anchored by one of its mention texts (the target stage: start from a trained name encoder)"),
+    mention_share: float = typer.Option(0.5, help="with --mentions: the share of each batch's sampled concepts drawn among the mentioned ones"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="CUDA device (-1: CPU)"),
     resume: bool = typer.Option(False, "--resume", help="continue the checkpoint in OUTPUT"),
 ) -> None:
-    """Train a dense name encoder on the KB's synonym sets (SapBERT-style: in-batch hard negatives, InfoNCE)."""
+    """Train a dense name encoder on the KB's synonym sets (SapBERT-style: in-batch hard negatives, InfoNCE);
+    with --mentions, fine-tune one on a corpus's training mentions as well."""
     from .kb import KnowledgeBase
     from .kb.dense import NameEncoderSettings, NameEncoderTrainer
 
@@ -368,7 +371,11 @@ def train_name_encoder_cmd(
     settings = NameEncoderSettings(
         encoder=encoder, layers=layers, pooling=pooling, max_length=max_length, steps=steps, batch_concepts=batch_concepts,
         learn_rate=learn_rate, temperature=temperature, max_minutes=max_minutes, seed=seed,
+        mentions=[str(m) for m in mentions or []], mention_share=mention_share,
     )
+    if not 0.0 < mention_share <= 1.0:
+        typer.echo(f"error: --mention-share {mention_share}: a share in (0, 1]", err=True)
+        raise typer.Exit(1)
     try:
         kb = KnowledgeBase.from_disk(kb_file)
         metrics = NameEncoderTrainer(output, settings, gpu_id=gpu_id).run(kb, resume=resume, kb_source=str(kb_file))
@@ -376,6 +383,8 @@ def train_name_encoder_cmd(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     b, a = metrics["before"], metrics["after"]
+    if metrics.get("mention_concepts"):
+        typer.echo(f"{metrics['mention_concepts']:,} concepts anchored by {metrics['mention_texts']:,} mention texts", err=True)
     typer.echo(f"held-out synonym retrieval R@1 {b['recall_at_1']} -> {a['recall_at_1']} ({metrics['heldout_concepts']} concepts, "
                f"{a['names']} names); {metrics['steps_done']} steps in {metrics['seconds'] / 60:.1f} min"
                + ("" if metrics["finished"] else " (stopped early: --resume continues)"), err=True)

@@ -518,3 +518,51 @@ def test_int8_query_index_is_not_a_vector_source(trained, kb, kb_dir, tmp_path):
     assert result.exit_code == 1 and "int8" in result.output and "fp32 index" in result.output
     result = runner.invoke(app, ["build-dense-index", str(kb_dir), str(tmp_path / "y"), "--encoder", str(trained[0] / "model"), "--query-int8", "--gpu-id", "0"])
     assert result.exit_code == 1 and "CPU" in result.output
+
+
+def test_mention_stage_anchors_batches_on_training_mention_texts(tiny_bert, kb, trained, tmp_path):
+    """--mentions: half of each batch's concepts come from the annotated files' linked
+    concepts, each with one of its mention texts; alternative ids resolve, NIL and unknown
+    ids are skipped, and a file that links nothing the encoder trains on is refused."""
+    from spacy.tokens import DocBin, Span
+
+    nlp = spacy.blank("en")
+    doc = nlp("Narcan reversed the hypotensive crisis ; NIL thing and pressure drop")
+    doc.ents = [Span(doc, 0, 1, "Chemical", kb_id="D009270"), Span(doc, 3, 5, "Disease", kb_id="D007022"),
+                Span(doc, 6, 8, "Disease", kb_id="NIL"), Span(doc, 9, 11, "Disease", kb_id="D007022")]
+    other = nlp("a rash")
+    other.ents = [Span(other, 1, 2, "Disease", kb_id="D999999")]
+    path = tmp_path / "train.spacy"
+    DocBin(docs=[doc, other], store_user_data=True).to_disk(path)
+
+    trainer = NameEncoderTrainer(tmp_path / "ft", settings(tiny_bert, encoder=str(trained[0] / "model"), steps=20,
+                                                         mentions=[str(path)]), progress=False)
+    seen = []
+    original = NameEncoderTrainer.batch
+
+    def spy(self, step, n_train, neighbours, train_pos, anchored=()):
+        chosen = original(self, step, n_train, neighbours, train_pos, anchored)
+        seen.append((list(anchored), chosen))
+        return chosen
+
+    NameEncoderTrainer.batch = spy
+    try:
+        metrics = trainer.run(kb)
+    finally:
+        NameEncoderTrainer.batch = original
+    assert metrics["mention_concepts"] == 2 and metrics["mention_texts"] == 3
+    assert metrics["settings"]["mentions"] == [str(path)] and metrics["steps_done"] == 20
+    ids, sets = synonym_sets(kb)
+    anchored = {ids[i] for i in seen[0][0]}
+    assert anchored == {"D009270", "D007022"}
+    # batch_concepts 4, share 0.5: both mentioned concepts are in every batch
+    assert all(set(a) <= set(chosen) for a, chosen in seen)
+    assert NameEncoder(tmp_path / "ft" / "model").encode(["hypotensive crisis"]).shape == (1, NameEncoder(tiny_bert).dim)
+
+    empty = tmp_path / "empty.spacy"
+    DocBin(docs=[other]).to_disk(empty)
+    with pytest.raises(ValueError, match="E160"):
+        NameEncoderTrainer(tmp_path / "none", settings(tiny_bert, mentions=[str(empty)]), progress=False).run(kb)
+    result = CliRunner().invoke(app, ["train-name-encoder", str(tmp_path / "kb.msgpack"), str(tmp_path / "x"),
+                                      "--mentions", str(path), "--mention-share", "0"])
+    assert result.exit_code == 1 and "--mention-share 0" in result.output

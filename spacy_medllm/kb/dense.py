@@ -8,8 +8,15 @@ concepts far (Liu et al. 2021, "Self-Alignment Pretraining for Biomedical Entity
 Representations"): every batch holds a sample of concepts *and* the concept each one is
 most easily confused with (its nearest other concept by character 3-gram TF-IDF), two
 names of each, and a supervised InfoNCE loss pulls the names of a concept together
-against every other name in the batch, hard negatives included. No corpus mention is
-ever used, dev or test or train: only the KB's names.
+against every other name in the batch, hard negatives included. The data are the KB's
+names, which include the training mentions a KB was built with (`build-kb --mentions`);
+no dev or test mention is ever used.
+
+With `mentions` (annotated `.spacy` files, training splits only), the run is the target
+stage SapBERT and BioSyn fine-tune on: a share of each batch's concepts (`mention_share`)
+is drawn among the concepts those files link, and each such concept's first name is one
+of its mention texts, so the corpus's own ways of writing a concept are pulled onto its
+KB names. Start it from a trained encoder (`encoder`: a name encoder's model/).
 
 The run, in the output folder:
 
@@ -288,6 +295,9 @@ class NameEncoderSettings:
     log_every: int = 50
     max_minutes: float = 0.0
     seed: int = 0
+    # annotated .spacy files whose linked mention texts anchor a share of each batch
+    mentions: List[str] = field(default_factory=list)
+    mention_share: float = 0.5
     kb: str = ""
     kb_concepts: int = 0
     extra: Dict = field(default_factory=dict)
@@ -302,6 +312,21 @@ def synonym_sets(kb: KnowledgeBase) -> Tuple[List[str], List[List[str]]]:
             ids.append(concept.concept_id)
             sets.append(names)
     return ids, sets
+
+
+def mention_texts(kb: KnowledgeBase, ids: Sequence[str], files: Sequence[Union[str, Path]]) -> Dict[int, List[str]]:
+    """Index (in `ids`) of each trainable concept the annotated files link -> its distinct
+    normalized mention texts (alternative ids resolved; NIL, composite and unknown ids skipped)."""
+    from .builders import read_mentions
+
+    position = {cid: i for i, cid in enumerate(ids)}
+    out: Dict[int, Dict[str, None]] = {}
+    for concept in read_mentions([str(f) for f in files]):
+        cid = kb.resolve(concept.concept_id)
+        text = normalize_alias(concept.canonical_name)
+        if cid in position and text:
+            out.setdefault(position[cid], {})[text] = None
+    return {i: list(texts) for i, texts in sorted(out.items())}
 
 
 def hard_neighbours(kb: KnowledgeBase, ids: Sequence[str], sets: Sequence[Sequence[str]], *,
@@ -393,11 +418,20 @@ class NameEncoderTrainer:
             raise ValueError(Errors.E085.format(path=ckpt, reason=f"not a name-encoder checkpoint of format <= {FORMAT_VERSION}"))
         return state
 
-    def batch(self, step: int, n_train: int, neighbours: Sequence[int], train_pos: Dict[int, int]) -> List[int]:
-        """The trainable-concept indices of one batch: sampled concepts and their hard negatives."""
+    def batch(self, step: int, n_train: int, neighbours: Sequence[int], train_pos: Dict[int, int],
+              anchored: Sequence[int] = ()) -> List[int]:
+        """The trainable-concept indices of one batch: sampled concepts and their hard negatives;
+        with `anchored` (concepts that have mention texts), `mention_share` of the sample is
+        drawn among them."""
         rng = np.random.default_rng([self.s.seed, step])
         chosen: Dict[int, None] = {}
-        for i in rng.choice(n_train, size=min(self.s.batch_concepts, n_train), replace=False):
+        size = min(self.s.batch_concepts, n_train)
+        sample: List[int] = []
+        if len(anchored):
+            n_anchor = min(len(anchored), int(round(self.s.mention_share * size)))
+            sample = [int(anchored[int(j)]) for j in rng.choice(len(anchored), size=n_anchor, replace=False)]
+        rest = [int(i) for i in rng.choice(n_train, size=size, replace=False) if int(i) not in set(sample)]
+        for i in sample + rest[: size - len(sample)]:
             chosen[int(i)] = None
             j = neighbours[int(i)]
             if j >= 0 and j in train_pos:
@@ -435,6 +469,14 @@ class NameEncoderTrainer:
             srsly.write_json(neigh_file, {"ids": ids, "neighbours": neighbours_all})
         neighbours = [neighbours_all[i] for i in train_idx]
         held_sets = [sets[i] for i in held]
+        # trainable position -> mention texts (the target stage); held-out concepts never train
+        texts = mention_texts(kb, ids, s.mentions) if s.mentions else {}
+        anchors = {train_pos[i]: t for i, t in texts.items() if i in train_pos}
+        if s.mentions and not anchors:
+            raise ValueError(Errors.E160.format(files=", ".join(s.mentions), kb=kb_source or "the knowledge base"))
+        anchored = np.array(sorted(anchors), dtype=np.int64)
+        if anchors:
+            logger.info("%d concepts anchored by %d mention texts", len(anchors), sum(len(t) for t in anchors.values()))
 
         src = self.output / "checkpoint" / "model" if state is not None else s.encoder
         encoder = NameEncoder(src, max_length=s.max_length, pooling=s.pooling,
@@ -473,11 +515,18 @@ class NameEncoderTrainer:
                 rng = np.random.default_rng([s.seed, step, 1])
                 torch.manual_seed(s.seed * 1_000_003 + step)
                 names, labels = [], []
-                for concept in self.batch(step, len(train_idx), neighbours, train_pos):
+                for concept in self.batch(step, len(train_idx), neighbours, train_pos, anchored):
                     pool = sets[train_idx[concept]]
-                    for j in rng.choice(len(pool), size=2, replace=False):
-                        names.append(pool[int(j)])
-                        labels.append(concept)
+                    if concept in anchors:
+                        # a mention text of the concept, and one of its other names
+                        mentioned = anchors[concept]
+                        first = mentioned[int(rng.integers(len(mentioned)))]
+                        others = [n for n in pool if n != first]
+                        pair = [first, others[int(rng.integers(len(others)))]]
+                    else:
+                        pair = [pool[int(j)] for j in rng.choice(len(pool), size=2, replace=False)]
+                    names.extend(pair)
+                    labels.extend([concept, concept])
                 optimizer.zero_grad(set_to_none=True)
                 vectors = encoder.forward(names)
                 loss = supcon_loss(vectors, torch.tensor(labels, device=vectors.device), s.temperature)
@@ -513,6 +562,7 @@ class NameEncoderTrainer:
         encoder.save(self.output / "model")
         metrics = {
             "settings": asdict(s), "trainable_concepts": len(train_idx), "heldout_concepts": len(held),
+            "mention_concepts": len(anchors), "mention_texts": sum(len(t) for t in anchors.values()),
             "steps_done": step, "finished": step >= s.steps, "stopped_early": stopped_early,
             "seconds": round(seconds, 1), "names_seen": names_seen, "before": before, "after": after,
             "curve": curve, "model": str(self.output / "model"),
