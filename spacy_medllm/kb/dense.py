@@ -475,8 +475,6 @@ class NameEncoderTrainer:
         if s.mentions and not anchors:
             raise ValueError(Errors.E160.format(files=", ".join(s.mentions), kb=kb_source or "the knowledge base"))
         anchored = np.array(sorted(anchors), dtype=np.int64)
-        if anchors:
-            logger.info("%d concepts anchored by %d mention texts", len(anchors), sum(len(t) for t in anchors.values()))
 
         src = self.output / "checkpoint" / "model" if state is not None else s.encoder
         encoder = NameEncoder(src, max_length=s.max_length, pooling=s.pooling,
