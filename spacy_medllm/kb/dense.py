@@ -321,7 +321,7 @@ def mention_texts(kb: KnowledgeBase, ids: Sequence[str], files: Sequence[Union[s
 
     position = {cid: i for i, cid in enumerate(ids)}
     out: Dict[int, Dict[str, None]] = {}
-    for concept in read_mentions([str(f) for f in files]):
+    for concept in read_mentions(files):
         cid = kb.resolve(concept.concept_id)
         text = normalize_alias(concept.canonical_name)
         if cid in position and text:
@@ -430,7 +430,8 @@ class NameEncoderTrainer:
         if len(anchored):
             n_anchor = min(len(anchored), int(round(self.s.mention_share * size)))
             sample = [int(anchored[int(j)]) for j in rng.choice(len(anchored), size=n_anchor, replace=False)]
-        rest = [int(i) for i in rng.choice(n_train, size=size, replace=False) if int(i) not in set(sample)]
+        drawn = set(sample)
+        rest = [int(i) for i in rng.choice(n_train, size=size, replace=False) if int(i) not in drawn]
         for i in sample + rest[: size - len(sample)]:
             chosen[int(i)] = None
             j = neighbours[int(i)]
