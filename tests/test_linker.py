@@ -600,6 +600,34 @@ def test_nil_bias_moves_abstention_not_probabilities(trained, tmp_path):
         spacy.blank("en").add_pipe("medllm_linker", config={"nil_bias": float("inf")})
 
 
+def test_nil_bias_per_label(trained, tmp_path):
+    """A dict sets the NIL bias per entity label: only the named label's mentions move, a
+    label it does not name gets 0; saved with the pipeline; a non-finite value is refused
+    with the label in the message, from the config and when set on a loaded pipe."""
+    linker = trained.get_pipe("medllm_linker")
+    base = [(e.label_, e.kb_id_) for e in predict(trained, *TRAIN[0]).ents]
+    assert base and NIL not in {k for _, k in base} and {lab for lab, _ in base} == {"Chemical", "Disease"}
+    try:
+        linker.cfg["nil_bias"] = {"Chemical": 100.0}
+        per_label = [(e.label_, e.kb_id_) for e in predict(trained, *TRAIN[0]).ents]
+        assert per_label == [(lab, NIL if lab == "Chemical" else k) for lab, k in base]
+        linker.cfg["nil_bias"] = {"Chemical": 0.0, "Disease": 100.0}
+        per_label = [(e.label_, e.kb_id_) for e in predict(trained, *TRAIN[0]).ents]
+        assert per_label == [(lab, NIL if lab == "Disease" else k) for lab, k in base]
+        trained.to_disk(tmp_path / "nlp")
+        loaded = spacy.load(tmp_path / "nlp")
+        assert loaded.get_pipe("medllm_linker").cfg["nil_bias"] == {"Chemical": 0.0, "Disease": 100.0}
+        assert [(e.label_, e.kb_id_) for e in predict(loaded, *TRAIN[0]).ents] == per_label
+        linker.cfg["nil_bias"] = {"Disease": float("nan")}
+        with pytest.raises(ValueError, match=r"nil_bias\.Disease"):
+            predict(trained, *TRAIN[0])
+    finally:
+        linker.cfg["nil_bias"] = 0.0
+    nlp = spacy.blank("en")
+    assert nlp.add_pipe("medllm_linker", config={"nil_bias": {"Chemical": 2, "Disease": 0}}).cfg["nil_bias"] == {"Chemical": 2.0, "Disease": 0.0}
+    with pytest.raises(ValueError, match="nil_bias"):  # spaCy's own check of the config
+        spacy.blank("en").add_pipe("medllm_linker", config={"nil_bias": {"Chemical": float("inf")}})
+
 def _column(linker, name):
     return linker.features.names.index(name)
 

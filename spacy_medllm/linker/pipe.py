@@ -25,7 +25,7 @@ import math
 import zlib
 from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
@@ -92,7 +92,7 @@ def make_linker(
     scorer: Optional[Callable],
     features: Optional[LinkerFeatures] = None,
     learn_rate_scale: float = 1.0,
-    nil_bias: float = 0.0,
+    nil_bias: Union[float, Dict[str, float]] = 0.0,
     abbreviation_mentions: bool = False,
 ) -> "MedLinker":
     """Create a `medllm_linker`.
@@ -104,6 +104,8 @@ def make_linker(
         probabilities in `kb_candidates` stay those of the model): above 0 the component
         abstains more often (end-to-end precision), below 0 less (-100: it answers whenever
         there is a candidate, as gold-mention accuracy wants). README: the trade-off on dev.
+        A dict sets it per entity label (`{"Chemical": 2.0, "Disease": 0.0}`; a label it
+        does not name gets 0).
     use_abbreviations (bool): link short forms through their long form (scispaCy's detector).
     abbreviation_mentions (bool): with `use_abbreviations`, also link a short form through
         the other grammatical number of a definition ("VSD" where the text defines "VSDs")
@@ -118,13 +120,28 @@ def make_linker(
     """
     if learn_rate_scale <= 0:
         raise ValueError(Errors.E037.format(name=name, value=learn_rate_scale))
-    if not math.isfinite(nil_bias):
-        raise ValueError(Errors.E154.format(path=f"{name}.nil_bias", reason=f"{nil_bias}: a finite number (-100 answers whenever there is a candidate)"))
+    check_nil_bias(nil_bias, f"{name}.nil_bias")
     return MedLinker(
         nlp.vocab, model, name, top_k=top_k, threshold=threshold, use_abbreviations=use_abbreviations,
         labels_discard=labels_discard, scorer=scorer, features=features, learn_rate_scale=learn_rate_scale,
         nil_bias=nil_bias, abbreviation_mentions=abbreviation_mentions,
     )
+
+
+def check_nil_bias(nil_bias, path: str) -> None:
+    """A `nil_bias` setting: a finite number, or a dict of entity label -> finite number."""
+    values = nil_bias.items() if isinstance(nil_bias, Mapping) else [(None, nil_bias)]
+    for label, value in values:
+        where = path if label is None else f"{path}.{label}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(Errors.E154.format(path=where, reason=f"{value!r}: a finite number (-100 answers whenever there is a candidate)"))
+
+
+def nil_bias_for(nil_bias, label: str) -> float:
+    """The NIL bias a mention of `label` gets under a `nil_bias` setting."""
+    if isinstance(nil_bias, Mapping):
+        return float(nil_bias.get(label, 0.0))
+    return float(nil_bias)
 
 
 # what training leaves out of the priors (`MedLinker.initialize`)
@@ -150,8 +167,8 @@ class MedLinker(TrainablePipe):
         self, vocab: Vocab, model: Model, name: str = "medllm_linker", *, top_k: int = 30,
         threshold: Optional[float] = None, use_abbreviations: bool = True,
         labels_discard: Sequence[str] = (), scorer: Optional[Callable] = None,
-        features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0, nil_bias: float = 0.0,
-        abbreviation_mentions: bool = False,
+        features: Optional[LinkerFeatures] = None, learn_rate_scale: float = 1.0,
+        nil_bias: Union[float, Dict[str, float]] = 0.0, abbreviation_mentions: bool = False,
     ):
         install_extensions()
         torch_fork_safe()
@@ -168,7 +185,8 @@ class MedLinker(TrainablePipe):
             raise ValueError(Errors.E136.format(name=name, width=width, featurizer="spacy_medllm.linker_features.v1", n=len(self.features)))
         self.cfg = {
             "top_k": top_k, "threshold": threshold, "use_abbreviations": use_abbreviations,
-            "labels_discard": list(labels_discard), "nil_bias": float(nil_bias),
+            "labels_discard": list(labels_discard),
+            "nil_bias": {str(k): float(v) for k, v in nil_bias.items()} if isinstance(nil_bias, Mapping) else float(nil_bias),
             "abbreviation_mentions": bool(abbreviation_mentions),
         }
         self.kb: Optional[KnowledgeBase] = None
@@ -468,7 +486,8 @@ class MedLinker(TrainablePipe):
         mentions, cands, logits = predictions
         j = 0
         threshold = self.cfg["threshold"]
-        nil_bias = float(self.cfg.get("nil_bias", 0.0))
+        nil_bias = self.cfg.get("nil_bias", 0.0)
+        check_nil_bias(nil_bias, f"{self.name}.nil_bias")
         for doc_mentions in mentions:
             for ent, _, _ in doc_mentions:
                 row = logits[j]
@@ -483,7 +502,7 @@ class MedLinker(TrainablePipe):
                 # NIL and the real candidates only (padded slots score -1e4, which a large
                 # negative bias would otherwise put above NIL), NIL shifted by nil_bias
                 scores = row[: len(cs) + 1].astype("float64")
-                scores[0] += nil_bias
+                scores[0] += nil_bias_for(nil_bias, ent.label_)
                 best_slot = int(scores.argmax())
                 kb_id = NIL
                 if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
