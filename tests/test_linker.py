@@ -628,6 +628,7 @@ def test_nil_bias_per_label(trained, tmp_path):
     with pytest.raises(ValueError, match="nil_bias"):  # spaCy's own check of the config
         spacy.blank("en").add_pipe("medllm_linker", config={"nil_bias": {"Chemical": float("inf")}})
 
+
 def _column(linker, name):
     return linker.features.names.index(name)
 
