@@ -228,6 +228,33 @@ def tune_thresholds_cmd(
     typer.echo(f"wrote {output}")
 
 
+@app.command("calibrate-nil")
+def calibrate_nil_cmd(
+    model: Path = typer.Argument(..., help="trained pipeline with a medllm_linker (read only)"),
+    output: Path = typer.Argument(..., help="NEW folder for the calibrated pipeline (e.g. model-calibrated beside model-last)"),
+    data: List[Path] = typer.Option(..., "--data", "-d", help="a .spacy file the linker was trained on (repeatable)"),
+    train_kb: Optional[Path] = typer.Option(None, "--train-kb", help="the KB training linked its mentions with (the config's train_kb_path)"),
+    max_cost: float = typer.Option(0.2, "--max-cost", help="per label, the largest bias that costs at most this many points of acc@1 on the training mentions"),
+    report: Optional[Path] = typer.Option(None, "--report", help="JSON file for the accuracy curves and the chosen biases"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output folder (never an input)"),
+) -> None:
+    """Set a trained linker's nil_bias per label from its own training mentions and write a new pipeline."""
+    from .linker.calibrate import calibrate_nil
+
+    try:
+        result = calibrate_nil(model, output, data, train_kb=train_kb, max_cost=max_cost, force=force, report_path=report,
+                               progress=lambda msg: typer.echo(msg, err=True))
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1)
+    for label, curve in result["curves"].items():
+        bias = result["nil_bias"][label]
+        acc = dict(zip(curve["bias"], curve["acc"]))
+        base = acc.get(0.0, curve["acc"][0])
+        typer.echo(f"{label}: nil_bias {bias:g} (training mentions acc@1 {base:.2f} at 0, {acc[bias]:.2f} at {bias:g}; {curve['n']} mentions)", err=True)
+    typer.echo(f"wrote {output} (nil_bias {result['nil_bias']}, was {result['before']})")
+
+
 @app.command()
 def annotate(
     model: str = typer.Argument(..., help="pipeline package name or path"),

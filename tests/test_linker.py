@@ -3,6 +3,7 @@ the shared transformer's update."""
 import numpy
 import pytest
 import spacy
+import srsly
 from spacy.tokens import DocBin, Span
 from spacy.training import Example
 from thinc.api import SGD, Adam, fix_random_seed
@@ -823,3 +824,54 @@ def test_ensemble_heads_train_apart_and_average_in_prediction(tmp_path):
     with pytest.raises(ValueError, match="n_heads"):
         spacy.blank("en").add_pipe("medllm_linker", config={"model": {
             "@architectures": "spacy_medllm.LinkerModel.v2", "tok2vec": None, "n_features": 12, "n_heads": 0}})
+
+
+def test_calibrate_nil_reads_the_bias_off_the_training_mentions(trained, tmp_path):
+    """`medllm calibrate-nil`: per label the largest grid bias whose acc@1 on the training
+    mentions is within max_cost of bias 0, the answer chosen as the component chooses it;
+    written with the pipeline (cfg and config) to a new folder, the input untouched; bad
+    input fails naming it."""
+    from typer.testing import CliRunner
+
+    from spacy_medllm.cli import app
+    from spacy_medllm.linker.calibrate import accuracy_curves, calibrate_nil, choose_biases, training_scores
+    from spacy_medllm.linker.pipe import choose_slot
+
+    linker = trained.get_pipe("medllm_linker")
+    model = tmp_path / "model"
+    trained.to_disk(model)
+    data = tmp_path / "train.spacy"
+    DocBin(docs=[gold_doc(trained, t, e) for t, e in TRAIN]).to_disk(data)
+    scored = training_scores(trained, "medllm_linker", [gold_doc(trained, t, e) for t, e in TRAIN])
+    assert sorted(label for label, _, _ in scored) == ["Chemical"] * 4 + ["Disease"] * 4  # "Nalozone" (NIL) left out
+    grid = (0.0, 1.0, 100.0)
+    curves = accuracy_curves(scored, grid)
+    assert curves["Disease"]["n"] == 4 and curves["Disease"]["acc"][0] == 100.0  # overfit: every training mention right
+    assert all(c["acc"][-1] == 0.0 for c in curves.values())  # a huge bias abstains on every mention
+    chosen = choose_biases(curves, max_cost=0.0)
+    assert all(b in (0.0, 1.0) for b in chosen.values())
+    assert choose_biases(curves, max_cost=99.0) == {"Chemical": 1.0, "Disease": 1.0}
+    assert choose_biases({"X": {"bias": [0.0, 1.0, 2.0], "acc": [90.0, 89.9, 89.0]}}, 0.2) == {"X": 1.0}
+    assert choose_slot(numpy.array([0.0, 1.0, -1e4]), 1, 2.0) == 0 and choose_slot(numpy.array([0.0, 1.0, -1e4]), 1, -1e6) == 1
+    assert choose_slot(numpy.array([0.0, 1.0]), 1, 0.0, threshold=0.99) == 0
+
+    result = calibrate_nil(model, tmp_path / "out", [data], max_cost=0.0, grid=grid, report_path=tmp_path / "report.json")
+    assert result["nil_bias"] == chosen and set(chosen) == {"Chemical", "Disease"}
+    loaded = spacy.load(tmp_path / "out")
+    assert loaded.get_pipe("medllm_linker").cfg["nil_bias"] == chosen
+    assert dict(loaded.config["components"]["medllm_linker"]["nil_bias"]) == chosen
+    assert spacy.load(model).get_pipe("medllm_linker").cfg["nil_bias"] == linker.cfg["nil_bias"] == 0.0
+    assert srsly.read_json(tmp_path / "report.json")["nil_bias"] == chosen
+
+    with pytest.raises(FileExistsError, match="--force"):
+        calibrate_nil(model, tmp_path / "out", [data])
+    with pytest.raises(ValueError, match="model"):  # the output may not be the input
+        calibrate_nil(model, model, [data], force=True)
+    with pytest.raises(FileNotFoundError, match="missing.spacy"):
+        calibrate_nil(model, tmp_path / "out2", [tmp_path / "missing.spacy"])
+    runner = CliRunner()
+    bad = runner.invoke(app, ["calibrate-nil", str(model), str(tmp_path / "out3"), "--data", str(data), "--max-cost", "-1"])
+    assert bad.exit_code == 1 and "max-cost" in bad.output
+    ok = runner.invoke(app, ["calibrate-nil", str(model), str(tmp_path / "out3"), "--data", str(data)])
+    assert ok.exit_code == 0, ok.output
+    assert "nil_bias" in ok.output and (tmp_path / "out3" / "meta.json").exists()

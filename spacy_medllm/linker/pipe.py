@@ -155,6 +155,26 @@ def _load_kb(path: Path) -> Tuple[KnowledgeBase, Optional[CandidateGenerator]]:
     return kb, (CandidateGenerator.from_disk(index, kb) if index.exists() else None)
 
 
+def load_kb_and_generator(path: Path) -> Tuple[KnowledgeBase, CandidateGenerator]:
+    """A `medllm build-kb` folder's KB and candidate generator (its saved index, or one
+    built from the KB where it has none)."""
+    kb, generator = _load_kb(path)
+    return kb, generator if generator is not None else CandidateGenerator(kb)
+
+
+def choose_slot(scores: numpy.ndarray, n_candidates: int, nil_bias: float, threshold: Optional[float] = None) -> int:
+    """The slot a mention is answered with (0: NIL, else 1 + the candidate's index): the best
+    of NIL and the real candidates, NIL's score shifted by `nil_bias` (padded slots score
+    -1e4, which a large negative bias would otherwise put above NIL); a candidate whose
+    probability (of the unshifted scores) is below `threshold` gives NIL."""
+    shifted = scores[: n_candidates + 1].astype("float64")
+    shifted[0] += nil_bias
+    best = int(shifted.argmax())
+    if best > 0 and threshold is not None and _softmax(scores)[best] < threshold:
+        return 0
+    return best
+
+
 def concept_row(concept_id: str, n_rows: int) -> int:
     """A stable row of the hashed concept table; row 0 is NIL."""
     return 1 + zlib.crc32(concept_id.encode("utf8")) % (n_rows - 1)
@@ -499,14 +519,8 @@ class MedLinker(TrainablePipe):
                 ranked = probs[1 : len(cs) + 1]
                 order = numpy.argsort(-ranked, kind="stable")
                 values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
-                # NIL and the real candidates only (padded slots score -1e4, which a large
-                # negative bias would otherwise put above NIL), NIL shifted by nil_bias
-                scores = row[: len(cs) + 1].astype("float64")
-                scores[0] += nil_bias_for(nil_bias, ent.label_)
-                best_slot = int(scores.argmax())
-                kb_id = NIL
-                if best_slot > 0 and (threshold is None or probs[best_slot] >= threshold):
-                    kb_id = cs[best_slot - 1][0]
+                best_slot = choose_slot(row, len(cs), nil_bias_for(nil_bias, ent.label_), threshold)
+                kb_id = cs[best_slot - 1][0] if best_slot > 0 else NIL
                 for token in ent:
                     token.ent_kb_id_ = kb_id
                 concept = None
@@ -636,8 +650,7 @@ class MedLinker(TrainablePipe):
         self._require_kb()
         self.train_kb = self.train_generator = None
         if train_kb_path is not None:
-            self.train_kb, generator = _load_kb(train_kb_path)
-            self.train_generator = generator if generator is not None else CandidateGenerator(self.train_kb)
+            self.train_kb, self.train_generator = load_kb_and_generator(train_kb_path)
         self.cfg["leave_out"] = leave_out
         priors: Dict[str, Counter] = defaultdict(Counter)
         concepts: Counter = Counter()
