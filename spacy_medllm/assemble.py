@@ -138,6 +138,7 @@ def _same_weights(a, b) -> Optional[str]:
 
 def add_components(
     base: Union[str, Path], output: Union[str, Path], sources: Sequence[Tuple[Union[str, Path], Sequence[str]]], *, force: bool = False,
+    replace: bool = False,
 ) -> Language:
     """The pipeline `base` with components of other trained pipelines added at its end, and
     written to `output` (a new folder).
@@ -147,6 +148,9 @@ def add_components(
     trained on the frozen transformer of an NER pipeline) is added only when the base holds
     the same encoder, weight for weight (E158): the added component then reads the base's
     encoder as it did in training, and the NER and the relations share one encoder pass.
+    replace: a named component the base already has is replaced in its place (the
+    components after it, a relation extractor reading the linker's ids, still run after
+    it); without it such a name is refused (E159).
     """
     check_output(output, [base, *[src for src, _ in sources]], force=force)
     nlp = spacy.load(base)
@@ -156,14 +160,19 @@ def add_components(
         for name in chosen:
             if name not in src.pipe_names:
                 raise ValueError(Errors.E157.format(source=src_path, name=name, reason=f"is not one of its components ({', '.join(src.pipe_names)})"))
+            before = None
             if name in nlp.pipe_names:
-                raise ValueError(Errors.E159.format(base=base, name=name))
+                if not replace:
+                    raise ValueError(Errors.E159.format(base=base, name=name))
+                at = nlp.pipe_names.index(name)
+                before = nlp.pipe_names[at + 1] if at + 1 < len(nlp.pipe_names) else None
+                nlp.remove_pipe(name)
             for upstream in _listened_to(src, name):
                 if upstream not in nlp.pipe_names:
                     raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason="the base has none"))
                 differs = _same_weights(nlp.get_pipe(upstream), src.get_pipe(upstream))
                 if differs:
                     raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason=differs))
-            nlp.add_pipe(name, source=src)
+            nlp.add_pipe(name, source=src, before=before)
     write_pipeline(nlp, output, force=force)
     return spacy.load(output)

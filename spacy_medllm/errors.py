@@ -147,6 +147,6 @@ class Errors(metaclass=ErrorsWithCodes):
     E157 = "{source}: '{name}' {reason}"
     E158 = ("{source}: '{name}' reads the output of '{upstream}', and {base}'s '{upstream}' is not the one it "
             "was trained on ({reason}); train it on that pipeline's frozen encoder (e.g. --paths.ner_model {base})")
-    E159 = "{base} already has a component '{name}': the added one would replace it"
+    E159 = "{base} already has a component '{name}': the added one would replace it (--replace to replace it in its place)"
     E160 = ("{files}: no linked mention names a concept of {kb} that the name encoder trains on (a concept with "
             "two or more names, not held out): check that the files are annotated with this KB's ids")

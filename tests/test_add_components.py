@@ -79,3 +79,21 @@ def test_cli(pipelines, tmp_path):
     assert spacy.load(tmp_path / "out").pipe_names == ["tok2vec", "ner", "textcat"]
     again = runner.invoke(app, ["add-components", str(pipelines / "base"), str(tmp_path / "out"), "--from", str(pipelines / "textcat")])
     assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_replace_puts_the_component_in_its_place(pipelines, tmp_path):
+    """--replace: a component the base has is swapped for the source's, at the same place in
+    the pipeline (the components after it still run after it), weights from the source."""
+    src = spacy.load(pipelines / "other_base")
+    src.add_pipe("sentencizer")
+    src.to_disk(tmp_path / "src")
+    nlp = add_components(pipelines / "base", tmp_path / "out", [(tmp_path / "src", ["tok2vec"])], replace=True)
+    assert nlp.pipe_names == ["tok2vec", "ner"]
+    assert nlp.get_pipe("tok2vec").to_bytes() == spacy.load(pipelines / "other_base").get_pipe("tok2vec").to_bytes()
+    assert nlp.get_pipe("tok2vec").to_bytes() != spacy.load(pipelines / "base").get_pipe("tok2vec").to_bytes()
+    runner = CliRunner()
+    refused = runner.invoke(app, ["add-components", str(pipelines / "base"), str(tmp_path / "out2"), "--from", f"{tmp_path / 'src'}:tok2vec"])
+    assert refused.exit_code == 1 and "--replace" in refused.output
+    done = runner.invoke(app, ["add-components", str(pipelines / "base"), str(tmp_path / "out2"), "--from", f"{tmp_path / 'src'}:tok2vec", "--replace"])
+    assert done.exit_code == 0, done.output
+    assert spacy.load(tmp_path / "out2").pipe_names == ["tok2vec", "ner"]
