@@ -74,9 +74,9 @@ def main(model: str, output: str, *datasets: str) -> None:
             given.append(doc)
             gold_ents.append(table)
         lookup = lambda i, ent: gold_ents[i].get((ent.start_char, ent.end_char, ent.label_))  # noqa: E731
+        # the gold mentions go to the linker alone (its features-only scorer reads the text
+        # and the entities); end to end, the pipeline up to the linker writes the entities
         with nlp.select_pipes(disable=[name]):
-            # the gold docs through the components before the linker that do not write entities
-            # would need a pipe-by-pipe run; the linker here reads only the text and entities
             ner_docs = list(nlp.pipe([g.text for g in gold], batch_size=32))
         lines.append({"dataset": dname, "gold_counts": dict(counts)})
         for r in rows(linker, given, "gold", lookup) + rows(linker, ner_docs, "e2e", lookup):

@@ -19,6 +19,8 @@ from typing import Dict, List, Mapping, Tuple, Union
 
 import numpy
 
+from spacy_medllm.linker.pipe import choose_slot
+
 RULES: List[Tuple[str, float]] = (
     [("bias", b) for b in (-100.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)]
     + [("pcand", t) for t in (0.3, 0.4, 0.5, 0.6)]
@@ -50,9 +52,7 @@ def choose(row: dict, kind: str, value: Union[float, Mapping[str, float]]) -> in
         return 0
     v = float(value.get(row["label"], 0.0)) if isinstance(value, Mapping) else float(value)
     if kind == "bias":
-        scores = logits.copy()
-        scores[0] += v
-        return int(scores.argmax())
+        return choose_slot(logits, len(logits) - 1, v)
     cands = logits[1:]
     best = 1 + int(cands.argmax())
     if kind == "pcand":

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import numpy
 import srsly
 from spacy.language import Language
-from spacy.tokens import Doc, DocBin, Span
+from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
 from ..errors import Errors
@@ -44,29 +44,14 @@ def training_scores(nlp: Language, name: str, docs: Iterable[Doc], *, batch_size
     featurized as `MedLinker.update` featurizes a training mention; a candidate is right
     when its id is one of the gold primary ids (the slot training teaches)."""
     linker: MedLinker = nlp.get_pipe(name)
-    discard = set(linker.cfg["labels_discard"])
-    by_document = linker.cfg.get("leave_out") == "document"
     out: List[Scored] = []
-    batch: List[Doc] = []
 
     def run(refs: List[Doc]) -> None:
-        docs_, mentions, gold = [], [], []
-        for ref in refs:
-            doc = nlp.make_doc(ref.text)
-            eg = Example(doc, ref)
-            spans = []
-            for ent in ref.ents:
-                aligned = eg.get_aligned_spans_y2x([ent]) if ent.label_ not in discard else []
-                if aligned:
-                    spans.append(Span(doc, aligned[0].start, aligned[0].end, label=ent.label_))
-                    gold.append(ent.kb_id_)
-            docs_.append(doc)
-            mentions.append(linker._mentions(doc, spans))
+        examples = [Example(nlp.make_doc(ref.text), ref) for ref in refs]
+        mentions, gold, arrays, cands = linker.training_batch(examples)
         if not gold:
             return
-        counts = [linker._doc_counts(ref) for ref in refs] if by_document else None
-        arrays, cands = linker._batch(docs_, mentions, gold, counts)
-        logits = linker.model.ops.to_numpy(linker.model.predict((docs_, arrays)))
+        logits = linker.model.ops.to_numpy(linker.model.predict(([eg.predicted for eg in examples], arrays)))
         j = 0
         for doc_mentions in mentions:
             for ent, _, _ in doc_mentions:
@@ -76,19 +61,11 @@ def training_scores(nlp: Language, name: str, docs: Iterable[Doc], *, batch_size
                     out.append((ent.label_, logits[j, : len(cs) + 1].astype("float64"), numpy.array([cid in ids for cid, _ in cs], dtype=bool)))
                 j += 1
 
-    seen = 0
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) == batch_size:
-            run(batch)
-            seen += len(batch)
-            batch = []
-            if progress is not None:
-                progress(seen)
-    if batch:
-        run(batch)
+    docs = list(docs)
+    for start in range(0, len(docs), batch_size):
+        run(docs[start : start + batch_size])
         if progress is not None:
-            progress(seen + len(batch))
+            progress(min(start + batch_size, len(docs)))
     return out
 
 

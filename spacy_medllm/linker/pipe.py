@@ -548,18 +548,7 @@ class MedLinker(TrainablePipe):
             # no tokens: the transformer does not run either, no listener waits
             return losses
         docs = [eg.predicted for eg in examples]
-        discard = set(self.cfg["labels_discard"])
-        mentions, gold_ids = [], []
-        for eg in examples:
-            spans = []
-            for ent in eg.reference.ents:
-                aligned = eg.get_aligned_spans_y2x([ent]) if ent.label_ not in discard else []
-                if aligned:
-                    spans.append(Span(eg.predicted, aligned[0].start, aligned[0].end, label=ent.label_))
-                    gold_ids.append(ent.kb_id_)
-            mentions.append(self._mentions(eg.predicted, spans))
-        doc_counts = [self._doc_counts(eg.reference) for eg in examples] if self.cfg.get("leave_out") == "document" else None
-        batch, cands = self._batch(docs, mentions, gold_ids, doc_counts)
+        _, gold_ids, batch, cands = self.training_batch(examples)
         keep, targets = [], []
         for j, kb_id in enumerate(gold_ids):
             if kb_id == NIL:
@@ -583,6 +572,25 @@ class MedLinker(TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += loss
         return losses
+
+    def training_batch(self, examples: Sequence[Example]):
+        """(mentions, gold id strings, LinkerBatch, candidates) of the gold entities of
+        `examples`, aligned to the predicted tokens and featurized as training featurizes
+        them (the training KB, the leave-out setting); used by `update` and by
+        `spacy_medllm.linker.calibrate`."""
+        discard = set(self.cfg["labels_discard"])
+        mentions, gold_ids = [], []
+        for eg in examples:
+            spans = []
+            for ent in eg.reference.ents:
+                aligned = eg.get_aligned_spans_y2x([ent]) if ent.label_ not in discard else []
+                if aligned:
+                    spans.append(Span(eg.predicted, aligned[0].start, aligned[0].end, label=ent.label_))
+                    gold_ids.append(ent.kb_id_)
+            mentions.append(self._mentions(eg.predicted, spans))
+        doc_counts = [self._doc_counts(eg.reference) for eg in examples] if self.cfg.get("leave_out") == "document" else None
+        batch, cands = self._batch([eg.predicted for eg in examples], mentions, gold_ids, doc_counts)
+        return mentions, gold_ids, batch, cands
 
     def _doc_counts(self, doc: Doc) -> Tuple[Dict[str, Counter], Counter]:
         """What a Doc's own linked mentions added to the priors and concept counts (as
