@@ -138,7 +138,7 @@ def _same_weights(a, b) -> Optional[str]:
 
 def add_components(
     base: Union[str, Path], output: Union[str, Path], sources: Sequence[Tuple[Union[str, Path], Sequence[str]]], *, force: bool = False,
-    replace: bool = False,
+    replace: bool = False, local_only: bool = False,
 ) -> Language:
     """The pipeline `base` with components of other trained pipelines added at its end, and
     written to `output` (a new folder).
@@ -151,9 +151,15 @@ def add_components(
     replace: a named component the base already has is replaced in its place (the
     components after it, a relation extractor reading the linker's ids, still run after
     it); without it such a name is refused (E159).
+    local_only: an added linker whose KB holds a source that may not be redistributed (CTD
+    MEDIC) makes the pipeline local-only, as `assemble` does; without it that is refused
+    (E145), so that a package assembled for sharing never takes such a KB in through an
+    added component. meta.json records what was added from where (`medllm_added`) and lists
+    an added linker's KB sources beside the base's.
     """
     check_output(output, [base, *[src for src, _ in sources]], force=force)
     nlp = spacy.load(base)
+    added: List[Dict[str, object]] = []
     for src_path, names in sources:
         src = spacy.load(src_path)
         chosen = list(names) or [n for n in src.pipe_names if n not in nlp.pipe_names]
@@ -161,7 +167,8 @@ def add_components(
             if name not in src.pipe_names:
                 raise ValueError(Errors.E157.format(source=src_path, name=name, reason=f"is not one of its components ({', '.join(src.pipe_names)})"))
             before = None
-            if name in nlp.pipe_names:
+            replaced = name in nlp.pipe_names
+            if replaced:
                 if not replace:
                     raise ValueError(Errors.E159.format(base=base, name=name))
                 at = nlp.pipe_names.index(name)
@@ -174,5 +181,28 @@ def add_components(
                 if differs:
                     raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason=differs))
             nlp.add_pipe(name, source=src, before=before)
+            added.append({"component": name, "from": str(src_path), "replaced": replaced})
+    _record_added(nlp, added, local_only)
     write_pipeline(nlp, output, force=force)
     return spacy.load(output)
+
+
+def _record_added(nlp: Language, added: List[Dict[str, object]], local_only: bool) -> None:
+    """The meta of a pipeline that took components from others: what came from where, the
+    KB sources of every linker it now holds, and whether it must stay local (E145)."""
+    meta = nlp.meta
+    kbs = [p.kb for _, p in nlp.pipeline if isinstance(p, MedLinker) and p.kb is not None]
+    blocked = sorted({s for kb in kbs for s in not_redistributable(kb)})
+    if blocked and not local_only and not meta.get("medllm_local_only"):
+        raise ValueError(Errors.E145.format(sources=", ".join(blocked)))
+    sources = list(meta.get("sources") or [])
+    for kb in kbs:
+        sources.extend(entry for entry in _kb_sources(kb) if entry not in sources)
+    if sources:
+        meta["sources"] = sources
+    if blocked:
+        meta["medllm_local_only"] = True
+        notes = [n for n in str(meta.get("notes") or "").split("\n") if n and not n.startswith("LOCAL USE ONLY")]
+        notes.append(f"LOCAL USE ONLY: the knowledge base holds {', '.join(blocked)}, whose terms forbid redistribution; do not share this package.")
+        meta["notes"] = "\n".join(notes)
+    meta["medllm_added"] = list(meta.get("medllm_added") or []) + added

@@ -863,6 +863,7 @@ def add_components_cmd(
     output: Path = typer.Argument(..., help="NEW pipeline folder"),
     source: List[str] = typer.Option(..., "--from", help="PIPELINE or PIPELINE:name,name (default: every component the base lacks); repeatable"),
     replace: bool = typer.Option(False, "--replace", help="a named component the base already has is replaced in its place (e.g. its linker by a stand-alone one)"),
+    local_only: bool = typer.Option(False, "--local-only", help="accept an added linker whose KB holds a source that may not be redistributed (CTD MEDIC): the pipeline is marked local-only"),
     force: bool = typer.Option(False, "--force", help="replace an existing OUTPUT"),
 ) -> None:
     """Add the components of other trained pipelines to the end of BASE; a component that reads a shared encoder is added only onto the same encoder."""
@@ -873,7 +874,7 @@ def add_components_cmd(
         path, _, names = item.partition(":") if not Path(item).exists() else (item, "", "")
         sources.append((path, [n for n in names.split(",") if n]))
     try:
-        nlp = add_components(base, output, sources, force=force, replace=replace)
+        nlp = add_components(base, output, sources, force=force, replace=replace, local_only=local_only)
     except (FileNotFoundError, FileExistsError, ValueError, OSError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)

@@ -243,6 +243,25 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     assert nlp("Naloxone induced hypotension .") is not None
     again = runner.invoke(app, ["assemble", model, str(tmp_path / "pkg"), "--kb", str(tmp_path / "kb_package")])
     assert again.exit_code == 1 and "exists" in again.output
+    # a linker taken from another pipeline brings its KB: one holding a local-only source
+    # cannot enter a shareable package through add-components either
+    swap = ["add-components", str(tmp_path / "pkg"), str(tmp_path / "swapped"), "--from", f"{tmp_path / 'local'}:medllm_linker", "--replace"]
+    refused = runner.invoke(app, swap)
+    assert refused.exit_code == 1 and "E145" in refused.output and "ctd_medic" in refused.output
+    assert not (tmp_path / "swapped").exists()
+    accepted = runner.invoke(app, swap + ["--local-only"])
+    assert accepted.exit_code == 0, accepted.output
+    swapped = util.load_meta(tmp_path / "swapped" / "meta.json")
+    assert swapped["medllm_local_only"] is True and "LOCAL USE ONLY" in swapped["notes"]
+    assert "knowledge base: CTD MEDIC disease vocabulary" in [s["name"] for s in swapped["sources"]]
+    assert swapped["medllm_added"] == [{"component": "medllm_linker", "from": str(tmp_path / "local"), "replaced": True}]
+    assert swapped["pipeline"] == meta["pipeline"]
+    # a package-KB linker keeps the package shareable, and says where it came from
+    kept = runner.invoke(app, ["add-components", str(tmp_path / "pkg"), str(tmp_path / "kept"), "--from", f"{tmp_path / 'pkg'}:medllm_linker", "--replace"])
+    assert kept.exit_code == 0, kept.output
+    kept_meta = util.load_meta(tmp_path / "kept" / "meta.json")
+    assert kept_meta["medllm_local_only"] is False and kept_meta["sources"] == meta["sources"]
+    assert kept_meta["medllm_added"][0]["from"] == str(tmp_path / "pkg")
 
 
 CHAIN_TEXT = "Patient denies hypotension after naloxone . Mother has hypertension . Clonidine caused low blood pressure ( LBP ) ."
