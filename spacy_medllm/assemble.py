@@ -181,6 +181,11 @@ def add_components(
                 if differs:
                     raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason=differs))
             nlp.add_pipe(name, source=src, before=before)
+            # its scores in the training run it came from replace the base's (meta.json `performance`)
+            scores = src.meta.get("performance") or {}
+            for key in [*src.get_pipe_meta(name).default_score_weights, f"{name}_loss"]:
+                if key in scores:
+                    nlp.meta.setdefault("performance", {})[key] = scores[key]
             added.append({"component": name, "from": str(src_path), "replaced": replaced})
     _record_added(nlp, added, local_only)
     write_pipeline(nlp, output, force=force)

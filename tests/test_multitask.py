@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy
 import pytest
 import spacy
+import srsly
 from spacy import util
 from spacy.tokens import DocBin
 from spacy.training import Example
@@ -245,6 +246,9 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     assert again.exit_code == 1 and "exists" in again.output
     # a linker taken from another pipeline brings its KB: one holding a local-only source
     # cannot enter a shareable package through add-components either
+    local_meta = util.load_meta(tmp_path / "local" / "meta.json")
+    local_meta.setdefault("performance", {})["medllm_link_acc"] = 0.25
+    srsly.write_json(tmp_path / "local" / "meta.json", local_meta)
     swap = ["add-components", str(tmp_path / "pkg"), str(tmp_path / "swapped"), "--from", f"{tmp_path / 'local'}:medllm_linker", "--replace"]
     refused = runner.invoke(app, swap)
     assert refused.exit_code == 1 and "E145" in refused.output and "ctd_medic" in refused.output
@@ -255,7 +259,7 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     assert swapped["medllm_local_only"] is True and "LOCAL USE ONLY" in swapped["notes"]
     assert "knowledge base: CTD MEDIC disease vocabulary" in [s["name"] for s in swapped["sources"]]
     assert swapped["medllm_added"] == [{"component": "medllm_linker", "from": str(tmp_path / "local"), "replaced": True}]
-    assert swapped["pipeline"] == meta["pipeline"]
+    assert swapped["pipeline"] == meta["pipeline"] and swapped["performance"]["medllm_link_acc"] == 0.25
     # a package-KB linker keeps the package shareable, and says where it came from
     kept = runner.invoke(app, ["add-components", str(tmp_path / "pkg"), str(tmp_path / "kept"), "--from", f"{tmp_path / 'pkg'}:medllm_linker", "--replace"])
     assert kept.exit_code == 0, kept.output
