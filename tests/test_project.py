@@ -14,13 +14,25 @@ def test_project_yml_is_valid():
     assert {"convert", "train", "train-cnn", "evaluate", "package", "package-ner", "verify-corpus"} <= commands
     assert project["workflows"]["all"] == [
         "convert", "fetch-mesh-supplementary", "build-kb", "build-kg", "train-kg", "train-pipeline", "tune-pipeline", "build-kb-package", "build-kg-package",
-        "assemble", "quantize", "evaluate-pipeline", "benchmark-load", "package",
+        "assemble", "train-name-encoder", "train-name-encoder-target", "build-dense-index", "linker-corpus", "build-dense-index-package",
+        "train-linker-package", "assemble-dense", "quantize", "evaluate-pipeline", "evaluate-pipeline-dense", "benchmark-load", "package",
     ]
     assert project["workflows"]["ner"] == ["convert", "train", "train-cnn", "evaluate", "package-ner"]
     # every command of the main job declares what it reads and writes, so a second run does nothing
     by_name = {c["name"]: c for c in project["commands"]}
     for name in project["workflows"]["all"]:
         assert by_name[name].get("deps") and (by_name[name].get("outputs") or by_name[name].get("outputs_no_cache")), name
+    # the main job is whole and in order: what a command reads is a corpus file, a config, a
+    # script or an asset, or what an earlier command of `all` wrote
+    made = {}
+    for at, name in enumerate(project["workflows"]["all"]):
+        for dep in by_name[name]["deps"]:
+            if not dep.startswith(("../shared/corpus/", "configs/", "scripts/", "assets/")):
+                assert dep in made and made[dep] < at, f"{name} reads {dep}, which no earlier command of `all` writes"
+        for out in by_name[name].get("outputs", []) + by_name[name].get("outputs_no_cache", []):
+            made.setdefault(out, at)
+    package = by_name["package"]["script"][0]
+    assert by_name["assemble-dense"]["outputs"] == ["training/medllm_bc5cdr/meta.json"] and " training/medllm_bc5cdr " in package
     assert project["workflows"]["baseline"] == ["convert", "train-cnn", "evaluate-cnn"]
     for asset in project["assets"]:
         # a derived file (converted from an upstream R data file) has no URL: its description names the upstream
