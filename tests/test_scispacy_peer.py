@@ -146,6 +146,17 @@ def test_alternative_id_counts_for_the_peer(peer, built):
     }
 
 
+def test_peer_refuses_an_index_of_other_names(peer, built):
+    """The index's rows are names: over a KB with other names (a linker's KB with more
+    aliases) it would answer with the wrong concepts, so it is refused, naming the file."""
+    kb_dir, cache, _ = built
+    concepts = peer.load_concepts(str(kb_dir))
+    peer.PeerRanker(cache, concepts)  # its own KB: accepted
+    concepts[1].aliases = list(concepts[1].aliases) + ["acute renal failures"]
+    with pytest.raises(ValueError, match=r"E052.*aliases.json.*names are not this KB's"):
+        peer.PeerRanker(cache, concepts)
+
+
 def test_main_end_to_end(peer, script, tmp_path):
     tiny_kb().to_disk(tmp_path / "kb")
     nlp = spacy.blank("en")

@@ -262,7 +262,20 @@ class PeerRanker:
 
     def __init__(self, cache: Path, concepts: Sequence[Concept], ef_search: int = EF_SEARCH):
         self.kb = KnowledgeBase(concepts)
-        self.generator = load_generator(cache, to_entities(concepts), ef_search)
+        entities = to_entities(concepts)
+        aliases_file = Path(cache) / ALIASES_FILE
+        if not aliases_file.exists():
+            raise FileNotFoundError(Errors.E003.format(path=aliases_file))
+        # the index's rows are the aliases it was built from: over other names it would
+        # silently answer with the wrong concepts
+        built = srsly.read_json(aliases_file)
+        names = alias_list(entities)
+        # those the build kept: the names with at least one of the index's 3-grams
+        kept = [n for n, nnz in zip(names, load_vectorizer(cache).transform(names).getnnz(axis=1)) if nnz]
+        if built != kept:
+            raise ValueError(Errors.E052.format(path=aliases_file, kb=f"the given one ({len(concepts):,} concepts)",
+                                                reason=f"its {len(built):,} names are not this KB's {len(kept):,} in order"))
+        self.generator = load_generator(cache, entities, ef_search)
 
     def candidates(self, texts: Sequence[str]) -> List[List["MentionCandidate"]]:
         return self.generator(list(texts), LINKER_K)
