@@ -162,15 +162,17 @@ def load_kb_and_generator(path: Path) -> Tuple[KnowledgeBase, CandidateGenerator
     return kb, generator if generator is not None else CandidateGenerator(kb)
 
 
-def choose_slot(scores: numpy.ndarray, n_candidates: int, nil_bias: float, threshold: Optional[float] = None) -> int:
+def choose_slot(scores: numpy.ndarray, n_candidates: int, nil_bias: float, threshold: Optional[float] = None,
+                probs: Optional[numpy.ndarray] = None) -> int:
     """The slot a mention is answered with (0: NIL, else 1 + the candidate's index): the best
     of NIL and the real candidates, NIL's score shifted by `nil_bias` (padded slots score
     -1e4, which a large negative bias would otherwise put above NIL); a candidate whose
-    probability (of the unshifted scores) is below `threshold` gives NIL."""
+    probability (of the unshifted scores; `probs` where the caller has them) is below
+    `threshold` gives NIL."""
     shifted = scores[: n_candidates + 1].astype("float64")
     shifted[0] += nil_bias
     best = int(shifted.argmax())
-    if best > 0 and threshold is not None and _softmax(scores)[best] < threshold:
+    if best > 0 and threshold is not None and (probs if probs is not None else _softmax(scores))[best] < threshold:
         return 0
     return best
 
@@ -519,7 +521,7 @@ class MedLinker(TrainablePipe):
                 ranked = probs[1 : len(cs) + 1]
                 order = numpy.argsort(-ranked, kind="stable")
                 values = numpy.round(ranked[order].astype(numpy.float64), 4).tolist()
-                best_slot = choose_slot(row, len(cs), nil_bias_for(nil_bias, ent.label_), threshold)
+                best_slot = choose_slot(row, len(cs), nil_bias_for(nil_bias, ent.label_), threshold, probs)
                 kb_id = cs[best_slot - 1][0] if best_slot > 0 else NIL
                 for token in ent:
                     token.ent_kb_id_ = kb_id
