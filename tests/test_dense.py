@@ -2,6 +2,8 @@
 TF-IDF + dense candidates, and their round trip through a saved pipeline."""
 from pathlib import Path
 
+import shutil
+
 import numpy
 import pytest
 import spacy
@@ -384,7 +386,7 @@ def test_int8_query_encoder_round_trips_and_stays_close(trained, kb, tmp_path):
     loaded = DenseIndex.from_disk(tmp_path / "dense", kb)
     assert loaded.query_int8
     # the saved encoder holds the int8 weights' values and scales: the same int8 weights
-    assert numpy.allclose(loaded.encode_queries(keys), int8, atol=1e-6)
+    assert numpy.array_equal(loaded.encode_queries(keys), int8)
     # its weights file is read into memory, not left mapped (the mapping kept every page
     # read resident, the fp32 weights the quantization replaced among them)
     maps = Path("/proc/self/maps")
@@ -418,8 +420,8 @@ def test_int8_per_token_vectors_do_not_depend_on_their_batch(trained, kb, tmp_pa
             assert meta["int8_activations"] == "per_token"
             loaded = DenseIndex.from_disk(tmp_path / "dense", kb)
             assert loaded.query_precision == "int8 per_token"
-            # (the reloaded scales may differ in the last float bit)
-            assert numpy.allclose(loaded.encoder.encode(MENTIONS), together, atol=1e-6)
+            # (the scales are saved exactly: the same int8 layers, the same bits)
+            assert numpy.array_equal(loaded.encoder.encode(MENTIONS), together)
         else:
             # one scale per call: a text alone gets other vectors than in company
             assert not numpy.array_equal(alone, pairs)
@@ -460,16 +462,55 @@ def test_per_token_int8_linear_is_exact_per_row():
 
     torch.manual_seed(0)
     model = quantize_module(torch.nn.Sequential(torch.nn.Linear(37, 11)), inplace=True)
-    assert set_per_token_activations(model) == 1
+    dynamic = model[0]
+    assert set_per_token_activations(model) == 1 and set_per_token_activations(model) == 1
+    assert type(model[0]).__name__ == "Int8Linear"
+    assert torch.equal(model[0].weight_t.t(), dynamic.weight().int_repr())
+    assert torch.equal(model[0].dequantized_weight(), dynamic.weight().dequantize())
     x = torch.randn(2, 9, 37) * torch.linspace(0.01, 30, 9)[None, :, None]
     with torch.inference_mode():
         batched = model(x)
         rows = torch.stack([torch.stack([model(x[i, j][None])[0] for j in range(9)]) for i in range(2)])
-        ref = torch.nn.functional.linear(x, model[0].weight().dequantize(), model[0].bias())
+        ref = torch.nn.functional.linear(x, dynamic.weight().dequantize(), dynamic.bias())
     assert torch.equal(batched, rows)
     # each row is quantized at its own range: small and large rows alike stay close
     rel = (batched - ref).norm(dim=-1) / ref.norm(dim=-1)
     assert float(rel.max()) < 0.02
+
+
+def test_saved_int8_encoder_loads_its_int8_weights_as_they_are_used(trained, kb, tmp_path):
+    """A per-token int8 encoder loads straight into `Int8Linear` layers (no re-quantization
+    through PyTorch): the int8 weights and vectors of the quantize_dynamic path, bit for
+    bit, and a second save writes the same files; scales of another model are refused."""
+    import torch
+
+    from spacy_medllm.layers.quantize import _quantized_linears, set_per_token_activations
+
+    index = DenseIndex.build(kb, NameEncoder(trained[0] / "model"), kind="numpy", progress=False)
+    index.quantize_queries("per_token")
+    index.to_disk(tmp_path / "a")
+    enc = NameEncoder(tmp_path / "a" / "encoder")
+    assert enc.int8_activations == "per_token"
+    layers = dict(_quantized_linears(enc.model))
+    assert layers and all(type(layer).__name__ == "Int8Linear" for layer in layers.values())
+    assert not any(isinstance(m, torch.nn.Linear) for m in enc.model.modules())
+    # the quantize_dynamic path from the same files: the same int8 weights and vectors
+    shutil.copytree(tmp_path / "a" / "encoder", tmp_path / "ref")
+    srsly.write_json(tmp_path / "ref" / "name_encoder.json", {"pooling": enc.pooling, "max_length": enc.max_length, "int8_activations": "per_batch"})
+    ref = NameEncoder(tmp_path / "ref")
+    ref_layers = dict(_quantized_linears(ref.model))
+    assert all(isinstance(layer, torch.ao.nn.quantized.dynamic.Linear) for layer in ref_layers.values())
+    assert all(torch.equal(layers[n].weight_t.t(), ref_layers[n].weight().int_repr()) for n in layers)
+    set_per_token_activations(ref.model)
+    assert numpy.array_equal(enc.encode(MENTIONS), ref.encode(MENTIONS))
+    enc.save(tmp_path / "b")
+    for name in ("model.safetensors", "int8_scales.json", "name_encoder.json"):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / "encoder" / name).read_bytes(), name
+    scales = srsly.read_json(tmp_path / "b" / "int8_scales.json")
+    scales["encoder.layer.9.output.dense"] = scales.popitem()[1]
+    srsly.write_json(tmp_path / "b" / "int8_scales.json", scales)
+    with pytest.raises(ValueError, match="E154.*int8_scales.json.*encoder.layer.9.output.dense"):
+        NameEncoder(tmp_path / "b")
 
 
 def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):

@@ -53,60 +53,30 @@ def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
     full = cpu_has_vnni() if full_range is None else bool(full_range)
     if full:
         for _, linear in _quantized_linears(module):
+            if getattr(linear, INT8_MARK, False):  # per-token activations: their own range
+                continue
             linear.forward = types.MethodType(_full_range_forward, linear)
     return full
 
 
-def _per_token_forward(self, x):
-    """An int8 Linear whose activations are quantized one row (token) at a time: each row
-    gets its own symmetric scale (its largest magnitude over 127), the int8 product is
-    accumulated exactly in int32, then scaled back. A row's output depends on that row
-    alone, never on the other texts of its batch (`set_per_token_activations`)."""
-    import torch
-
-    shape = x.shape
-    rows = x.reshape(-1, shape[-1]).to(torch.float32)
-    scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127.0)
-    quantized = torch.round(rows / scale).to(torch.int8)
-    try:
-        out = torch._int_mm(quantized, self._int8_weight_t).to(torch.float32)
-    except (AttributeError, RuntimeError):  # no CPU int8 matmul: float64 is exact on these integers
-        out = (quantized.double() @ self._int8_weight_t.double()).to(torch.float32)
-    out.mul_(scale).mul_(self._int8_weight_scale)
-    if self._int8_bias is not None:
-        out.add_(self._int8_bias)
-    return out.reshape(*shape[:-1], out.shape[-1]).to(x.dtype)
-
-
 def set_per_token_activations(module) -> int:
-    """Make every int8 Linear of `module` quantize its activations per row (token) instead of
+    """Replace every dynamically quantized Linear of `module` by an `Int8Linear`
+    (`spacy_medllm.layers.int8`), which quantizes its activations per row (token) instead of
     per call: a text's vector no longer depends on what else is in its batch (with batches
-    of equal-length texts, bit for bit), and each token keeps its own range (measured: closer
-    to the fp32 vectors than one scale for the whole batch). Keeps an int8 copy of each
-    weight beside PyTorch's packed one. RETURNS the number of layers changed."""
-    import types
-
+    of equal-length texts, bit for bit), and each token keeps its own range (measured:
+    closer to the fp32 vectors than one scale for the whole batch). RETURNS the number of
+    layers that quantize per token."""
     import torch
+
+    from .int8 import Int8Linear, replace_module
 
     count = 0
-    for _, linear in _quantized_linears(module):
-        weight, bias = linear._weight_bias()  # (one unpacking of the packed weight for both)
-        if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-            if bool((weight.q_per_channel_zero_points() != 0).any()):
-                raise ValueError("per-token int8 activations need symmetric weights (zero points 0)")
-            scales = weight.q_per_channel_scales().to(torch.float32)
-        else:
-            if int(weight.q_zero_point()) != 0:
-                raise ValueError("per-token int8 activations need symmetric weights (zero point 0)")
-            scales = torch.full((weight.shape[0],), float(weight.q_scale()), dtype=torch.float32)
-        # (in, out) as a view of the (out, in) rows: the column-major operand CPU int8
-        # matmul is fastest with (measured: 388 us against 921 for a row-major copy)
-        linear._int8_weight_t = weight.int_repr().contiguous().t()
-        linear._int8_weight_scale = scales[None, :]
-        # (the Linear's bias() unpacks its whole packed weight at each call)
-        linear._int8_bias = None if bias is None else bias.detach().to(torch.float32)
-        linear.forward = types.MethodType(_per_token_forward, linear)
-        count += 1
+    for name, sub in list(module.named_modules()):
+        if getattr(sub, INT8_MARK, False):
+            count += 1
+        elif isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
+            replace_module(module, name, Int8Linear.from_dynamic(sub))
+            count += 1
     return count
 
 
@@ -193,6 +163,9 @@ def weight_scales(module) -> Dict[str, object]:
 
     out: Dict[str, object] = {}
     for name, lin in _quantized_linears(module):
+        if getattr(lin, INT8_MARK, False):
+            out[name] = {"axis": 0, "scales": lin.scales.tolist(), "zero_points": [0] * lin.out_features}
+            continue
         w = lin.weight()
         if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
             out[name] = {"axis": int(w.q_per_channel_axis()), "scales": w.q_per_channel_scales().tolist(),
@@ -203,15 +176,16 @@ def weight_scales(module) -> Dict[str, object]:
 
 
 def _quantized_linears(module) -> Iterator[Tuple[str, object]]:
-    """(name, int8 Linear) for each quantized layer; a smoothed layer's Linear is named as
-    the layer it replaced (the `SmoothedLinear`'s name)."""
+    """(name, int8 Linear) for each quantized layer (PyTorch's dynamic Linear or an
+    `Int8Linear`); a smoothed layer's Linear is named as the layer it replaced (the
+    `SmoothedLinear`'s name)."""
     import torch
 
     smoothed = set()
     for name, sub in module.named_modules():
         if getattr(sub, SMOOTHED_MARK, False):
             smoothed.add(name)
-        elif isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
+        elif getattr(sub, INT8_MARK, False) or isinstance(sub, torch.ao.nn.quantized.dynamic.Linear):
             parent = name.rpartition(".")[0]
             yield (parent if parent in smoothed and name.endswith(".linear") else name), sub
 
@@ -238,10 +212,11 @@ def dequantized_copy(module):
             state[key] = value
     smoothed = {name: sub for name, sub in module.named_modules() if getattr(sub, SMOOTHED_MARK, False)}
     for name, linear in quantized.items():
-        state[f"{name}.weight"] = linear.weight().dequantize()
+        int8 = getattr(linear, INT8_MARK, False)
+        state[f"{name}.weight"] = linear.dequantized_weight() if int8 else linear.weight().dequantize()
         if name in smoothed:  # the layer's own function: the smoothed weights' columns divided back
             state[f"{name}.weight"] = state[f"{name}.weight"] * smoothed[name].inv_scale[None, :]
-        bias = linear.bias()
+        bias = linear.bias if int8 else linear.bias()
         if bias is not None:
             state[f"{name}.bias"] = bias.detach().clone()
     fp32.load_state_dict(state, strict=True)
@@ -253,6 +228,8 @@ SCALES_KEY = "medllm_int8_scales"
 # the activation smoothing factors of the smoothed layers (spacy_medllm.layers.smooth)
 SMOOTH_KEY = "medllm_int8_smoothing"
 SMOOTHED_MARK = "medllm_smoothed"
+# marks an `Int8Linear` (spacy_medllm.layers.int8)
+INT8_MARK = "medllm_int8_linear"
 
 
 class QuantizedHFShim(ChunkedHFShim):
