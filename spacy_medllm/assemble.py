@@ -155,7 +155,10 @@ def add_components(
     MEDIC) makes the pipeline local-only, as `assemble` does; without it that is refused
     (E145), so that a package assembled for sharing never takes such a KB in through an
     added component. meta.json records what was added from where (`medllm_added`) and lists
-    an added linker's KB sources beside the base's.
+    an added linker's KB sources beside the base's. An added component's scores in its own
+    training run replace the base's in `performance`, unless its development data was among
+    its training data (a train+dev model: `dev_in_training`); then the replaced component's
+    scores are dropped too, and `medllm_added` says why.
     """
     check_output(output, [base, *[src for src, _ in sources]], force=force)
     nlp = spacy.load(base)
@@ -181,15 +184,53 @@ def add_components(
                 if differs:
                     raise ValueError(Errors.E158.format(source=src_path, name=name, upstream=upstream, base=base, reason=differs))
             nlp.add_pipe(name, source=src, before=before)
-            # its scores in the training run it came from replace the base's (meta.json `performance`)
-            scores = src.meta.get("performance") or {}
-            for key in [*src.get_pipe_meta(name).default_score_weights, f"{name}_loss"]:
-                if key in scores:
-                    nlp.meta.setdefault("performance", {})[key] = scores[key]
-            added.append({"component": name, "from": str(src_path), "replaced": replaced})
+            # its scores in the training run it came from replace the base's (meta.json
+            # `performance`), unless that run scored it on data it trained on
+            keys = [*src.get_pipe_meta(name).default_score_weights, f"{name}_loss"]
+            record: Dict[str, object] = {"component": name, "from": str(src_path), "replaced": replaced}
+            seen = dev_in_training(src.config)
+            performance = nlp.meta.setdefault("performance", {})
+            if seen:
+                for key in keys:  # (the replaced component's scores describe another model)
+                    performance.pop(key, None)
+                record["scores"] = f"not carried: its development data {seen[0]} is among its training data ({seen[1]})"
+            else:
+                scores = src.meta.get("performance") or {}
+                for key in keys:
+                    if key in scores:
+                        performance[key] = scores[key]
+            added.append(record)
     _record_added(nlp, added, local_only)
     write_pipeline(nlp, output, force=force)
     return spacy.load(output)
+
+
+def _spacy_files(path: Path) -> List[Path]:
+    return sorted(path.rglob("*.spacy")) if path.is_dir() else [path] if path.is_file() else []
+
+
+def dev_in_training(config) -> Optional[Tuple[str, str]]:
+    """(development file, training file) when the training config's `paths.dev` data is
+    byte for byte among its `paths.train` data (a model trained on train+dev, whose scores
+    in meta.json were measured on data it trained on); None when not, or when the files are
+    not where the config says (paths are read from the current folder)."""
+    import hashlib
+
+    paths = config.get("paths", {}) if hasattr(config, "get") else {}
+    train, dev = paths.get("train"), paths.get("dev")
+    if not isinstance(train, str) or not isinstance(dev, str) or not train or not dev:
+        return None
+
+    def digest(file: Path) -> str:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+
+    trained = {}
+    for file in _spacy_files(Path(train)):
+        trained.setdefault(digest(file), str(file))
+    for file in _spacy_files(Path(dev)):
+        if digest(file) in trained:
+            return str(file), trained[digest(file)]
+    return None
 
 
 def _record_added(nlp: Language, added: List[Dict[str, object]], local_only: bool) -> None:

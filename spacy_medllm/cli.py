@@ -879,6 +879,9 @@ def add_components_cmd(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{output}: {' -> '.join(nlp.pipe_names)}")
+    for record in nlp.meta.get("medllm_added", []):
+        if record.get("scores"):
+            typer.echo(f"{record['component']} from {record['from']}: scores {record['scores']}")
 
 
 @app.command()

@@ -1,8 +1,7 @@
 """The dense name encoder (SapBERT-style training on KB synonyms), the dense index, the merged
 TF-IDF + dense candidates, and their round trip through a saved pipeline."""
-from pathlib import Path
-
 import shutil
+from pathlib import Path
 
 import numpy
 import pytest

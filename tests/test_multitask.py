@@ -4,6 +4,7 @@ end to end through one shared (tiny) transformer."""
 from pathlib import Path
 
 import numpy
+
 import pytest
 import spacy
 import srsly
@@ -249,6 +250,13 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     local_meta = util.load_meta(tmp_path / "local" / "meta.json")
     local_meta.setdefault("performance", {})["medllm_link_acc"] = 0.25
     srsly.write_json(tmp_path / "local" / "meta.json", local_meta)
+    # (scored on held-out data: its score is carried)
+    config = util.load_config(tmp_path / "local" / "config.cfg", interpolate=False)
+    corpus_file = config["paths"]["train"]
+    assert config["paths"]["dev"] == corpus_file
+    (tmp_path / "held_out.spacy").write_bytes(b"other documents")
+    config["paths"]["dev"] = str(tmp_path / "held_out.spacy")
+    config.to_disk(tmp_path / "local" / "config.cfg")
     swap = ["add-components", str(tmp_path / "pkg"), str(tmp_path / "swapped"), "--from", f"{tmp_path / 'local'}:medllm_linker", "--replace"]
     refused = runner.invoke(app, swap)
     assert refused.exit_code == 1 and "E145" in refused.output and "ctd_medic" in refused.output
@@ -263,9 +271,14 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     # a package-KB linker keeps the package shareable, and says where it came from
     kept = runner.invoke(app, ["add-components", str(tmp_path / "pkg"), str(tmp_path / "kept"), "--from", f"{tmp_path / 'pkg'}:medllm_linker", "--replace"])
     assert kept.exit_code == 0, kept.output
+    assert "medllm_linker from " in kept.output and "scores not carried" in kept.output
     kept_meta = util.load_meta(tmp_path / "kept" / "meta.json")
     assert kept_meta["medllm_local_only"] is False and kept_meta["sources"] == meta["sources"]
     assert kept_meta["medllm_added"][0]["from"] == str(tmp_path / "pkg")
+    # the tiny pipelines here were scored on their training file (paths.dev = paths.train), as
+    # a train+dev linker is: that score is not carried into the package as the linker's
+    assert "medllm_link_acc" not in kept_meta["performance"] and "ents_f" in kept_meta["performance"]
+    assert kept_meta["medllm_added"][0]["scores"] == f"not carried: its development data {corpus_file} is among its training data ({corpus_file})"
 
 
 CHAIN_TEXT = "Patient denies hypotension after naloxone . Mother has hypertension . Clonidine caused low blood pressure ( LBP ) ."

@@ -14,8 +14,8 @@ def test_project_yml_is_valid():
     assert {"convert", "train", "train-cnn", "evaluate", "package", "package-ner", "verify-corpus"} <= commands
     assert project["workflows"]["all"] == [
         "convert", "fetch-mesh-supplementary", "build-kb", "build-kg", "train-kg", "train-pipeline", "tune-pipeline", "build-kb-package", "build-kg-package",
-        "assemble", "train-name-encoder", "train-name-encoder-target", "build-dense-index", "linker-corpus", "build-dense-index-package",
-        "train-linker-package", "assemble-dense", "quantize", "evaluate-pipeline", "evaluate-pipeline-dense", "benchmark-load", "package",
+        "assemble", "train-name-encoder", "train-name-encoder-target", "build-dense-index", "linker-corpus-final",
+        "build-dense-index-package-final", "train-linker-package-final", "assemble-dense", "quantize", "evaluate-pipeline", "evaluate-pipeline-dense", "benchmark-load", "package",
     ]
     assert project["workflows"]["ner"] == ["convert", "train", "train-cnn", "evaluate", "package-ner"]
     # every command of the main job declares what it reads and writes, so a second run does nothing
