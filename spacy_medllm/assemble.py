@@ -224,12 +224,17 @@ def dev_in_training(config) -> Optional[Tuple[str, str]]:
     def digest(file: Path) -> str:
         return hashlib.sha256(file.read_bytes()).hexdigest()
 
-    trained = {}
+    # only files of the same size are read and compared (a training folder may be large)
+    by_size: Dict[int, List[Path]] = {}
     for file in _spacy_files(Path(train)):
-        trained.setdefault(digest(file), str(file))
+        by_size.setdefault(file.stat().st_size, []).append(file)
     for file in _spacy_files(Path(dev)):
-        if digest(file) in trained:
-            return str(file), trained[digest(file)]
+        same_size = by_size.get(file.stat().st_size, [])
+        if same_size:
+            wanted = digest(file)
+            for candidate in same_size:
+                if digest(candidate) == wanted:
+                    return str(file), str(candidate)
     return None
 
 
