@@ -163,6 +163,7 @@ def add_components(
     check_output(output, [base, *[src for src, _ in sources]], force=force)
     nlp = spacy.load(base)
     added: List[Dict[str, object]] = []
+    checked: Dict[object, tuple] = {}  # source pipeline -> (dev_in_training, _missing_training_data)
     for src_path, names in sources:
         src = spacy.load(src_path)
         chosen = list(names) or [n for n in src.pipe_names if n not in nlp.pipe_names]
@@ -188,7 +189,9 @@ def add_components(
             # `performance`), unless that run scored it on data it trained on
             keys = [*src.get_pipe_meta(name).default_score_weights, f"{name}_loss"]
             record: Dict[str, object] = {"component": name, "from": str(src_path), "replaced": replaced}
-            seen = dev_in_training(src.config)
+            if src_path not in checked:
+                checked[src_path] = (dev_in_training(src.config), _missing_training_data(src.config))
+            seen, missing = checked[src_path]
             performance = nlp.meta.setdefault("performance", {})
             if seen:
                 for key in keys:  # (the replaced component's scores describe another model)
@@ -199,6 +202,8 @@ def add_components(
                 for key in keys:
                     if key in scores:
                         performance[key] = scores[key]
+                if missing and any(key in scores for key in keys):
+                    record["scores"] = f"carried unchecked: {missing}, so whether its development data was among its training data is not known"
             added.append(record)
     _record_added(nlp, added, local_only)
     write_pipeline(nlp, output, force=force)
@@ -236,6 +241,17 @@ def dev_in_training(config) -> Optional[Tuple[str, str]]:
                 if digest(candidate) == wanted:
                     return str(file), str(candidate)
     return None
+
+
+def _missing_training_data(config) -> Optional[str]:
+    """What of the training config's `paths.train` / `paths.dev` is not found from the current
+    folder (None: both found, or not both set)."""
+    paths = config.get("paths", {}) if hasattr(config, "get") else {}
+    train, dev = paths.get("train"), paths.get("dev")
+    if not isinstance(train, str) or not isinstance(dev, str) or not train or not dev:
+        return None
+    gone = [f"{key} {value}" for key, value in (("paths.train", train), ("paths.dev", dev)) if not _spacy_files(Path(value))]
+    return f"its training config's {' and '.join(gone)} not found from {Path.cwd()}" if gone else None
 
 
 def _record_added(nlp: Language, added: List[Dict[str, object]], local_only: bool) -> None:

@@ -879,7 +879,9 @@ def add_components_cmd(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{output}: {' -> '.join(nlp.pipe_names)}")
-    for record in nlp.meta.get("medllm_added", []):
+    base_meta = Path(base) / "meta.json"
+    before = len(srsly.read_json(base_meta).get("medllm_added") or []) if base_meta.exists() else 0
+    for record in nlp.meta.get("medllm_added", [])[before:]:  # (this run's, not the base's)
         if record.get("scores"):
             typer.echo(f"{record['component']} from {record['from']}: scores {record['scores']}")
 

@@ -497,6 +497,10 @@ def test_saved_int8_encoder_loads_its_int8_weights_as_they_are_used(trained, kb,
     shutil.copytree(tmp_path / "a" / "encoder", tmp_path / "ref")
     srsly.write_json(tmp_path / "ref" / "name_encoder.json", {"pooling": enc.pooling, "max_length": enc.max_length, "int8_activations": "per_batch"})
     ref = NameEncoder(tmp_path / "ref")
+    # a per-call encoder saves what it loaded too (its scales read back exactly)
+    ref.save(tmp_path / "ref_saved")
+    for name in ("model.safetensors", "int8_scales.json", "name_encoder.json"):
+        assert (tmp_path / "ref_saved" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
     ref_layers = dict(_quantized_linears(ref.model))
     assert all(isinstance(layer, torch.ao.nn.quantized.dynamic.Linear) for layer in ref_layers.values())
     assert all(torch.equal(layers[n].weight_t.t(), ref_layers[n].weight().int_repr()) for n in layers)
@@ -510,6 +514,15 @@ def test_saved_int8_encoder_loads_its_int8_weights_as_they_are_used(trained, kb,
     srsly.write_json(tmp_path / "b" / "int8_scales.json", scales)
     with pytest.raises(ValueError, match="E154.*int8_scales.json.*encoder.layer.9.output.dense"):
         NameEncoder(tmp_path / "b")
+    # an int8 weight outside [-128, 127] at its scale is refused, not clipped
+    from spacy_medllm.layers.int8 import Int8Linear
+
+    linear = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        linear.weight[:] = torch.tensor([[1.28, -1.28]])
+    with pytest.raises(ValueError, match="int8 range"):
+        Int8Linear.from_saved(linear, {"axis": 0, "scales": [0.01], "zero_points": [0]})
+    assert Int8Linear.from_saved(linear, {"axis": 0, "scales": [0.0101], "zero_points": [0]}).weight_t.t().tolist() == [[127, -127]]
 
 
 def test_build_dense_index_cli_query_int8(trained, kb, kb_dir, tmp_path):

@@ -268,6 +268,15 @@ def test_assemble_swaps_the_kb_and_states_the_licences(trained, tmp_path):
     assert "knowledge base: CTD MEDIC disease vocabulary" in [s["name"] for s in swapped["sources"]]
     assert swapped["medllm_added"] == [{"component": "medllm_linker", "from": str(tmp_path / "local"), "replaced": True}]
     assert swapped["pipeline"] == meta["pipeline"] and swapped["performance"]["medllm_link_acc"] == 0.25
+    # training data that cannot be found from here: the score is carried, marked unchecked
+    config["paths"]["dev"] = str(tmp_path / "moved" / "dev.spacy")
+    config.to_disk(tmp_path / "local" / "config.cfg")
+    unchecked = runner.invoke(app, swap + ["--local-only"] + ["--force"])
+    assert unchecked.exit_code == 0, unchecked.output
+    unchecked_meta = util.load_meta(tmp_path / "swapped" / "meta.json")
+    assert unchecked_meta["performance"]["medllm_link_acc"] == 0.25
+    assert unchecked_meta["medllm_added"][0]["scores"].startswith(f"carried unchecked: its training config's paths.dev {tmp_path / 'moved' / 'dev.spacy'} not found")
+    assert "scores carried unchecked" in unchecked.output
     # a package-KB linker keeps the package shareable, and says where it came from
     kept = runner.invoke(app, ["add-components", str(tmp_path / "pkg"), str(tmp_path / "kept"), "--from", f"{tmp_path / 'pkg'}:medllm_linker", "--replace"])
     assert kept.exit_code == 0, kept.output

@@ -168,9 +168,13 @@ class NameEncoder:
             from ..layers.quantize import quantize_module
 
             try:
-                scales = srsly.read_json(src / INT8_SCALES)
+                # (Python's json: srsly's parser rounds some floats to a neighbouring double)
+                scales = json.loads((src / INT8_SCALES).read_text(encoding="utf8"))
                 if not isinstance(scales, dict) or not scales:
                     raise ValueError("expected {layer name: scales}")
+                if layers:  # the scales of the layers cut off above are not needed
+                    kept = {name for name, _ in self.model.named_modules()}
+                    scales = {name: scale for name, scale in scales.items() if name in kept}
                 if activations == "per_token":
                     # the int8 weights as they are used, straight from the saved values and
                     # scales (no quantize_dynamic: 0.03 s against 0.5 s for MiniLM)
@@ -183,7 +187,7 @@ class NameEncoder:
                     _detach_from_file(self.model)
                     self.model = quantize_module(self.model, scales=scales, inplace=True)
                     self.quantize_activations(activations)
-            except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            except (ValueError, KeyError, TypeError, RuntimeError, UnicodeDecodeError) as err:
                 raise ValueError(Errors.E154.format(path=src / INT8_SCALES, reason=f"not the int8 scales of this encoder ({err}); rebuild the index with `medllm build-dense-index`")) from None
         if self.int8_activations != "per_batch":  # (copied out above)
             # after the per-token int8 layers: the fp32 Linear weights they replaced are not copied

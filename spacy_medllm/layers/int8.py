@@ -22,6 +22,11 @@ MARK = "medllm_int8_linear"
 
 
 class Int8Linear(torch.nn.Module):
+    """Its tensors are buffers outside the state dict (they are not a Linear's `weight`):
+    save a model holding it through `spacy_medllm.layers.quantize.dequantized_copy` and
+    `weight_scales` (as `NameEncoder.save` does), never with `save_pretrained` on the int8
+    model itself, whose file would lack these layers' weights."""
+
     medllm_int8_linear = True
 
     def __init__(self, weight: torch.Tensor, scales: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -73,9 +78,9 @@ class Int8Linear(torch.nn.Module):
         with torch.no_grad():
             # the weights are exact multiples of their scales: the rounding only removes float error
             quantized = torch.round(linear.weight.detach().double() / scales.double()[:, None])
-            if bool((quantized.abs() > 128).any()):
+            if bool(((quantized < -128) | (quantized > 127)).any()):
                 raise ValueError("weights outside the int8 range of their scales")
-            weight = quantized.clamp_(-128, 127).to(torch.int8)
+            weight = quantized.to(torch.int8)
         return cls(weight, scales, linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
