@@ -793,6 +793,7 @@ def quantize(
     calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="training text (a .spacy DocBin, or .jsonl with a \"text\" field) on which to measure activation smoothing factors (SmoothQuant); never dev or test text"),
     calibrate_docs: int = typer.Option(200, "--calibrate-docs", help="how many of its documents (the first N)"),
     smooth_alpha: float = typer.Option(0.5, "--smooth-alpha", help="smoothing strength: 0 keeps the activations, 1 moves all their range into the weights"),
+    activations: str = typer.Option("per_call", "--activations", help="per_call (PyTorch's dynamic int8 Linear, one scale per call) or per_token (one scale per token: a text's analysis does not depend on its batch)"),
 ) -> None:
     """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
     import shutil
@@ -820,7 +821,8 @@ def quantize(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         names = quantize_pipeline(model, tmp, keep_fp32=keep_fp32, calibration=texts, alpha=smooth_alpha,
-                                  calibration_source=f"{calibrate.name}, first {len(texts)} documents" if texts else "")
+                                  calibration_source=f"{calibrate.name}, first {len(texts)} documents" if texts else "",
+                                  activations=activations)
     except ValueError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         typer.echo(f"error: {err}", err=True)

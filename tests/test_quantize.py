@@ -174,6 +174,44 @@ def test_quantize_with_smoothing_round_trip(pipeline, tmp_path):
     assert numpy.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
+def test_quantize_per_token_activations(pipeline, tmp_path):
+    """`--activations per_token`: Int8Linear layers (smoothed too), no PyTorch quantized
+    Linear after loading, the same bits after a save and load, and a text's vectors that do
+    not depend on the other texts of its batch."""
+    from spacy_medllm.layers.int8 import Int8Linear
+    from spacy_medllm.layers.smooth import SmoothedLinear
+
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(f'{{"text": "{t}"}}\n' for t in TEXTS if t), encoding="utf8")
+    out = tmp_path / "int8_token"
+    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--activations", "per_token", "--calibrate", str(calib),
+                                      "--smooth-alpha", "1.0", "--keep-fp32", "encoder.layer.0."])
+    assert result.exit_code == 0, result.output
+    assert util.load_config(out / "config.cfg")["components"]["transformer"]["model"]["quantize_activations"] == "per_token"
+    nlp = spacy.load(out)
+    assert nlp.meta["quantized"]["activations"].startswith("quantized per token")
+    model = hf_shim(nlp.get_pipe("transformer").model)._model
+    int8 = [name for name, m in model.named_modules() if isinstance(m, Int8Linear)]
+    assert int8 and not any(isinstance(m, torch_dynamic_linear()) for m in model.modules())
+    assert len([m for m in model.modules() if isinstance(m, SmoothedLinear)]) == len(int8)
+    assert all(".layer.0." not in name for name in int8)
+    nlp.to_disk(tmp_path / "again")
+    again = spacy.load(tmp_path / "again")
+    for text in TEXTS:
+        assert ents(again(text)) == ents(nlp(text))
+        if text:
+            numpy.testing.assert_array_equal(token_vectors(again, text), token_vectors(nlp, text))
+    # a text alone and beside another text of its length: the same vectors
+    text = TEXTS[3]
+    alone = token_vectors(nlp, text)
+    docs = list(nlp.pipe([text, text.upper()], batch_size=2))
+    numpy.testing.assert_array_equal(numpy.asarray(docs[0]._.trf_data.tensors[0]), alone)
+    fp32 = spacy.load(pipeline)
+    assert numpy.corrcoef(token_vectors(fp32, text).ravel(), alone.ravel())[0, 1] > 0.99
+    bad = CliRunner().invoke(app, ["quantize", str(pipeline), str(tmp_path / "bad"), "--activations", "per_word"])
+    assert bad.exit_code == 1 and "per_word" in bad.output
+
+
 def torch_dynamic_linear():
     import torch
 

@@ -68,6 +68,7 @@ def build_transformer_model(
     grad_scaler_config: Dict[str, Any] = {},
     quantize: bool = False,
     quantize_full_range: Optional[bool] = None,
+    quantize_activations: str = "per_call",
 ) -> Model[List[Doc], FullTransformerBatch]:
     """spacy-transformers' TransformerModel.v3 with `name` resolved by `resolve_encoder`.
 
@@ -80,6 +81,10 @@ def build_transformer_model(
         256 levels (True) or to 128 (False, PyTorch's default, which keeps the int16
         accumulation of CPUs without VNNI instructions from saturating); None: all 256 where
         the CPU has VNNI (avx512_vnni or avx_vnni), 128 elsewhere.
+    quantize_activations (str): with `quantize`, "per_call" (PyTorch's dynamic int8 Linear:
+        one activation scale per call) or "per_token" (`Int8Linear`: one scale per token, so a
+        text's analysis does not depend on the other texts of its batch; no PyTorch quantized
+        tensors at load).
     """
     model = transformer_model_v3(
         resolve_encoder(name),
@@ -92,7 +97,7 @@ def build_transformer_model(
     if quantize:
         from .quantize import use_quantized_shim
 
-        use_quantized_shim(model, full_range=quantize_full_range)
+        use_quantized_shim(model, full_range=quantize_full_range, activations=quantize_activations)
     else:
         from .chunked import use_chunked_shim
 

@@ -80,9 +80,14 @@ def set_per_token_activations(module) -> int:
     return count
 
 
+# how an int8 encoder quantizes its activations: PyTorch's dynamic Linear (one scale per
+# call) or `Int8Linear` (one scale per token)
+ACTIVATIONS = ("per_call", "per_token")
+
+
 def quantize_module(
     module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None,
-    inplace: bool = False, smooth: Optional[Dict[str, object]] = None,
+    inplace: bool = False, smooth: Optional[Dict[str, object]] = None, activations: str = "per_call",
 ):
     """`module` with its Linear layers dynamically quantized to int8 (CPU), one scale per
     output channel.
@@ -100,11 +105,15 @@ def quantize_module(
         layers' weight columns are multiplied by the factors before they are quantized (with
         `scales`, the saved fp32 weights are the smoothed int8 values divided by them), and
         their inputs divided by them at inference.
+    activations: "per_call" (PyTorch's dynamic int8 Linear) or "per_token" (`Int8Linear`;
+        with `scales`, built straight from the saved values: no PyTorch quantized tensor).
     """
     import copy
 
     import torch
 
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"int8 activations {activations!r}: use {' or '.join(ACTIVATIONS)}")
     module = module.cpu()
     factors = {}
     if smooth:
@@ -124,15 +133,25 @@ def quantize_module(
     for name, sub in module.named_modules():
         if scales and name in scales and isinstance(sub, torch.nn.Linear):
             saved[name] = sub.weight.detach()
-    # one scale per output row: the int8 error of a row no longer depends on the largest
-    # weight of the whole matrix (measured: a third of the per-tensor F1 cost on BC5CDR dev)
-    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-    quantized = torch.ao.quantization.quantize_dynamic(
-        module, {name: qconfig for name in chosen}, dtype=torch.qint8, inplace=inplace
-    )
-    for name, linear in _quantized_linears(quantized):
-        if name in saved:
-            linear.set_weight_bias(_requantize(saved.pop(name), scales[name]), linear.bias())
+    if activations == "per_token" and scales:
+        from .int8 import int8_from_saved
+
+        if not inplace:
+            module = copy.deepcopy(module)
+        saved.clear()
+        quantized = int8_from_saved(module, {name: scales[name] for name in chosen})
+    else:
+        # one scale per output row: the int8 error of a row no longer depends on the largest
+        # weight of the whole matrix (measured: a third of the per-tensor F1 cost on BC5CDR dev)
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        quantized = torch.ao.quantization.quantize_dynamic(
+            module, {name: qconfig for name in chosen}, dtype=torch.qint8, inplace=inplace
+        )
+        for name, linear in _quantized_linears(quantized):
+            if name in saved:
+                linear.set_weight_bias(_requantize(saved.pop(name), scales[name]), linear.bias())
+        if activations == "per_token":
+            set_per_token_activations(quantized)
     if factors:
         from .smooth import wrap
 
@@ -241,6 +260,7 @@ class QuantizedHFShim(ChunkedHFShim):
         return super().__call__(inputs, is_train)
 
     full_range: Optional[bool] = None
+    activations: str = "per_call"
 
     def quantize(
         self, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), inplace: bool = False,
@@ -251,7 +271,8 @@ class QuantizedHFShim(ChunkedHFShim):
         activation smoothing factors per layer (`quantize_module`)."""
         if self._model is not None and not is_quantized(self._model):
             self._model = quantize_module(
-                self._model, scales, keep_fp32, full_range=self.full_range, inplace=inplace, smooth=smooth
+                self._model, scales, keep_fp32, full_range=self.full_range, inplace=inplace, smooth=smooth,
+                activations=self.activations,
             )
             if self._hfmodel is not None and self._hfmodel.transformer is not None:
                 self._hfmodel.transformer = self._model
@@ -284,13 +305,17 @@ class QuantizedHFShim(ChunkedHFShim):
         return self
 
 
-def use_quantized_shim(model: Model, full_range: Optional[bool] = None) -> QuantizedHFShim:
+def use_quantized_shim(model: Model, full_range: Optional[bool] = None, activations: str = "per_call") -> QuantizedHFShim:
     """Switch a TransformerModel's shim to `QuantizedHFShim` (same state, new behaviour);
-    `full_range`: the activations' range once quantized (`set_activation_range`)."""
+    `full_range`: the activations' range once quantized per call (`set_activation_range`);
+    `activations`: "per_call" or "per_token" (`quantize_module`)."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"quantize_activations {activations!r}: use {' or '.join(ACTIVATIONS)}")
     shim = hf_shim(model)
     if not isinstance(shim, QuantizedHFShim):
         shim.__class__ = QuantizedHFShim
     shim.full_range = full_range
+    shim.activations = activations
     return shim
 
 
@@ -320,7 +345,7 @@ def calibrate_smoothing(nlp, names: Sequence[str], texts: Sequence[str], keep_fp
 
 
 def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibration: Optional[Sequence[str]] = None,
-                      alpha: float = 0.5, calibration_source: str = "") -> list:
+                      alpha: float = 0.5, calibration_source: str = "", activations: str = "per_call") -> list:
     """Load the pipeline at `model_path`, quantize every transformer's encoder to int8, and
     save it to `output` with `quantize = true` in each encoder's config and a note in the
     meta. `calibration`: texts on which to measure activation smoothing factors (SmoothQuant,
@@ -344,11 +369,12 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibra
             raise ValueError(Errors.E143.format(name=name, arch=arch))
     smooth = calibrate_smoothing(nlp, names, calibration, keep_fp32, alpha) if calibration else {}
     for name in names:
-        use_quantized_shim(nlp.get_pipe(name).model).quantize(keep_fp32=keep_fp32, inplace=True, smooth=smooth.get(name))
+        use_quantized_shim(nlp.get_pipe(name).model, activations=activations).quantize(keep_fp32=keep_fp32, inplace=True, smooth=smooth.get(name))
     nlp.meta["quantized"] = {
         "components": names, "method": "dynamic int8 (torch.ao.quantization.quantize_dynamic), torch.nn.Linear layers, per-channel weight scales",
         "kept_fp32": list(keep_fp32),
-        "activations": "quantized per call; all 256 levels where the CPU has VNNI, 128 elsewhere (quantize_full_range in the encoder's config)",
+        "activations": ("quantized per token (Int8Linear: int32 accumulation, a text's vectors independent of its batch)" if activations == "per_token"
+                        else "quantized per call; all 256 levels where the CPU has VNNI, 128 elsewhere (quantize_full_range in the encoder's config)"),
         "from": str(model_path),
     }
     if calibration:
@@ -363,5 +389,7 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibra
         model_cfg = saved["components"][name]["model"]
         model_cfg["@architectures"] = "spacy_medllm.TransformerModel.v1"
         model_cfg["quantize"] = True
+        if activations != "per_call":
+            model_cfg["quantize_activations"] = activations
     saved.to_disk(output / "config.cfg")
     return names
