@@ -14,6 +14,11 @@ Activations are quantized per call. PyTorch's default keeps them to 128 levels
 saturate; on a CPU with VNNI (avx512_vnni, avx_vnni) all 256 levels are used, which halves
 the rounding step (`quantize_full_range` in the encoder's config: null = by the CPU).
 
+`quantize_activations = "per_token"` (`medllm quantize --activations per_token`) makes the
+int8 layers `Int8Linear` (spacy_medllm.layers.int8) instead: one activation scale per token,
+a text's analysis independent of its batch, and a load that builds them straight from the
+saved values and scales.
+
 A quantized encoder is for inference only: updating it raises E140.
 """
 from typing import Dict, Iterator, Optional, Sequence, Tuple
