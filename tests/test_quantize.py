@@ -27,6 +27,16 @@ def token_vectors(nlp, text):
     return numpy.asarray(nlp(text)._.trf_data.tensors[0]).copy()
 
 
+def assert_same_bits_after_a_round_trip(nlp, path):
+    """Saved to `path` and loaded: the same entities and the same token vectors, bit for bit."""
+    nlp.to_disk(path)
+    again = spacy.load(path)
+    for text in TEXTS:
+        assert ents(again(text)) == ents(nlp(text))
+        if text:
+            numpy.testing.assert_array_equal(token_vectors(again, text), token_vectors(nlp, text))
+
+
 def test_quantize_round_trip(pipeline, tmp_path):
     out = tmp_path / "int8"
     result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out)])
@@ -163,12 +173,7 @@ def test_quantize_with_smoothing_round_trip(pipeline, tmp_path):
     quantized = [name for name, m in model.named_modules() if isinstance(m, torch_dynamic_linear())]
     assert smoothed and all(".layer.0." not in name for name in smoothed)
     assert len(quantized) == len(smoothed)  # every int8 layer is smoothed; the fp32 ones are not
-    nlp.to_disk(tmp_path / "again")
-    again = spacy.load(tmp_path / "again")
-    for text in TEXTS:
-        assert ents(again(text)) == ents(nlp(text))
-        if text:
-            numpy.testing.assert_array_equal(token_vectors(again, text), token_vectors(nlp, text))
+    assert_same_bits_after_a_round_trip(nlp, tmp_path / "again")
     fp32 = spacy.load(pipeline)
     a, b = token_vectors(fp32, TEXTS[3]), token_vectors(nlp, TEXTS[3])
     assert numpy.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
@@ -195,12 +200,7 @@ def test_quantize_per_token_activations(pipeline, tmp_path):
     assert int8 and not any(isinstance(m, torch_dynamic_linear()) for m in model.modules())
     assert len([m for m in model.modules() if isinstance(m, SmoothedLinear)]) == len(int8)
     assert all(".layer.0." not in name for name in int8)
-    nlp.to_disk(tmp_path / "again")
-    again = spacy.load(tmp_path / "again")
-    for text in TEXTS:
-        assert ents(again(text)) == ents(nlp(text))
-        if text:
-            numpy.testing.assert_array_equal(token_vectors(again, text), token_vectors(nlp, text))
+    assert_same_bits_after_a_round_trip(nlp, tmp_path / "again")
     # a text alone and beside another text of its length: the same vectors
     text = TEXTS[3]
     alone = token_vectors(nlp, text)
