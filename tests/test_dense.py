@@ -460,8 +460,15 @@ def test_per_token_int8_linear_is_exact_per_row():
     from spacy_medllm.layers.quantize import quantize_module, set_per_token_activations
 
     torch.manual_seed(0)
-    model = quantize_module(torch.nn.Sequential(torch.nn.Linear(37, 11)), inplace=True)
+    fp32 = torch.nn.Linear(37, 11)
+    # built straight from the fp32 layer: the int8 weights and scales PyTorch's observer picks
+    from spacy_medllm.layers.int8 import Int8Linear
+
+    direct = Int8Linear.from_float(fp32)
+    model = quantize_module(torch.nn.Sequential(fp32), inplace=True)
     dynamic = model[0]
+    assert torch.equal(direct.weight_t, dynamic.weight().int_repr().t()) and torch.equal(direct.scales, dynamic.weight().q_per_channel_scales().float())
+    assert type(quantize_module(torch.nn.Sequential(torch.nn.Linear(37, 11)), activations="per_token")[0]) is Int8Linear
     assert set_per_token_activations(model) == 1 and set_per_token_activations(model) == 1
     assert type(model[0]).__name__ == "Int8Linear"
     assert torch.equal(model[0].weight_t.t(), dynamic.weight().int_repr())

@@ -665,7 +665,7 @@ class DenseIndex:
             return
         if self.encoder.device.type != "cpu":
             raise ValueError(Errors.E154.format(path=self.encoder.path, reason="an int8 query encoder runs on CPU only: load the index with gpu_id -1"))
-        self.encoder.model = quantize_module(self.encoder.model, inplace=True)
+        self.encoder.model = quantize_module(self.encoder.model, inplace=True, activations="per_token" if activations == "per_token" else "per_call")
         self.encoder.quantize_activations(activations)
         self.query_int8 = True
         self._cache.clear()

@@ -83,6 +83,18 @@ class Int8Linear(torch.nn.Module):
             weight = quantized.to(torch.int8)
         return cls(weight, scales, linear.bias)
 
+    @classmethod
+    def from_float(cls, linear: torch.nn.Linear) -> "Int8Linear":
+        """From an fp32 Linear: one symmetric scale per output row, its largest |weight| over
+        127.5, and the weights rounded to int8 at it, as PyTorch's per-channel weight
+        observer and `quantize_per_channel` do (the same int8 weights and scales, tested)."""
+        with torch.no_grad():
+            weight = linear.weight.detach().to(torch.float32)
+            amax = weight.abs().amax(dim=1)
+            scales = torch.clamp(amax / 127.5, min=torch.finfo(torch.float32).eps)
+            quantized = torch.round(weight * (1.0 / scales)[:, None]).clamp_(-128, 127).to(torch.int8)
+        return cls(quantized, scales, linear.bias)
+
     def dequantized_weight(self) -> torch.Tensor:
         """(out, in) fp32: the int8 weights times their scales (as PyTorch's `dequantize`)."""
         return self.weight_t.t().to(torch.float32) * self.scales[:, None]

@@ -138,13 +138,20 @@ def quantize_module(
     for name, sub in module.named_modules():
         if scales and name in scales and isinstance(sub, torch.nn.Linear):
             saved[name] = sub.weight.detach()
-    if activations == "per_token" and scales:
-        from .int8 import int8_from_saved
+    if activations == "per_token":
+        # Int8Linear straight from the fp32 layers: at the saved scales, or at those PyTorch's
+        # per-channel observer would pick (the same int8 weights); no PyTorch quantized tensor
+        from .int8 import Int8Linear, int8_from_saved, replace_module
 
         if not inplace:
             module = copy.deepcopy(module)
         saved.clear()
-        quantized = int8_from_saved(module, {name: scales[name] for name in chosen})
+        if scales:
+            quantized = int8_from_saved(module, {name: scales[name] for name in chosen})
+        else:
+            for name in chosen:
+                replace_module(module, name, Int8Linear.from_float(module.get_submodule(name)))
+            quantized = module
     else:
         # one scale per output row: the int8 error of a row no longer depends on the largest
         # weight of the whole matrix (measured: a third of the per-tensor F1 cost on BC5CDR dev)
@@ -155,8 +162,6 @@ def quantize_module(
         for name, linear in _quantized_linears(quantized):
             if name in saved:
                 linear.set_weight_bias(_requantize(saved.pop(name), scales[name]), linear.bias())
-        if activations == "per_token":
-            set_per_token_activations(quantized)
     if factors:
         from .smooth import wrap
 
