@@ -214,6 +214,13 @@ def _spacy_files(path: Path) -> List[Path]:
     return sorted(path.rglob("*.spacy")) if path.is_dir() else [path] if path.is_file() else []
 
 
+def _train_dev_paths(config) -> Optional[Tuple[str, str]]:
+    """The training config's `paths.train` and `paths.dev`, where both are set."""
+    paths = config.get("paths", {}) if hasattr(config, "get") else {}
+    train, dev = paths.get("train"), paths.get("dev")
+    return (train, dev) if isinstance(train, str) and isinstance(dev, str) and train and dev else None
+
+
 def dev_in_training(config) -> Optional[Tuple[str, str]]:
     """(development file, training file) when the training config's `paths.dev` data is
     byte for byte among its `paths.train` data (a model trained on train+dev, whose scores
@@ -221,10 +228,10 @@ def dev_in_training(config) -> Optional[Tuple[str, str]]:
     not where the config says (paths are read from the current folder)."""
     import hashlib
 
-    paths = config.get("paths", {}) if hasattr(config, "get") else {}
-    train, dev = paths.get("train"), paths.get("dev")
-    if not isinstance(train, str) or not isinstance(dev, str) or not train or not dev:
+    paths = _train_dev_paths(config)
+    if paths is None:
         return None
+    train, dev = paths
 
     def digest(file: Path) -> str:
         return hashlib.sha256(file.read_bytes()).hexdigest()
@@ -246,11 +253,10 @@ def dev_in_training(config) -> Optional[Tuple[str, str]]:
 def _missing_training_data(config) -> Optional[str]:
     """What of the training config's `paths.train` / `paths.dev` is not found from the current
     folder (None: both found, or not both set)."""
-    paths = config.get("paths", {}) if hasattr(config, "get") else {}
-    train, dev = paths.get("train"), paths.get("dev")
-    if not isinstance(train, str) or not isinstance(dev, str) or not train or not dev:
+    paths = _train_dev_paths(config)
+    if paths is None:
         return None
-    gone = [f"{key} {value}" for key, value in (("paths.train", train), ("paths.dev", dev)) if not _spacy_files(Path(value))]
+    gone = [f"{key} {value}" for key, value in zip(("paths.train", "paths.dev"), paths) if not _spacy_files(Path(value))]
     return f"its training config's {' and '.join(gone)} not found from {Path.cwd()}" if gone else None
 
 

@@ -101,7 +101,7 @@ def fold_into_weights(module: torch.nn.Module, factors: Dict[str, Sequence[float
 
 def wrap(module: torch.nn.Module, factors: Dict[str, torch.Tensor]) -> None:
     """Replace each named (quantized) layer of `module` by a `SmoothedLinear` around it."""
+    from .int8 import replace_module
+
     for name, s in factors.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, SmoothedLinear(getattr(parent, child), s))
+        replace_module(module, name, SmoothedLinear(module.get_submodule(name), s))
