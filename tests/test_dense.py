@@ -482,6 +482,17 @@ def test_per_token_int8_linear_is_exact_per_row():
     # each row is quantized at its own range: small and large rows alike stay close
     rel = (batched - ref).norm(dim=-1) / ref.norm(dim=-1)
     assert float(rel.max()) < 0.02
+    # the scheme written out: each row over its largest magnitude / 127, rounded half to even,
+    # the integer product exact, then the row's and the output's scales and the bias
+    flat = torch.cat([x.reshape(-1, 37), torch.zeros(1, 37), -x[0, :1]])
+    scale = (flat.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0)
+    ints = torch.round(flat / scale)
+    assert float(ints.abs().max()) == 127.0
+    expect = (ints.double() @ model[0].weight_t.double()).float() * scale * model[0].scales[None, :] + model[0].bias
+    with torch.inference_mode():
+        got = model[0](flat)
+    assert torch.equal(got, expect)
+    assert torch.equal(got[-2], model[0].bias)  # an all-zero row: the bias alone
 
 
 def test_saved_int8_encoder_loads_its_int8_weights_as_they_are_used(trained, kb, tmp_path):

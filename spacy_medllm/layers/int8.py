@@ -102,8 +102,13 @@ class Int8Linear(torch.nn.Module):
     def forward(self, x):
         shape = x.shape
         rows = x.reshape(-1, shape[-1]).to(torch.float32)
-        scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127.0)
-        quantized = torch.round(rows / scale).to(torch.int8)
+        # each row's largest magnitude as max(amax, -amin): the same value as abs().amax()
+        # without an |x| copy; torch.div + in-place round_: the same values as torch.round(x / s),
+        # whose out-of-place kernel took 10x longer here (measured: the transformer pass of the
+        # shipped per-token pipeline 8.3-9.5 s -> 7.5-7.9 s on 160 abstracts, outputs bit-identical)
+        scale = torch.maximum(rows.amax(dim=1, keepdim=True), rows.amin(dim=1, keepdim=True).neg_())
+        scale.clamp_(min=1e-12).div_(127.0)
+        quantized = torch.div(rows, scale).round_().to(torch.int8)
         try:
             out = torch._int_mm(quantized, self.weight_t).to(torch.float32)
         except (AttributeError, RuntimeError):  # no CPU int8 matmul: float64 is exact on these integers
