@@ -41,10 +41,12 @@ def test_quantize_round_trip(pipeline, tmp_path):
     out = tmp_path / "int8"
     result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out)])
     assert result.exit_code == 0, result.output
-    assert util.load_config(out / "config.cfg")["components"]["transformer"]["model"]["quantize"] is True
+    model_cfg = util.load_config(out / "config.cfg")["components"]["transformer"]["model"]
+    assert model_cfg["quantize"] is True and model_cfg["quantize_activations"] == "per_token"  # the default
     nlp = spacy.load(out)
     shim = hf_shim(nlp.get_pipe("transformer").model)
     assert isinstance(shim, QuantizedHFShim) and is_quantized(shim._model)
+    assert shim.activations == "per_token" and "Int8Linear" in nlp.meta["quantized"]["method"]
     assert nlp.meta["quantized"]["components"] == ["transformer"]
     # saved again and reloaded: the same int8 encoder, the same predictions and vectors
     nlp.to_disk(tmp_path / "again")
@@ -101,14 +103,17 @@ def test_empty_keep_pattern_quantizes_every_linear(pipeline, tmp_path):
     must not match every layer name as an empty substring would."""
     import torch
 
-    out = tmp_path / "int8_all"
-    result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--keep-fp32", ""])
-    assert result.exit_code == 0, result.output
-    nlp = spacy.load(out)
-    model = hf_shim(nlp.get_pipe("transformer").model)._model
-    linears = [type(m) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch_dynamic_linear()))]
-    assert linears and all(kind is torch_dynamic_linear() for kind in linears)
-    assert nlp.meta["quantized"]["kept_fp32"] == []
+    from spacy_medllm.layers.int8 import Int8Linear
+
+    for activations, kind in (("per_token", Int8Linear), ("per_call", torch_dynamic_linear())):
+        out = tmp_path / f"int8_all_{activations}"
+        result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--keep-fp32", "", "--activations", activations])
+        assert result.exit_code == 0, result.output
+        nlp = spacy.load(out)
+        model = hf_shim(nlp.get_pipe("transformer").model)._model
+        linears = [type(m) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch_dynamic_linear(), Int8Linear))]
+        assert linears and all(k is kind for k in linears)
+        assert nlp.meta["quantized"]["kept_fp32"] == []
 
 
 def test_activation_range(pipeline, tmp_path):
@@ -117,7 +122,7 @@ def test_activation_range(pipeline, tmp_path):
     from spacy_medllm.layers.quantize import _quantized_linears, cpu_has_vnni
 
     out = tmp_path / "int8"
-    assert CliRunner().invoke(app, ["quantize", str(pipeline), str(out)]).exit_code == 0
+    assert CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--activations", "per_call"]).exit_code == 0
     fp32 = token_vectors(spacy.load(pipeline), TEXTS[3])
     vectors = {}
     for full in (True, False, None):
@@ -163,8 +168,9 @@ def test_quantize_with_smoothing_round_trip(pipeline, tmp_path):
     calib = tmp_path / "calib.jsonl"
     calib.write_text("".join(f'{{"text": "{t}"}}\n' for t in TEXTS if t), encoding="utf8")
     out = tmp_path / "int8_smooth"
+    # PyTorch's dynamic int8 Linear smoothed (test_quantize_per_token_activations: Int8Linear)
     result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--calibrate", str(calib), "--smooth-alpha", "1.0",
-                                      "--keep-fp32", "encoder.layer.0."])
+                                      "--keep-fp32", "encoder.layer.0.", "--activations", "per_call"])
     assert result.exit_code == 0, result.output
     nlp = spacy.load(out)
     assert nlp.meta["quantized"]["smoothing"]["alpha"] == 1.0 and nlp.meta["quantized"]["smoothing"]["calibration_texts"] == len(TEXTS) - 1

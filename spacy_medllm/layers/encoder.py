@@ -83,8 +83,9 @@ def build_transformer_model(
         the CPU has VNNI (avx512_vnni or avx_vnni), 128 elsewhere.
     quantize_activations (str): with `quantize`, "per_call" (PyTorch's dynamic int8 Linear:
         one activation scale per call) or "per_token" (`Int8Linear`: one scale per token, so a
-        text's analysis does not depend on the other texts of its batch; no PyTorch quantized
-        tensors at load).
+        token's int8 products do not depend on the other texts of its batch; no PyTorch
+        quantized tensors at load). A config without it reads "per_call", as the int8
+        pipelines saved before it existed; `medllm quantize` writes "per_token" by default.
     """
     model = transformer_model_v3(
         resolve_encoder(name),
