@@ -1,0 +1,91 @@
+"""Whether a pipeline's entities depend on the other texts of their batch: the first N
+documents of a gold file run through the pipeline in batches (`--batch-size`) and one text
+at a time; per document, the entities with their ids, (start, end, label, kb_id), are
+compared, and so is the transformer's output where both runs have the same shape.
+
+An fp32 encoder rounds a little differently with the batch's padded length; an int8 one
+quantizes its activations per call (one scale for the whole batch) or per token
+(`medllm quantize --activations`), and its rounding steps can carry such differences on.
+
+    python scripts/batch_dependence.py training/medllm_bc5cdr_int8 training/medllm_bc5cdr \\
+        --data corpus/bc5cdr/test.spacy --limit 200 --output metrics/batch_dependence.json
+"""
+from pathlib import Path
+from typing import List, Optional
+
+import numpy
+import spacy
+import srsly
+import typer
+from spacy.tokens import DocBin
+from tqdm import tqdm
+
+import spacy_medllm  # noqa: F401  (registers the factories)
+
+app = typer.Typer(add_completion=False)
+
+
+def entities(doc):
+    return {(e.start_char, e.end_char, e.label_, e.kb_id_) for e in doc.ents}
+
+
+def transformer_output(doc) -> Optional[numpy.ndarray]:
+    data = doc._.trf_data if doc.has_extension("trf_data") else None
+    if data is None or not getattr(data, "tensors", None):
+        return None
+    return numpy.asarray(data.tensors[0])
+
+
+def compare(model: Path, texts: List[str], batch_size: int) -> dict:
+    nlp = spacy.load(model)
+    keep = [name for name in nlp.pipe_names if name in ("transformer", "ner") or nlp.get_pipe_meta(name).factory == "medllm_linker"]
+    with nlp.select_pipes(enable=keep):
+        batched = list(tqdm(nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc=f"{model.name}, batches of {batch_size}", leave=False))
+        alone = [nlp(text) for text in tqdm(texts, desc=f"{model.name}, one at a time", leave=False)]
+    docs_differ = ents_differ = outputs_differ = outputs_compared = 0
+    for a, b in zip(batched, alone):
+        diff = entities(a) ^ entities(b)
+        docs_differ += bool(diff)
+        ents_differ += len(diff)
+        x, y = transformer_output(a), transformer_output(b)
+        if x is not None and y is not None and x.shape == y.shape:
+            outputs_compared += 1
+            outputs_differ += not numpy.array_equal(x, y)
+    return {
+        "model": str(model), "components": keep, "documents": len(texts), "batch_size": batch_size,
+        "entities_batched": sum(len(d.ents) for d in batched),
+        "documents_whose_entities_differ": docs_differ, "entities_differing": ents_differ,
+        "transformer_outputs_compared": outputs_compared, "transformer_outputs_differing": outputs_differ,
+    }
+
+
+@app.command()
+def main(
+    models: List[Path] = typer.Argument(..., help="pipeline folders"),
+    data: Path = typer.Option(..., "--data", help="a .spacy file whose texts are run"),
+    limit: int = typer.Option(200, "--limit", help="its first N documents"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    output: Optional[Path] = typer.Option(None, "--output", help="a JSON file for the results"),
+) -> None:
+    for model in models:
+        if not (model / "config.cfg").exists():
+            raise typer.BadParameter(f"{model} is not a pipeline folder (no config.cfg)")
+    if not data.exists():
+        raise typer.BadParameter(f"{data} not found")
+    texts = [doc.text for doc in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)][:limit]
+    if not texts:
+        raise typer.BadParameter(f"{data} holds no documents")
+    results = []
+    for model in models:
+        r = compare(model, texts, batch_size)
+        results.append(r)
+        typer.echo(f"{model}: {r['documents']} documents, {r['entities_batched']} entities batched; entities differing "
+                   f"{r['entities_differing']} in {r['documents_whose_entities_differ']} documents; transformer output "
+                   f"differing in {r['transformer_outputs_differing']} of {r['transformer_outputs_compared']} documents")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(output, {"data": str(data), "results": results})
+
+
+if __name__ == "__main__":
+    app()
