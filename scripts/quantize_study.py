@@ -6,6 +6,11 @@ fp32 against int8 variants (`medllm quantize --keep-fp32 ...`), one process per 
         --only "int8 all Linear" --only "int8, first layer fp32" --only "int8, FFN expansion fp32" --only "int8, first and last layer fp32"
 
 (`medllm quantize` scales per output channel since the first study, which was per tensor.)
+`--activations per_call|per_token` is passed to `medllm quantize` (its default, per token,
+since the studies before it, which were per call):
+
+    python scripts/quantize_study.py training/medllm_bc5cdr --activations per_token \
+        --only fp32 --only "int8, first layer fp32, smoothed 1.0" --only "int8 all Linear, smoothed 1.0"
 The "smoothed" variants calibrate activation smoothing on the first 200 BC5CDR train
 abstracts (`medllm quantize --calibrate corpus/bc5cdr/train.spacy --smooth-alpha A`).
 """
@@ -60,7 +65,8 @@ print(json.dumps(out))
 
 def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_dev: Path = Path("corpus/ade/dev.spacy"),
          calibrate: Path = typer.Option(Path("corpus/bc5cdr/train.spacy"), help="training text for the smoothed variants"),
-         output: Path = typer.Option(None), only: List[str] = typer.Option([], help="run only these variants (repeatable)")) -> None:
+         output: Path = typer.Option(None), only: List[str] = typer.Option([], help="run only these variants (repeatable)"),
+         activations: str = typer.Option("per_token", help="medllm quantize --activations: per_token or per_call")) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, keep in VARIANTS.items():
@@ -69,7 +75,7 @@ def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_de
             path = model
             if keep is not None:
                 path = Path(tmp) / name.replace(" ", "_").replace(",", "")
-                cmd = [sys.executable, "-m", "spacy_medllm", "quantize", str(model), str(path)]
+                cmd = [sys.executable, "-m", "spacy_medllm", "quantize", str(model), str(path), "--activations", activations]
                 if isinstance(keep, tuple):
                     keep, alpha = keep
                     cmd += ["--calibrate", str(calibrate), "--calibrate-docs", "200", "--smooth-alpha", str(alpha)]
@@ -81,6 +87,8 @@ def main(model: Path, bc5cdr_dev: Path = Path("corpus/bc5cdr/dev.spacy"), ade_de
                 typer.echo(run.stderr[-2000:], err=True)
                 raise typer.Exit(1)
             results[name] = json.loads(run.stdout.strip().splitlines()[-1])
+            if keep is not None:
+                results[name]["activations"] = activations
             typer.echo(f"{name}: {results[name]}", err=True)
     print(json.dumps(results, indent=2))
     if output:
