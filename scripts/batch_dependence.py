@@ -1,7 +1,11 @@
 """Whether a pipeline's entities depend on the other texts of their batch: the first N
 documents of a gold file run through the pipeline in batches (`--batch-size`) and one text
-at a time; per document, the entities with their ids, (start, end, label, kb_id), are
-compared, and so is the transformer's output where both runs have the same shape.
+at a time, up to its last component that sets entities or links them (`ner`,
+`medllm_linker`: what comes after reads the entities and sets none); per document, the
+entities with their ids, (start, end, label, kb_id), are compared: `entities_differing`
+counts those found by one run and not the other (an entity whose id changed counts twice,
+its old and its new version). The transformer's output is compared where both runs gave it
+the same shape.
 
 An fp32 encoder rounds a little differently with the batch's padded length; an int8 one
 quantizes its activations per call (one scale for the whole batch) or per token
@@ -24,6 +28,9 @@ import spacy_medllm  # noqa: F401  (registers the factories)
 
 app = typer.Typer(add_completion=False)
 
+# the factories whose components set entities or their ids
+ENTITY_FACTORIES = {"ner", "beam_ner", "entity_ruler", "span_ruler", "entity_linker", "medllm_linker"}
+
 
 def entities(doc):
     return {(e.start_char, e.end_char, e.label_, e.kb_id_) for e in doc.ents}
@@ -38,7 +45,8 @@ def transformer_output(doc) -> Optional[numpy.ndarray]:
 
 def compare(model: Path, texts: List[str], batch_size: int) -> dict:
     nlp = spacy.load(model)
-    keep = [name for name in nlp.pipe_names if name in ("transformer", "ner") or nlp.get_pipe_meta(name).factory == "medllm_linker"]
+    setting = [i for i, name in enumerate(nlp.pipe_names) if nlp.get_pipe_meta(name).factory in ENTITY_FACTORIES]
+    keep = nlp.pipe_names[: setting[-1] + 1] if setting else list(nlp.pipe_names)
     with nlp.select_pipes(enable=keep):
         batched = list(tqdm(nlp.pipe(texts, batch_size=batch_size), total=len(texts), desc=f"{model.name}, batches of {batch_size}", leave=False))
         alone = [nlp(text) for text in tqdm(texts, desc=f"{model.name}, one at a time", leave=False)]
@@ -69,12 +77,12 @@ def main(
 ) -> None:
     for model in models:
         if not (model / "config.cfg").exists():
-            raise typer.BadParameter(f"{model} is not a pipeline folder (no config.cfg)")
+            raise SystemExit(f"{model}: not a pipeline folder (no config.cfg)")
     if not data.exists():
-        raise typer.BadParameter(f"{data} not found")
+        raise SystemExit(f"{data}: not found")
     texts = [doc.text for doc in DocBin().from_disk(data).get_docs(spacy.blank("en").vocab)][:limit]
     if not texts:
-        raise typer.BadParameter(f"{data} holds no documents")
+        raise SystemExit(f"{data}: holds no documents")
     results = []
     for model in models:
         r = compare(model, texts, batch_size)

@@ -39,4 +39,4 @@ def test_batch_dependence_counts_entities_and_outputs(pipeline, trained, tmp_pat
 def test_batch_dependence_refuses_a_folder_that_is_not_a_pipeline(tmp_path):
     data = tmp_path / "none.spacy"
     run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--data", str(data)], capture_output=True, text=True)
-    assert run.returncode != 0 and "not a pipeline folder (no config.cfg)" in run.stderr
+    assert run.returncode != 0 and f"{tmp_path}: not a pipeline folder (no config.cfg)" in run.stderr

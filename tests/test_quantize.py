@@ -172,6 +172,7 @@ def test_quantize_with_smoothing_round_trip(pipeline, tmp_path):
     result = CliRunner().invoke(app, ["quantize", str(pipeline), str(out), "--calibrate", str(calib), "--smooth-alpha", "1.0",
                                       "--keep-fp32", "encoder.layer.0.", "--activations", "per_call"])
     assert result.exit_code == 0, result.output
+    assert util.load_config(out / "config.cfg")["components"]["transformer"]["model"]["quantize_activations"] == "per_call"
     nlp = spacy.load(out)
     assert nlp.meta["quantized"]["smoothing"]["alpha"] == 1.0 and nlp.meta["quantized"]["smoothing"]["calibration_texts"] == len(TEXTS) - 1
     model = hf_shim(nlp.get_pipe("transformer").model)._model
@@ -215,7 +216,7 @@ def test_quantize_per_token_activations(pipeline, tmp_path):
     fp32 = spacy.load(pipeline)
     assert numpy.corrcoef(token_vectors(fp32, text).ravel(), alone.ravel())[0, 1] > 0.99
     bad = CliRunner().invoke(app, ["quantize", str(pipeline), str(tmp_path / "bad"), "--activations", "per_word"])
-    assert bad.exit_code == 1 and "per_word" in bad.output
+    assert bad.exit_code == 1 and "per_word" in bad.output and not (tmp_path / "bad").exists()
 
 
 def torch_dynamic_linear():

@@ -1,28 +1,31 @@
 """int8 dynamic quantization of the transformer encoder, for CPU inference.
 
 `medllm quantize MODEL OUTPUT` turns every `torch.nn.Linear` of a trained pipeline's
-encoder into a dynamically quantized int8 layer (`torch.ao.quantization.quantize_dynamic`:
-int8 weights, activations quantized on the fly per batch) and sets `quantize = true` in the
-encoder's config (`spacy_medllm.TransformerModel.v1`). The pipeline is saved in the usual
+encoder into an int8 layer (int8 weights, one scale per output row; activations quantized
+on the fly) and sets `quantize = true` in the encoder's config
+(`spacy_medllm.TransformerModel.v1`). The pipeline is saved in the usual
 spacy-transformers format: the int8 weights are written dequantized (fp32 values that are
 exactly representable in int8 at each layer's scale), and loading re-quantizes them, which
 gives back the same int8 weights. So a quantized pipeline loads with the stock loader, holds
 int8 weights in memory, and predicts what it predicted before it was saved.
 
-Activations are quantized per call. PyTorch's default keeps them to 128 levels
-(`reduce_range`) so that CPUs without VNNI, whose int8 products accumulate in int16, do not
-saturate; on a CPU with VNNI (avx512_vnni, avx_vnni) all 256 levels are used, which halves
-the rounding step (`quantize_full_range` in the encoder's config: null = by the CPU).
-
-`quantize_activations = "per_token"` (`medllm quantize --activations per_token`) makes the
-int8 layers `Int8Linear` (spacy_medllm.layers.int8) instead: one activation scale per token,
-so a token's int8 products do not depend on the other texts of its batch, and a load that
-builds them straight from the saved values and scales (no PyTorch quantized tensors). The
+`quantize_activations = "per_token"` (what `medllm quantize` writes by default) makes the
+int8 layers `Int8Linear` (spacy_medllm.layers.int8): one activation scale per token, so a
+token's int8 products do not depend on the other texts of its batch, and a load that builds
+them straight from the saved values and scales (no PyTorch quantized tensors). The
 encoder's fp32 parts (attention, layer norms, layers kept fp32) still round a little
 differently with the batch's padded length, and an int8 rounding step can carry such a
-difference on: the shipped pipeline's entities differ batched (32) against one text at a time
-in 7 of 100 BC5CDR test abstracts per token, 19 per call, none in fp32 (README). `medllm
-quantize` makes them by default.
+difference on: over 200 BC5CDR test abstracts, batched (32) against one text at a time, the
+shipped pipeline's entities differ in 7 documents per token, 31 per call, none in fp32
+(scripts/batch_dependence.py, README).
+
+`quantize_activations = "per_call"` (`--activations per_call`; what a config without the
+key reads, as the int8 pipelines saved before it) uses PyTorch's dynamic int8 Linear
+(`torch.ao.quantization.quantize_dynamic`): one activation scale per call. PyTorch's default
+keeps activations to 128 levels (`reduce_range`) so that CPUs without VNNI, whose int8
+products accumulate in int16, do not saturate; on a CPU with VNNI (avx512_vnni, avx_vnni)
+all 256 levels are used, which halves the rounding step (`quantize_full_range` in the
+encoder's config: null = by the CPU).
 
 A quantized encoder is for inference only: updating it raises E140.
 """
@@ -402,7 +405,6 @@ def quantize_pipeline(model_path, output, keep_fp32: Sequence[str] = (), calibra
         model_cfg = saved["components"][name]["model"]
         model_cfg["@architectures"] = "spacy_medllm.TransformerModel.v1"
         model_cfg["quantize"] = True
-        if activations != "per_call":
-            model_cfg["quantize_activations"] = activations
+        model_cfg["quantize_activations"] = activations
     saved.to_disk(output / "config.cfg")
     return names
