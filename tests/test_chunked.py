@@ -2,7 +2,7 @@
 same outputs as all windows at once; training is unchanged."""
 import numpy
 
-from spacy_medllm.layers.chunked import ChunkedHFShim
+from spacy_medllm.layers.chunked import MIN_ROWS, ChunkedHFShim, exact_attention
 from spacy_medllm.layers.quantize import hf_shim
 
 from test_ner_trf import TRAIN, ents, trained  # noqa: F401  (the tiny transformer NER fixture)
@@ -58,7 +58,9 @@ def test_windows_grouped_by_length_and_cut_to_their_longest(trained, monkeypatch
     monkeypatch.setattr(ChunkedHFShim, "group_windows", 3)
     grouped = list(trained.pipe(texts, batch_size=len(texts)))
     assert len(calls) > 2 and all(n <= 3 for _, _, n in calls)
-    assert all(width == longest for width, longest, _ in calls)  # each call cut to its longest window
+    # each call cut to its longest window, or padded to MIN_ROWS pieces when it holds fewer
+    assert all(width == max(longest, -(-MIN_ROWS // n)) for width, longest, n in calls)
+    assert all(width * n >= MIN_ROWS for width, _, n in calls)
     assert min(width for width, _, _ in calls) < padded
     for a, b in zip(grouped, whole):
         out_a, out_b = a._.trf_data.model_output.last_hidden_state, b._.trf_data.model_output.last_hidden_state
@@ -66,6 +68,32 @@ def test_windows_grouped_by_length_and_cut_to_their_longest(trained, monkeypatch
         mask = numpy.asarray(a._.trf_data.tokens["attention_mask"]).astype(bool)
         numpy.testing.assert_allclose(numpy.asarray(out_a)[mask], numpy.asarray(out_b)[mask], rtol=1e-5, atol=1e-5)
         assert ents(a) == ents(b)
+
+
+def real_pieces(doc):
+    """Each window's outputs on its real pieces (the padding dropped), as arrays."""
+    out = numpy.asarray(doc._.trf_data.tensors[0])
+    lengths = numpy.asarray(doc._.trf_data.tokens["attention_mask"]).sum(axis=1)
+    return [out[w, : int(n)] for w, n in enumerate(lengths)]
+
+
+def test_a_windows_output_does_not_depend_on_its_batch(trained):  # noqa: F811
+    """Each window attends over its own keys only and every call holds MIN_ROWS pieces or
+    more, so a text's encoder outputs are the same bits alone and in any batch: texts of
+    many lengths (one of a single word, several of many windows), batches of 1 to all."""
+    shim = hf_shim(trained.get_pipe("transformer").model)
+    words = [t for t, _ in TRAIN]
+    texts = ["Lithium", "Cisplatin induced fever ."] + [" ".join(words[: 1 + i % 3]) * (1 + i) for i in range(7)]
+    alone = [real_pieces(trained(t)) for t in texts]
+    for size in (2, 3, len(texts)):
+        for doc, expected in zip(trained.pipe(texts, batch_size=size), alone):
+            got = real_pieces(doc)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected):
+                numpy.testing.assert_array_equal(a, b)
+    # inference put the per-window forward on every self-attention layer (once)
+    patched = [m for m in shim._model.modules() if "forward" in vars(m)]
+    assert len(patched) == shim._model.config.num_hidden_layers == exact_attention(shim._model)
 
 
 def test_lean_loading_gives_the_stock_loaders_model(trained):  # noqa: F811

@@ -208,11 +208,16 @@ def test_quantize_per_token_activations(pipeline, tmp_path):
     assert len([m for m in model.modules() if isinstance(m, SmoothedLinear)]) == len(int8)
     assert all(".layer.0." not in name for name in int8)
     assert_same_bits_after_a_round_trip(nlp, tmp_path / "again")
-    # a text alone and beside another text of its length: the same vectors
+    # a text alone and beside another text of its length: the same vectors; beside shorter and
+    # longer texts (padding), its real pieces the same too
     text = TEXTS[3]
     alone = token_vectors(nlp, text)
     docs = list(nlp.pipe([text, text.upper()], batch_size=2))
     numpy.testing.assert_array_equal(numpy.asarray(docs[0]._.trf_data.tensors[0]), alone)
+    for other in ("Lithium .", TEXTS[0] + " " + TEXTS[1] + " " + TEXTS[2]):
+        for doc in (list(nlp.pipe([other, text], batch_size=2))[1], list(nlp.pipe([text, other], batch_size=2))[0]):
+            n = int(numpy.asarray(doc._.trf_data.tokens["attention_mask"]).sum())
+            numpy.testing.assert_array_equal(numpy.asarray(doc._.trf_data.tensors[0])[0, :n], alone[0, :n])
     fp32 = spacy.load(pipeline)
     assert numpy.corrcoef(token_vectors(fp32, text).ravel(), alone.ravel())[0, 1] > 0.99
     bad = CliRunner().invoke(app, ["quantize", str(pipeline), str(tmp_path / "bad"), "--activations", "per_word"])

@@ -12,8 +12,19 @@ them at once. Two costs follow:
 `ChunkedHFShim` runs the encoder at inference on groups of windows of similar length (sorted
 by length, at most `group_windows` per call, each group cut to its own longest window), then
 puts the outputs back in order and at the batch's padded length (zeros at the padding, which
-no alignment reads). A real piece's output is the same number (the attention mask already
-hid the padding); training is unchanged. `spacy_medllm.TransformerModel.v1` installs it.
+no alignment reads). Training is unchanged. `spacy_medllm.TransformerModel.v1` installs it.
+
+A window's output does not depend on the other windows of its batch, to the bit. Padding
+used to move it a little: the attention over a padded window summed its real keys in
+another order than over the window alone (3.7e-6 in fp32, enough for an int8 rounding step
+to carry on: 9 entities of ~3,510 changed with the batch in the per-token int8 pipeline).
+So at inference each window attends over its own keys only (`exact_attention`: the keys cut
+to the window's length, no mask; BERT-style self-attention), and every encoder call holds
+at least `MIN_ROWS` pieces (padding added where a lone short window would have fewer),
+because the CPU's matrix product rounds some row counts under 12 differently. The Linear
+layers, layer norms and activations work row by row, so with these two rules a window's
+pieces come out the same alone or in any batch (tested, and measured on BC5CDR test with
+`scripts/batch_dependence.py`: README).
 
 Loading (`from_bytes`) is spacy-transformers' with less memory in flight: the saved message
 is decoded once, the encoder is built without random initial weights, the saved tensors are
@@ -42,6 +53,60 @@ MAX_WINDOWS = 64
 # windows per call when they are grouped by length: small enough that a group's windows have
 # nearly one length, large enough that the Linear layers still multiply big matrices
 GROUP_WINDOWS = 8
+# pieces (rows) per encoder call at the least: PyTorch's CPU matrix product rounds a row
+# differently when the product has 1-3, 5-7 or 9-11 rows (measured on torch 2.13's Linear),
+# so a call never holds fewer
+MIN_ROWS = 12
+
+
+def _exact_self_attention(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
+                          encoder_attention_mask=None, past_key_value=None, output_attentions=False):
+    """A BERT-style SDPA self-attention's forward in which each window attends over its own
+    real keys only (cut to its length, no mask), at inference on right-padded windows; any
+    other call goes to the class's own forward."""
+    import torch
+
+    default = type(self).forward
+    if (attention_mask is None or self.training or torch.is_grad_enabled() or encoder_hidden_states is not None
+            or past_key_value is not None or output_attentions or head_mask is not None or getattr(self, "is_decoder", False)
+            or getattr(self, "position_embedding_type", "absolute") != "absolute" or attention_mask.dim() != 4
+            or attention_mask.shape[1] != 1):
+        return default(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, encoder_attention_mask,
+                       past_key_value, output_attentions)
+    keep = attention_mask[:, 0, 0, :] == 0  # [windows, keys]: 0 where attended, the dtype's minimum where masked
+    lengths = keep.sum(dim=1)
+    positions = torch.arange(keep.shape[1], device=keep.device)
+    if not bool((keep == (positions[None, :] < lengths[:, None])).all()):
+        return default(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, encoder_attention_mask,
+                       past_key_value, output_attentions)
+    bsz, tgt_len, _ = hidden_states.size()
+    query = self.transpose_for_scores(self.query(hidden_states))
+    key = self.transpose_for_scores(self.key(hidden_states))
+    value = self.transpose_for_scores(self.value(hidden_states))
+    # the padding's own queries get zeros (no alignment reads them): computing them would put
+    # the real queries in other blocks of the attention kernel, which rounds by block
+    out = torch.zeros_like(query)
+    for length in torch.unique(lengths).tolist():
+        rows = (lengths == length).nonzero(as_tuple=True)[0]
+        cut = max(int(length), 1)
+        out[rows, :, :cut] = torch.nn.functional.scaled_dot_product_attention(query[rows, :, :cut], key[rows, :, :cut], value[rows, :, :cut])
+    return (out.transpose(1, 2).reshape(bsz, tgt_len, self.all_head_size),)
+
+
+def exact_attention(model) -> int:
+    """Give each BERT-style SDPA self-attention of `model` (a class named *SdpaSelfAttention with
+    query, key, value and transpose_for_scores) the per-window forward above; once. RETURNS
+    how many modules have it."""
+    import types
+
+    n = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if name.endswith("SdpaSelfAttention") and all(hasattr(module, a) for a in ("query", "key", "value", "transpose_for_scores")):
+            if "forward" not in vars(module):
+                module.forward = types.MethodType(_exact_self_attention, module)
+            n += 1
+    return n
 
 
 def _merge(outputs, positions, n: int, length: int):
@@ -57,7 +122,7 @@ def _merge(outputs, positions, n: int, length: int):
         if first.dim() == 3:
             out = first.new_zeros((n, length, first.shape[2]))
             for o, pos in zip(outputs, positions):
-                out[pos, : o.shape[1]] = o
+                out[pos, : o.shape[1]] = o[:, :length]
         else:
             out = first.new_empty((n,) + tuple(first.shape[1:]))
             for o, pos in zip(outputs, positions):
@@ -69,6 +134,15 @@ def _merge(outputs, positions, n: int, length: int):
         merged = {k: _merge([o[k] for o in outputs], positions, n, length) if first[k] is not None else None for k in first.keys()}
         return type(first)(**merged)
     return first
+
+
+def _pieces(tensor, cut: int):
+    """[windows, pieces] cut to `cut` pieces, or zero-padded to them (a zero attention mask)."""
+    import torch
+
+    if tensor.shape[1] >= cut:
+        return tensor[:, :cut]
+    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], cut - tensor.shape[1]))], dim=1)
 
 
 class ChunkedHFShim(HFShim):
@@ -95,6 +169,7 @@ class ChunkedHFShim(HFShim):
         right_padded = bool((mask.cumsum(dim=1) == torch.arange(1, length + 1, device=mask.device).clamp(max=lengths.unsqueeze(1))).all())
         if kwargs.get("output_attentions") or not right_padded:
             return self._predict_in_order(inputs, n)
+        exact_attention(self._model)
         step = max(1, min(self.group_windows, self.max_windows))
         sort = torch.argsort(lengths, descending=True, stable=True)
         trim_heap()  # what the previous batch's later components freed
@@ -102,9 +177,11 @@ class ChunkedHFShim(HFShim):
         for start in range(0, n, step):
             idx = sort[start : start + step]
             positions.append(idx)
-            cut = max(1, int(lengths[idx].max()))
+            # at least MIN_ROWS pieces per call: a lone short window gets padding (which its
+            # exact attention does not read), beyond the batch's own where it must
+            cut = max(1, int(lengths[idx].max()), -(-MIN_ROWS // len(idx)))
             group = {
-                k: (v.index_select(0, idx)[:, :cut] if v.dim() == 2 and v.shape[1] == length else v.index_select(0, idx)) if k in per_window else v
+                k: (_pieces(v.index_select(0, idx), cut) if v.dim() == 2 and v.shape[1] == length else v.index_select(0, idx)) if k in per_window else v
                 for k, v in kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=group)))
