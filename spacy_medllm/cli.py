@@ -793,7 +793,7 @@ def quantize(
     calibrate: Optional[Path] = typer.Option(None, "--calibrate", help="training text (a .spacy DocBin, or .jsonl with a \"text\" field) on which to measure activation smoothing factors (SmoothQuant); never dev or test text"),
     calibrate_docs: int = typer.Option(200, "--calibrate-docs", help="how many of its documents (the first N)"),
     smooth_alpha: float = typer.Option(0.5, "--smooth-alpha", help="smoothing strength: 0 keeps the activations, 1 moves all their range into the weights"),
-    activations: str = typer.Option("per_token", "--activations", help="per_token (Int8Linear: one activation scale per token, int32 accumulation, no PyTorch quantized tensors; a token's int8 products do not depend on the other texts of its batch) or per_call (PyTorch's dynamic int8 Linear, one scale per call, through its deprecated quantized tensors)"),
+    activations: str = typer.Option("per_token", "--activations", help="per_token (Int8Linear: one activation scale per token, int32 accumulation, no PyTorch quantized tensors; a text's analysis does not depend on its batch) or per_call (PyTorch's dynamic int8 Linear, one scale per call, through its deprecated quantized tensors)"),
 ) -> None:
     """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
     import shutil

@@ -82,9 +82,10 @@ def build_transformer_model(
         accumulation of CPUs without VNNI instructions from saturating); None: all 256 where
         the CPU has VNNI (avx512_vnni or avx_vnni), 128 elsewhere.
     quantize_activations (str): with `quantize`, "per_call" (PyTorch's dynamic int8 Linear:
-        one activation scale per call) or "per_token" (`Int8Linear`: one scale per token, so a
-        token's int8 products do not depend on the other texts of its batch; no PyTorch
-        quantized tensors at load). A config without it reads "per_call", as the int8
+        one activation scale per call, which the other texts of the batch move) or "per_token"
+        (`Int8Linear`: one scale per token, so, with the per-window attention of
+        spacy_medllm.layers.chunked, a text's analysis does not depend on its batch; no
+        PyTorch quantized tensors at load). A config without it reads "per_call", as the int8
         pipelines saved before it existed; `medllm quantize` writes "per_token" by default.
     """
     model = transformer_model_v3(

@@ -12,11 +12,11 @@ int8 weights in memory, and predicts what it predicted before it was saved.
 `quantize_activations = "per_token"` (what `medllm quantize` writes by default) makes the
 int8 layers `Int8Linear` (spacy_medllm.layers.int8): one activation scale per token, so a
 token's int8 products do not depend on the other texts of its batch, and a load that builds
-them straight from the saved values and scales (no PyTorch quantized tensors). The
-encoder's fp32 parts (attention, layer norms, layers kept fp32) still round a little
-differently with the batch's padded length, and an int8 rounding step can carry such a
-difference on: over 200 BC5CDR test abstracts, batched (32) against one text at a time, the
-shipped pipeline's entities differ in 7 documents per token, 31 per call, none in fp32
+them straight from the saved values and scales (no PyTorch quantized tensors). With the
+encoder's per-window attention (spacy_medllm.layers.chunked), a text's analysis is then the
+same bits alone or in any batch: over 200 BC5CDR test abstracts, batched (32) against one
+text at a time, none of the shipped pipeline's 515 windows differs per token (nor in fp32);
+per call all 515 do, and 50 entities (span, label, id) change, in 29 documents
 (scripts/batch_dependence.py, README).
 
 `quantize_activations = "per_call"` (`--activations per_call`; what a config without the
