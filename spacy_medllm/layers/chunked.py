@@ -59,26 +59,24 @@ GROUP_WINDOWS = 8
 MIN_ROWS = 12
 
 
-def _exact_self_attention(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
-                          encoder_attention_mask=None, past_key_value=None, output_attentions=False):
+def _exact_self_attention(self, hidden_states, attention_mask=None, *args, **kwargs):
     """A BERT-style SDPA self-attention's forward in which each window attends over its own
     real keys only (cut to its length, no mask), at inference on right-padded windows; any
-    other call goes to the class's own forward."""
+    other call (training, cross-attention, a cache, head masks, attention maps asked for,
+    arguments this forward does not know) goes to the class's own forward."""
     import torch
 
     default = type(self).forward
-    if (attention_mask is None or self.training or torch.is_grad_enabled() or encoder_hidden_states is not None
-            or past_key_value is not None or output_attentions or head_mask is not None or getattr(self, "is_decoder", False)
-            or getattr(self, "position_embedding_type", "absolute") != "absolute" or attention_mask.dim() != 4
-            or attention_mask.shape[1] != 1):
-        return default(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, encoder_attention_mask,
-                       past_key_value, output_attentions)
+    if (attention_mask is None or self.training or torch.is_grad_enabled()
+            or any(value is not None and value is not False for value in list(args) + list(kwargs.values()))
+            or getattr(self, "is_decoder", False) or getattr(self, "position_embedding_type", "absolute") != "absolute"
+            or attention_mask.dim() != 4 or attention_mask.shape[1] != 1):
+        return default(self, hidden_states, attention_mask, *args, **kwargs)
     keep = attention_mask[:, 0, 0, :] == 0  # [windows, keys]: 0 where attended, the dtype's minimum where masked
     lengths = keep.sum(dim=1)
     positions = torch.arange(keep.shape[1], device=keep.device)
     if not bool((keep == (positions[None, :] < lengths[:, None])).all()):
-        return default(self, hidden_states, attention_mask, head_mask, encoder_hidden_states, encoder_attention_mask,
-                       past_key_value, output_attentions)
+        return default(self, hidden_states, attention_mask, *args, **kwargs)
     bsz, tgt_len, _ = hidden_states.size()
     query = self.transpose_for_scores(self.query(hidden_states))
     key = self.transpose_for_scores(self.key(hidden_states))
