@@ -14,7 +14,8 @@ by length, at most `group_windows` per call, each group cut to its own longest w
 puts the outputs back in order and at the batch's padded length (zeros at the padding, which
 no alignment reads). Training is unchanged. `spacy_medllm.TransformerModel.v1` installs it.
 
-A window's output does not depend on the other windows of its batch, to the bit. Padding
+A window's last hidden states do not depend on the other windows of its batch, to the bit
+(on the CPU; the pooler's output, which nothing here reads, still may). Padding
 used to move it a little: the attention over a padded window summed its real keys in
 another order than over the window alone (3.7e-6 in fp32, enough for an int8 rounding step
 to carry on: 9 entities of ~3,510 changed with the batch in the per-token int8 pipeline).
@@ -67,17 +68,20 @@ def _exact_self_attention(self, hidden_states, attention_mask=None, *args, **kwa
     import torch
 
     default = type(self).forward
-    if (attention_mask is None or self.training or torch.is_grad_enabled()
+    if (self.training or torch.is_grad_enabled() or hidden_states.device.type != "cpu"
             or any(value is not None and value is not False for value in list(args) + list(kwargs.values()))
             or getattr(self, "is_decoder", False) or getattr(self, "position_embedding_type", "absolute") != "absolute"
-            or attention_mask.dim() != 4 or attention_mask.shape[1] != 1):
-        return default(self, hidden_states, attention_mask, *args, **kwargs)
-    keep = attention_mask[:, 0, 0, :] == 0  # [windows, keys]: 0 where attended, the dtype's minimum where masked
-    lengths = keep.sum(dim=1)
-    positions = torch.arange(keep.shape[1], device=keep.device)
-    if not bool((keep == (positions[None, :] < lengths[:, None])).all()):
+            or (attention_mask is not None and (attention_mask.dim() != 4 or attention_mask.shape[1] != 1))):
         return default(self, hidden_states, attention_mask, *args, **kwargs)
     bsz, tgt_len, _ = hidden_states.size()
+    if attention_mask is None:  # no padding: every window its full length, through the same path
+        lengths = torch.full((bsz,), tgt_len, dtype=torch.long, device=hidden_states.device)
+    else:
+        keep = attention_mask[:, 0, 0, :] == 0  # [windows, keys]: 0 where attended, the dtype's minimum where masked
+        lengths = keep.sum(dim=1)
+        positions = torch.arange(keep.shape[1], device=keep.device)
+        if not bool((keep == (positions[None, :] < lengths[:, None])).all()):
+            return default(self, hidden_states, attention_mask, *args, **kwargs)
     query = self.transpose_for_scores(self.query(hidden_states))
     key = self.transpose_for_scores(self.key(hidden_states))
     value = self.transpose_for_scores(self.value(hidden_states))
@@ -91,18 +95,37 @@ def _exact_self_attention(self, hidden_states, attention_mask=None, *args, **kwa
     return (out.transpose(1, 2).reshape(bsz, tgt_len, self.all_head_size),)
 
 
+def _takes_exact_attention(module) -> bool:
+    """A BERT-style SDPA self-attention: a class named *SdpaSelfAttention with query, key,
+    value and transpose_for_scores, whose forward takes (hidden_states, attention_mask, ...)."""
+    import inspect
+
+    if not type(module).__name__.endswith("SdpaSelfAttention"):
+        return False
+    if not all(hasattr(module, a) for a in ("query", "key", "value", "transpose_for_scores", "all_head_size")):
+        return False
+    try:
+        params = list(inspect.signature(type(module).forward).parameters)
+    except (TypeError, ValueError):
+        return False
+    return params[:3] == ["self", "hidden_states", "attention_mask"]
+
+
 def exact_attention(model) -> int:
-    """Give each BERT-style SDPA self-attention of `model` (a class named *SdpaSelfAttention with
-    query, key, value and transpose_for_scores) the per-window forward above; once. RETURNS
-    how many modules have it."""
-    import types
+    """Give each BERT-style SDPA self-attention of `model` the per-window forward above, once
+    (a `functools.partial`, which pickles and deep-copies with the module). RETURNS how many
+    modules have it: 0 for encoders of other kinds (eager attention, other architectures),
+    whose outputs still move with the batch's padding by float rounding."""
+    import functools
 
     n = 0
     for module in model.modules():
-        name = type(module).__name__
-        if name.endswith("SdpaSelfAttention") and all(hasattr(module, a) for a in ("query", "key", "value", "transpose_for_scores")):
-            if "forward" not in vars(module):
-                module.forward = types.MethodType(_exact_self_attention, module)
+        if _takes_exact_attention(module):
+            current = vars(module).get("forward")
+            if current is None:
+                module.forward = functools.partial(_exact_self_attention, module)
+            elif getattr(current, "func", None) is not _exact_self_attention:
+                continue  # someone else's forward: left alone
             n += 1
     return n
 
@@ -134,13 +157,14 @@ def _merge(outputs, positions, n: int, length: int):
     return first
 
 
-def _pieces(tensor, cut: int):
-    """[windows, pieces] cut to `cut` pieces, or zero-padded to them (a zero attention mask)."""
+def _pieces(tensor, cut: int, fill: int = 0):
+    """[windows, pieces] cut to `cut` pieces, or padded to them with `fill` (the pad token for
+    input ids; 0 elsewhere: a zero attention mask)."""
     import torch
 
     if tensor.shape[1] >= cut:
         return tensor[:, :cut]
-    return torch.cat([tensor, tensor.new_zeros((tensor.shape[0], cut - tensor.shape[1]))], dim=1)
+    return torch.cat([tensor, tensor.new_full((tensor.shape[0], cut - tensor.shape[1]), fill)], dim=1)
 
 
 class ChunkedHFShim(HFShim):
@@ -167,8 +191,12 @@ class ChunkedHFShim(HFShim):
         right_padded = bool((mask.cumsum(dim=1) == torch.arange(1, length + 1, device=mask.device).clamp(max=lengths.unsqueeze(1))).all())
         if kwargs.get("output_attentions") or not right_padded:
             return self._predict_in_order(inputs, n)
-        exact_attention(self._model)
+        if not exact_attention(self._model) and not getattr(self, "_said_inexact", False):
+            self._said_inexact = True
+            warnings.warn(f"{type(self._model).__name__}: no BERT-style SDPA self-attention found, so a text's encoder "
+                          "outputs may move with the other texts of its batch by float rounding")
         step = max(1, min(self.group_windows, self.max_windows))
+        pad_id = getattr(getattr(self._model, "config", None), "pad_token_id", None) or 0
         sort = torch.argsort(lengths, descending=True, stable=True)
         trim_heap()  # what the previous batch's later components freed
         parts, positions = [], []
@@ -179,7 +207,7 @@ class ChunkedHFShim(HFShim):
             # exact attention does not read), beyond the batch's own where it must
             cut = max(1, int(lengths[idx].max()), -(-MIN_ROWS // len(idx)))
             group = {
-                k: (_pieces(v.index_select(0, idx), cut) if v.dim() == 2 and v.shape[1] == length else v.index_select(0, idx)) if k in per_window else v
+                k: (_pieces(v.index_select(0, idx), cut, pad_id if k == "input_ids" else 0) if v.dim() == 2 and v.shape[1] == length else v.index_select(0, idx)) if k in per_window else v
                 for k, v in kwargs.items()
             }
             parts.append(super().predict(ArgsKwargs(args=(), kwargs=group)))

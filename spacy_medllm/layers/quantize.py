@@ -61,14 +61,14 @@ def set_activation_range(module, full_range: Optional[bool] = None) -> bool:
     """Make every int8 Linear of a freshly quantized `module` quantize its activations to 256
     levels (full range) or leave PyTorch's 128 (`reduce_range`); None: full range where the CPU has VNNI,
     whose int8 products accumulate in int32 and cannot saturate. RETURNS the range used."""
-    import types
+    import functools
 
     full = cpu_has_vnni() if full_range is None else bool(full_range)
     if full:
         for _, linear in _quantized_linears(module):
             if getattr(linear, INT8_MARK, False):  # per-token activations: their own range
                 continue
-            linear.forward = types.MethodType(_full_range_forward, linear)
+            linear.forward = functools.partial(_full_range_forward, linear)  # (pickles, unlike a bound method)
     return full
 
 

@@ -43,19 +43,29 @@ class SmoothedLinear(torch.nn.Module):
 
 def activation_maxima(module: torch.nn.Module, run: Callable[[], object], names: Iterable[str]) -> Dict[str, torch.Tensor]:
     """The largest |input| of each named Linear of `module`, per input channel, while `run()`
-    runs (it should push calibration text through the model)."""
+    runs (it should push calibration text through the model), over the real pieces only: the
+    padding's rows (attention mask 0 in the call to `module`) are left out."""
     wanted = set(names)
     maxima: Dict[str, torch.Tensor] = {}
     hooks = []
+    call = {"mask": None}
+
+    def remember_mask(_module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        call["mask"] = mask.detach().bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
     def hook_for(name):
         def hook(_module, args):
             x = args[0].detach()
+            mask = call["mask"]
+            if mask is not None and x.dim() == 3 and tuple(mask.shape) == tuple(x.shape[:2]) and bool(mask.any()):
+                x = x[mask]
             amax = x.abs().reshape(-1, x.shape[-1]).amax(dim=0).float()
             maxima[name] = amax if name not in maxima else torch.maximum(maxima[name], amax)
 
         return hook
 
+    hooks.append(module.register_forward_pre_hook(remember_mask, with_kwargs=True))
     for name, sub in module.named_modules():
         if name in wanted and isinstance(sub, torch.nn.Linear):
             hooks.append(sub.register_forward_pre_hook(hook_for(name)))
