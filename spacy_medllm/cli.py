@@ -798,10 +798,12 @@ def quantize(
     """Quantize the encoder's Linear layers to int8 for CPU inference (dynamic quantization) into a new pipeline."""
     import shutil
 
-    from .layers.quantize import ACTIVATIONS, quantize_pipeline
+    from .layers.quantize import check_activations, quantize_pipeline
 
-    if activations not in ACTIVATIONS:
-        typer.echo(f"error: --activations {activations!r}: expected one of {', '.join(ACTIVATIONS)}", err=True)
+    try:
+        check_activations(activations)
+    except ValueError as err:
+        typer.echo(f"error: --activations: {err}", err=True)
         raise typer.Exit(1)
 
     texts = None

@@ -191,10 +191,11 @@ class ChunkedHFShim(HFShim):
         right_padded = bool((mask.cumsum(dim=1) == torch.arange(1, length + 1, device=mask.device).clamp(max=lengths.unsqueeze(1))).all())
         if kwargs.get("output_attentions") or not right_padded:
             return self._predict_in_order(inputs, n)
-        if not exact_attention(self._model) and not getattr(self, "_said_inexact", False):
-            self._said_inexact = True
-            warnings.warn(f"{type(self._model).__name__}: no BERT-style SDPA self-attention found, so a text's encoder "
-                          "outputs may move with the other texts of its batch by float rounding")
+        if getattr(self, "_exact_for", None) is not self._model:  # once per encoder (a load replaces it)
+            self._exact_for = self._model
+            if not exact_attention(self._model):
+                warnings.warn(f"{type(self._model).__name__}: no BERT-style SDPA self-attention found, so a text's encoder "
+                              "outputs may move with the other texts of its batch by float rounding")
         step = max(1, min(self.group_windows, self.max_windows))
         pad_id = getattr(getattr(self._model, "config", None), "pad_token_id", None) or 0
         sort = torch.argsort(lengths, descending=True, stable=True)

@@ -98,6 +98,13 @@ def set_per_token_activations(module) -> int:
 ACTIVATIONS = ("per_call", "per_token")
 
 
+def check_activations(activations: str) -> str:
+    """`activations` if it is one of ACTIVATIONS, else ValueError naming it."""
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"int8 activations {activations!r}: use {' or '.join(ACTIVATIONS)}")
+    return activations
+
+
 def quantize_module(
     module, scales: Optional[Dict[str, object]] = None, keep_fp32: Sequence[str] = (), full_range: Optional[bool] = None,
     inplace: bool = False, smooth: Optional[Dict[str, object]] = None, activations: str = "per_call",
@@ -125,8 +132,7 @@ def quantize_module(
 
     import torch
 
-    if activations not in ACTIVATIONS:
-        raise ValueError(f"int8 activations {activations!r}: use {' or '.join(ACTIVATIONS)}")
+    check_activations(activations)
     module = module.cpu()
     factors = {}
     if smooth:
@@ -323,8 +329,7 @@ def use_quantized_shim(model: Model, full_range: Optional[bool] = None, activati
     """Switch a TransformerModel's shim to `QuantizedHFShim` (same state, new behaviour);
     `full_range`: the activations' range once quantized per call (`set_activation_range`);
     `activations`: "per_call" or "per_token" (`quantize_module`)."""
-    if activations not in ACTIVATIONS:
-        raise ValueError(f"quantize_activations {activations!r}: use {' or '.join(ACTIVATIONS)}")
+    check_activations(activations)
     shim = hf_shim(model)
     if not isinstance(shim, QuantizedHFShim):
         shim.__class__ = QuantizedHFShim
